@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment at .venv and install everything the demo and
+# the tests need. Idempotent: a marker file records the hash of the requirement files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+VENV=${VSSFLOW_VENV:-.venv}
+MARK="$VENV/.vssflow-installed"
+HASH=$(cat requirements*.txt install.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$MARK" ] && [ "$(cat "$MARK")" = "$HASH" ]; then exit 0; fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+# torch is ComfyUI's to choose inside ComfyUI; this standalone venv uses the version tested here.
+$PIP install -q "torch==${VSSFLOW_TORCH_VERSION:-2.14.1}"
+$PIP install -q --no-deps "torchaudio==${VSSFLOW_TORCHAUDIO_VERSION:-2.11.0}"
+$PIP install -q numpy
+"$VENV/bin/python" install.py >/dev/null
+$PIP install -q -r requirements-dev.txt
+echo "$HASH" > "$MARK"

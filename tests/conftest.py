@@ -1,0 +1,23 @@
+"""Shared pytest set-up: one torch thread (the CI machine has two cores) and the fixture folder."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL_FIXTURES = Path(os.environ.get("VSSFLOW_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "official"))
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def official_fixtures() -> Path:
+    """Folder of the parity fixtures made with the official code (read-only)."""
+    if not OFFICIAL_FIXTURES.is_dir():
+        pytest.skip(f"official fixtures not found at {OFFICIAL_FIXTURES}; set VSSFLOW_FIXTURES")
+    return OFFICIAL_FIXTURES

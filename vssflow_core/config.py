@@ -1,0 +1,228 @@
+"""Model configuration: DiT sizes, the condition table, and the audio codec.
+
+The condition table is what "disentangled condition aggregation" means in code: each
+:class:`ConditionSpec` names a condition, its input width, its native rate, how it is
+resampled to the latent grid, how it is projected, and its route:
+
+* ``route="concat"``: time-dense conditions (lips, phonemes, sync/motion) are resampled to
+  the latent rate, projected, and channel-concatenated with the noisy latent, so they reach
+  the DiT through self-attention.
+* ``route="cross"``: semantic conditions (visual content, speaker) become tokens of the
+  cross-attention context. A condition with ``rate_hz=None`` is global (one token); global
+  tokens come first (the official layout puts the speaker token first).
+
+The same code serves the official layout (:func:`official`) and any other size, e.g. the
+embedded default (:func:`embedded`) and the tiny test models (:func:`tiny`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+Route = Literal["concat", "cross"]
+Resample = Literal["nearest", "nearest-exact", "pad"]
+Projection = Literal["mlp2", "embedding", "identity"]
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """One row of the condition table.
+
+    Attributes:
+        name: condition name used everywhere (``lip``, ``phone``, ``synch``, ``video``, ``ref``, ...).
+        module_name: attribute name of the projection inside the model, which is also the
+            state-dict key prefix (official: ``lip_proj``, ``phone_embedding``, ``synch_proj``,
+            ``cond_proj``, ``ref_proj``).
+        input_dim: feature width of the raw condition ``[B, N, input_dim]``; for
+            ``projection="embedding"`` the vocabulary size (number of embedding rows).
+        out_dim: width after projection (channels added to the latent, or the cross-attention
+            width for ``route="cross"``).
+        hidden_dim: hidden width of the bias-free 2-layer MLP (``mlp2``); unused otherwise.
+        route: ``concat`` (channel-concat with the latent) or ``cross`` (context tokens).
+        rate_hz: native rate in frames per second; ``None`` for a global (one-vector) condition.
+        resample: how a ``[B, N, D]`` sequence is mapped to the latent length ``L``:
+            ``nearest`` / ``nearest-exact`` (``F.interpolate`` modes, as official) or ``pad``
+            (zero-pad or crop to ``L``, used by the official lips and phonemes which are already
+            on the 25 Hz grid).
+        projection: ``mlp2`` (Linear-SiLU-Linear, no biases), ``embedding`` (``nn.Embedding``,
+            integer ids, 0 = "no phoneme"), or ``identity``.
+        fold_segments: if True, an input ``[B, S, K, D]`` is reshaped to ``[B, S*K, D]`` before
+            resampling (the official Synchformer layout ``[B, 30, 8, 768]``).
+    """
+
+    name: str
+    module_name: str
+    input_dim: int
+    out_dim: int
+    route: Route
+    rate_hz: float | None
+    resample: Resample = "nearest"
+    projection: Projection = "mlp2"
+    hidden_dim: int = 0
+    fold_segments: bool = False
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Sizes of the Stable-Audio-style DiT.
+
+    ``in_channels`` = audio channels + sum of the ``concat`` conditions' ``out_dim``;
+    it is derived by :class:`ModelConfig`, not stored here.
+    """
+
+    num_layers: int = 10
+    num_heads: int = 24
+    head_dim: int = 64
+    num_kv_heads: int = 12
+    cross_dim: int = 768
+    time_proj_dim: int = 256  # Fourier features: 128 frequencies -> [cos | sin]
+    ff_inner_dim: int = 6144
+    rope_fraction: float = 0.5  # RoPE on the first half of each head (32 of 64 dims)
+    rope_theta: float = 10000.0
+
+    @property
+    def width(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """The audio representation the DiT works on.
+
+    kind:
+        ``audioldm_vae``: official; 16 kHz, 64-mel, AudioLDM VAE latent 8x16 packed to 128 ch
+        at 25 Hz, HiFi-GAN 16 kHz vocoder.
+        ``mel_patch``: embedded; normalised log-mel frames patched ``patch`` frames per latent
+        step (channels = n_mels * patch), pretrained HiFi-GAN from a PyPI wheel.
+    """
+
+    kind: Literal["audioldm_vae", "mel_patch"] = "audioldm_vae"
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 160
+    win_length: int = 1024
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    patch: int = 4  # mel frames per latent step (mel_patch only)
+    latent_channels: int = 128
+
+    @property
+    def mel_rate_hz(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def latent_rate_hz(self) -> float:
+        if self.kind == "audioldm_vae":
+            return self.mel_rate_hz / 4.0  # VAE downsamples time by 4: 100 Hz -> 25 Hz
+        return self.mel_rate_hz / self.patch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a VSSFlow model. Serialised as JSON into checkpoint metadata."""
+
+    name: str
+    dit: DiTConfig
+    codec: CodecConfig
+    conditions: tuple[ConditionSpec, ...]
+    duration_s: float = 10.0  # length of one generation window (seconds)
+    guidance_scale: float = 3.0
+    solver: str = "dopri5"
+    steps: int = 10
+    frontend: str = "official"  # which feature front-end produces the raw conditions
+
+    @property
+    def audio_channels(self) -> int:
+        return self.codec.latent_channels
+
+    @property
+    def latent_rate_hz(self) -> float:
+        return self.codec.latent_rate_hz
+
+    @property
+    def latent_length(self) -> int:
+        """Latent frames per window, e.g. 250 for 10 s at 25 Hz."""
+        return int(round(self.duration_s * self.latent_rate_hz))
+
+    @property
+    def concat_conditions(self) -> tuple[ConditionSpec, ...]:
+        return tuple(c for c in self.conditions if c.route == "concat")
+
+    @property
+    def cross_conditions(self) -> tuple[ConditionSpec, ...]:
+        """Cross-attention conditions, global (one-token) ones first."""
+        cross = [c for c in self.conditions if c.route == "cross"]
+        return tuple(sorted(cross, key=lambda c: c.rate_hz is not None))
+
+    @property
+    def in_channels(self) -> int:
+        return self.audio_channels + sum(c.out_dim for c in self.concat_conditions)
+
+    def condition(self, name: str) -> ConditionSpec:
+        for c in self.conditions:
+            if c.name == name:
+                return c
+        raise KeyError(f"model {self.name!r} has no condition {name!r}; it has {[c.name for c in self.conditions]}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "ModelConfig":
+        d = json.loads(text)
+        return ModelConfig(
+            name=d["name"],
+            dit=DiTConfig(**d["dit"]),
+            codec=CodecConfig(**d["codec"]),
+            conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
+            **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend") if k in d},
+        )
+
+
+def official_conditions(lip_dim: int = 1024, phone_dim: int = 32, synch_dim: int = 768, cond_dim: int = 768) -> tuple[ConditionSpec, ...]:
+    """The official condition table. Concat channel order is [lip | phone | synch]; the
+    cross-attention context is [speaker token | CLIP tokens]. Input widths of the projections are
+    fixed by the official code (lip 1024, synch 768, CLIP 768, speaker 256, 200 phone rows)."""
+    return (
+        ConditionSpec("lip", "lip_proj", 1024, lip_dim, "concat", 25.0, "pad", "mlp2", 2 * lip_dim),
+        ConditionSpec("phone", "phone_embedding", 200, phone_dim, "concat", 25.0, "pad", "embedding"),
+        ConditionSpec("synch", "synch_proj", 768, synch_dim, "concat", 24.0, "nearest-exact", "mlp2", 2 * synch_dim, fold_segments=True),
+        ConditionSpec("ref", "ref_proj", 256, cond_dim, "cross", None, "nearest", "mlp2", 2 * cond_dim),
+        ConditionSpec("video", "cond_proj", 768, cond_dim, "cross", 10.0, "nearest", "mlp2", 2 * cond_dim),
+    )
+
+
+def official(num_layers: int = 10) -> ModelConfig:
+    """The official VSSFlow layout (464 M parameters at 10 layers; 5 and 15 were ablations)."""
+    return ModelConfig(
+        name=f"official-{num_layers}l",
+        dit=DiTConfig(num_layers=num_layers),
+        codec=CodecConfig(),
+        conditions=official_conditions(),
+        frontend="official",
+    )
+
+
+def tiny() -> ModelConfig:
+    """A few-thousand-parameter model with the official condition routing, for unit tests."""
+    return ModelConfig(
+        name="tiny",
+        dit=DiTConfig(num_layers=2, num_heads=2, head_dim=16, num_kv_heads=1, cross_dim=32, ff_inner_dim=64),
+        codec=CodecConfig(),
+        conditions=official_conditions(lip_dim=8, phone_dim=4, synch_dim=8, cond_dim=32),
+        frontend="official",
+    )
+
+
+PRESETS = {"official": official, "tiny": tiny}
+
+
+def preset(name: str) -> ModelConfig:
+    """Look up a preset by name (``official``, ``tiny``, ``embedded`` once registered)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}") from None
