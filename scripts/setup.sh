@@ -17,5 +17,6 @@ $PIP install -q "torch==${VSSFLOW_TORCH_VERSION:-2.14.1}"
 $PIP install -q --no-deps "torchaudio==${VSSFLOW_TORCHAUDIO_VERSION:-2.11.0}"
 $PIP install -q numpy
 "$VENV/bin/python" install.py >/dev/null
-$PIP install -q -r requirements-dev.txt
+# keep protobuf < 5 for mediapipe even if a dev tool (onnx) would pull a newer one
+$PIP install -q -r requirements-dev.txt "protobuf>=4.25.3,<5"
 echo "$HASH" > "$MARK"

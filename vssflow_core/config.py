@@ -50,6 +50,9 @@ class ConditionSpec:
             integer ids, 0 = "no phoneme"), or ``identity``.
         fold_segments: if True, an input ``[B, S, K, D]`` is reshaped to ``[B, S*K, D]`` before
             resampling (the official Synchformer layout ``[B, 30, 8, 768]``).
+        feature_key: keyword of :meth:`VSSFlow.encode_conditions` that carries this condition
+            (official: ``lip_feat``, ``phone_id``, ``synch_feat``, ``ref_audio_ebd``,
+            ``video_feat``); defaults to ``<name>_feat``.
     """
 
     name: str
@@ -62,6 +65,23 @@ class ConditionSpec:
     projection: Projection = "mlp2"
     hidden_dim: int = 0
     fold_segments: bool = False
+    feature_key: str = ""
+
+    def __post_init__(self):
+        if not self.feature_key:
+            object.__setattr__(self, "feature_key", f"{self.name}_feat")
+        if self.route not in ("concat", "cross"):
+            raise ValueError(f"condition {self.name!r}: route must be 'concat' or 'cross', got {self.route!r}")
+        if self.resample not in ("nearest", "nearest-exact", "pad"):
+            raise ValueError(f"condition {self.name!r}: unknown resample {self.resample!r}")
+        if self.projection not in ("mlp2", "embedding", "identity"):
+            raise ValueError(f"condition {self.name!r}: unknown projection {self.projection!r}")
+        if self.projection == "mlp2" and self.hidden_dim <= 0:
+            raise ValueError(f"condition {self.name!r}: projection 'mlp2' needs hidden_dim > 0")
+        if self.projection == "identity" and self.input_dim != self.out_dim:
+            raise ValueError(f"condition {self.name!r}: identity projection needs input_dim == out_dim")
+        if self.route == "concat" and self.rate_hz is None:
+            raise ValueError(f"condition {self.name!r}: a concat condition needs a rate (rate_hz)")
 
 
 @dataclass(frozen=True)
@@ -82,9 +102,24 @@ class DiTConfig:
     rope_fraction: float = 0.5  # RoPE on the first half of each head (32 of 64 dims)
     rope_theta: float = 10000.0
 
+    def __post_init__(self):
+        if min(self.num_layers, self.num_heads, self.head_dim, self.num_kv_heads, self.cross_dim, self.ff_inner_dim) <= 0:
+            raise ValueError(f"DiTConfig sizes must be positive, got {self}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"DiTConfig: num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.rope_dim % 2:
+            raise ValueError(f"DiTConfig: rotary dims per head ({self.rope_dim}) must be even")
+        if self.time_proj_dim % 2:
+            raise ValueError(f"DiTConfig: time_proj_dim ({self.time_proj_dim}) must be even (cos | sin)")
+
     @property
     def width(self) -> int:
         return self.num_heads * self.head_dim
+
+    @property
+    def rope_dim(self) -> int:
+        """Rotated channels per head (official: 32 of 64)."""
+        return int(round(self.head_dim * self.rope_fraction))
 
 
 @dataclass(frozen=True)
@@ -133,6 +168,20 @@ class ModelConfig:
     solver: str = "dopri5"
     steps: int = 10
     frontend: str = "official"  # which feature front-end produces the raw conditions
+
+    def __post_init__(self):
+        names = [c.name for c in self.conditions]
+        keys = [c.feature_key for c in self.conditions]
+        modules = [c.module_name for c in self.conditions]
+        for what, values in (("name", names), ("feature_key", keys), ("module_name", modules)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"model config {self.name!r}: condition {what}s must be unique, got {values}")
+        for c in self.conditions:
+            if c.route == "cross" and c.out_dim != self.dit.cross_dim:
+                raise ValueError(f"model config {self.name!r}: cross condition {c.name!r} has out_dim {c.out_dim}, "
+                                 f"the DiT's cross_dim is {self.dit.cross_dim}")
+        if self.duration_s <= 0:
+            raise ValueError(f"model config {self.name!r}: duration_s must be > 0, got {self.duration_s}")
 
     @property
     def audio_channels(self) -> int:
@@ -187,11 +236,12 @@ def official_conditions(lip_dim: int = 1024, phone_dim: int = 32, synch_dim: int
     cross-attention context is [speaker token | CLIP tokens]. Input widths of the projections are
     fixed by the official code (lip 1024, synch 768, CLIP 768, speaker 256, 200 phone rows)."""
     return (
-        ConditionSpec("lip", "lip_proj", 1024, lip_dim, "concat", 25.0, "pad", "mlp2", 2 * lip_dim),
-        ConditionSpec("phone", "phone_embedding", 200, phone_dim, "concat", 25.0, "pad", "embedding"),
-        ConditionSpec("synch", "synch_proj", 768, synch_dim, "concat", 24.0, "nearest-exact", "mlp2", 2 * synch_dim, fold_segments=True),
-        ConditionSpec("ref", "ref_proj", 256, cond_dim, "cross", None, "nearest", "mlp2", 2 * cond_dim),
-        ConditionSpec("video", "cond_proj", 768, cond_dim, "cross", 10.0, "nearest", "mlp2", 2 * cond_dim),
+        ConditionSpec("lip", "lip_proj", 1024, lip_dim, "concat", 25.0, "pad", "mlp2", 2 * lip_dim, feature_key="lip_feat"),
+        ConditionSpec("phone", "phone_embedding", 200, phone_dim, "concat", 25.0, "pad", "embedding", feature_key="phone_id"),
+        ConditionSpec("synch", "synch_proj", 768, synch_dim, "concat", 24.0, "nearest-exact", "mlp2", 2 * synch_dim,
+                      fold_segments=True, feature_key="synch_feat"),
+        ConditionSpec("ref", "ref_proj", 256, cond_dim, "cross", None, "nearest", "mlp2", 2 * cond_dim, feature_key="ref_audio_ebd"),
+        ConditionSpec("video", "cond_proj", 768, cond_dim, "cross", 10.0, "nearest", "mlp2", 2 * cond_dim, feature_key="video_feat"),
     )
 
 
@@ -217,12 +267,20 @@ def tiny() -> ModelConfig:
     )
 
 
-PRESETS = {"official": official, "tiny": tiny}
+def embedded() -> ModelConfig:
+    """The embedded default model's config, defined by ``vssflow_core/embedded.py`` (imported lazily)."""
+    from vssflow_core.embedded import embedded_config
+
+    return embedded_config()
+
+
+PRESETS = {"official": official, "tiny": tiny, "embedded": embedded}
 
 
 def preset(name: str) -> ModelConfig:
-    """Look up a preset by name (``official``, ``tiny``, ``embedded`` once registered)."""
+    """Look up a preset by name (``official``, ``tiny``, ``embedded``)."""
     try:
-        return PRESETS[name]()
+        factory = PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}") from None
+    return factory()

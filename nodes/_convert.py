@@ -1,0 +1,74 @@
+"""Conversions between ComfyUI values and the library's.
+
+IMAGE: torch float32 [F, H, W, 3] in 0..1 <-> numpy uint8 [F, H, W, 3].
+AUDIO: {"waveform": [B, C, S] float32, "sample_rate": int} <-> ([C, S], sample_rate).
+VIDEO: a ``comfy_api`` video object -> a file path (lazy, stream-copyable) or frames + fps + audio.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from vssflow_core.errors import VSSFlowError
+
+
+def image_to_uint8(images, node: str) -> np.ndarray:
+    """ComfyUI IMAGE [F, H, W, C] float 0..1 -> uint8 [F, H, W, 3] (alpha dropped)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] not in (3, 4):
+        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise VSSFlowError(f"{node}: images must be an IMAGE batch [frames, height, width, 3], got {shape}; "
+                           "connect the IMAGE output of a loader or a video node")
+    if images.shape[0] == 0:
+        raise VSSFlowError(f"{node}: the IMAGE batch has 0 frames; check the loader's start/duration window")
+    return (images[..., :3].clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> ComfyUI IMAGE float32 [F, H, W, 3] in 0..1."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32) / 255.0
+
+
+def audio_dict(wave: torch.Tensor, sample_rate: int) -> dict:
+    """[C, S] or [B, C, S] -> ComfyUI AUDIO."""
+    wave = torch.as_tensor(wave, dtype=torch.float32)
+    if wave.dim() == 2:
+        wave = wave[None]
+    return {"waveform": wave.contiguous(), "sample_rate": int(sample_rate)}
+
+
+def audio_item(audio: dict, node: str, index: int = 0) -> tuple[torch.Tensor, int]:
+    """ComfyUI AUDIO -> (item ``index`` of the batch [C, S], sample_rate)."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise VSSFlowError(f"{node}: expected an AUDIO value {{'waveform': [B, C, S], 'sample_rate': int}}, got "
+                           f"{type(audio).__name__}")
+    wave = torch.as_tensor(audio["waveform"], dtype=torch.float32)
+    if wave.dim() == 2:
+        wave = wave[None]
+    if wave.dim() != 3 or wave.shape[-1] == 0:
+        raise VSSFlowError(f"{node}: AUDIO waveform must be [B, C, S] with samples, got {list(wave.shape)}")
+    if not 0 <= index < wave.shape[0]:
+        raise VSSFlowError(f"{node}: variation {index} does not exist; the AUDIO batch has {wave.shape[0]} "
+                           f"item(s): choose 0..{wave.shape[0] - 1}")
+    return wave[index], int(audio["sample_rate"])
+
+
+def video_file(video) -> str | None:
+    """The file behind a VIDEO value when it has one (a loaded file), else None."""
+    get = getattr(video, "get_stream_source", None)
+    if get is None:
+        return None
+    source = get()
+    return source if isinstance(source, str) else None
+
+
+def video_components(video, node: str):
+    """A VIDEO value -> (frames uint8 [F, H, W, 3], fps, (audio [C, S], sample_rate) | None)."""
+    if not hasattr(video, "get_components"):
+        raise VSSFlowError(f"{node}: expected a VIDEO value, got {type(video).__name__}")
+    comp = video.get_components()
+    frames = image_to_uint8(comp.images, node)
+    fps = float(Fraction(comp.frame_rate)) if not isinstance(comp.frame_rate, float) else comp.frame_rate
+    audio = audio_item(comp.audio, node) if comp.audio is not None else None
+    return frames, fps, audio

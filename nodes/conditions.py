@@ -1,0 +1,94 @@
+"""VSSFlowExtractLipFeatures (frames -> VSSFLOW_LIPS + preview) and VSSFlowTextCondition (-> VSSFLOW_TEXT)."""
+from __future__ import annotations
+
+from . import _convert
+from ._comfy import io
+
+LipsType = io.Custom("VSSFLOW_LIPS")
+TextType = io.Custom("VSSFLOW_TEXT")
+FACES = ["largest", "center", "0", "1", "2", "3"]
+
+
+def frames_and_fps(images, fps, video, node: str):
+    """IMAGE + fps, or a VIDEO -> (frames uint8 [F, H, W, 3], fps)."""
+    from vssflow_core.errors import VSSFlowError
+
+    if video is not None:
+        frames, video_fps, _ = _convert.video_components(video, node)
+        return frames, video_fps
+    if images is None:
+        raise VSSFlowError(f"{node}: connect IMAGE frames (+ fps) or a VIDEO")
+    return _convert.image_to_uint8(images, node), float(fps)
+
+
+class VSSFlowExtractLipFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VSSFlowExtractLipFeatures",
+            display_name="VSSFlow Extract Lip Features",
+            category="audio/VSSFlow",
+            description="Finds a face in every frame and measures its mouth (offline face landmarks), so speech "
+                        "follows the lips. Gives the lip track and a preview with the mouth boxes.",
+            inputs=[
+                io.Image.Input("images", optional=True, tooltip="Video frames, IMAGE [frames, height, width, 3]."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=1.0,
+                               tooltip="Frame rate of the images (frames per second); ignored for a VIDEO."),
+                io.Combo.Input("face", options=FACES, default="largest",
+                               tooltip="Which face speaks: the largest, the one nearest the centre, or the n-th "
+                                       "from the left (0 = leftmost)."),
+                io.Video.Input("video", optional=True, tooltip="A VIDEO instead of IMAGE + fps."),
+            ],
+            outputs=[
+                LipsType.Output(display_name="lips", tooltip="Lip movement over time, for the VSSFlow Sampler and "
+                                                             "Text Condition (automatic speech window)."),
+                io.Image.Output(display_name="preview", tooltip="The frames with the mouth boxes drawn (green = "
+                                                                "detected, yellow = interpolated)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images=None, fps=25.0, face="largest", video=None) -> io.NodeOutput:
+        from vssflow_core.frontend import extract_lip_condition
+
+        frames, fps = frames_and_fps(images, fps, video, "VSSFlowExtractLipFeatures")
+        lips = extract_lip_condition(frames, fps, int(face) if face.isdigit() else face, require_face=True)
+        preview = lips.track.preview if lips.track is not None and len(lips.track.preview) else frames
+        return io.NodeOutput(lips, _convert.uint8_to_image(preview))
+
+
+class VSSFlowTextCondition(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VSSFlowTextCondition",
+            display_name="VSSFlow Text Condition",
+            category="audio/VSSFlow",
+            description="The words to speak and when: a transcript placed in the video's time, with an optional "
+                        "reference voice.",
+            inputs=[
+                io.String.Input("transcript", multiline=True, default="",
+                                placeholder="The words the person in the video says.",
+                                tooltip="The words to speak (English)."),
+                io.Float.Input("speech_start_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                               tooltip="When speech starts, in seconds of the video. 0 and 0 = find the speech "
+                                       "window from the lips automatically."),
+                io.Float.Input("speech_end_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                               tooltip="When speech ends, in seconds of the video (after the start); 0 and 0 = "
+                                       "automatic."),
+                io.Audio.Input("voice", optional=True,
+                               tooltip="Optional recording of the voice to imitate (a few seconds are enough)."),
+            ],
+            outputs=[TextType.Output(display_name="text", tooltip="The transcript in time, for the VSSFlow Sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, transcript, speech_start_s=0.0, speech_end_s=0.0, voice=None) -> io.NodeOutput:
+        from vssflow_core.errors import VSSFlowError
+        from vssflow_core.frontend import make_text_condition
+
+        ref = _convert.audio_item(voice, "VSSFlowTextCondition") if voice is not None else None
+        try:
+            return io.NodeOutput(make_text_condition(transcript, speech_start_s, speech_end_s, ref))
+        except VSSFlowError as e:
+            raise VSSFlowError(f"VSSFlowTextCondition: {e}") from None

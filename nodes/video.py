@@ -1,0 +1,176 @@
+"""VSSFlowLoadVideo (file or VIDEO -> frames, fps, audio, duration, VIDEO) and VSSFlowMuxAudio."""
+from __future__ import annotations
+
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+from . import _comfy, _convert
+from ._comfy import InputImpl, Types, io, ui
+
+PACK_SAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "input"
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
+SILENCE_RATE = 44100  # sample rate of the silent AUDIO given for videos without sound (Hz)
+
+
+def install_samples() -> None:
+    """Copy the pack's sample clips into ComfyUI's input folder when absent (never overwrites)."""
+    if not PACK_SAMPLES.is_dir():
+        return
+    target = _comfy.directory("input")
+    for src in PACK_SAMPLES.iterdir():
+        dst = target / src.name
+        if src.suffix.lower() in VIDEO_EXTENSIONS and not dst.exists():
+            tmp = target / f".{src.name}.vssflow-copy"
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+
+
+def input_videos() -> list[str]:
+    try:
+        install_samples()
+    except OSError:
+        pass
+    root = _comfy.directory("input")
+    return sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+class VSSFlowLoadVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VSSFlowLoadVideo",
+            display_name="VSSFlow Load Video",
+            category="audio/VSSFlow",
+            description="Loads a video from ComfyUI's input folder (or takes a VIDEO) and gives its frames, frame "
+                        "rate, sound, duration and the VIDEO itself. The pack's sample clips are listed too.",
+            inputs=[
+                io.Combo.Input("video", options=input_videos(), upload=io.UploadType.video,
+                               tooltip="A video file from ComfyUI's input folder (upload with the button)."),
+                io.Float.Input("start_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                               tooltip="Start of the part to load, in seconds from the beginning of the video."),
+                io.Float.Input("duration_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                               tooltip="Length of the part to load in seconds; 0 = to the end of the video."),
+                io.Int.Input("max_frames", default=0, min=0, max=1_000_000,
+                             tooltip="Load at most this many frames (shortens the part); 0 = no limit."),
+                io.Float.Input("fps", default=0.0, min=0.0, max=240.0, step=1.0,
+                               tooltip="Resample to this frame rate (frames per second, by timestamp); "
+                                       "0 = the video's own rate."),
+                io.Video.Input("video_in", optional=True,
+                               tooltip="Optional VIDEO (e.g. from core Load Video or Create Video); used instead "
+                                       "of the file when connected."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The frames, IMAGE [frames, height, width, 3]."),
+                io.Float.Output(display_name="fps", tooltip="Frame rate of the images (frames per second)."),
+                io.Audio.Output(display_name="audio", tooltip="The video's own sound over the same part (silence "
+                                                              "if it has none)."),
+                io.Float.Output(display_name="duration_s", tooltip="Duration of the loaded part in seconds."),
+                io.Video.Output(display_name="video", tooltip="The loaded part as a VIDEO (for Mux Audio and "
+                                                              "core video nodes)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, video, start_s=0.0, duration_s=0.0, max_frames=0, fps=0.0, video_in=None) -> io.NodeOutput:
+        from vssflow_core.pipeline import clip_from_frames, load_clip
+
+        path = _convert.video_file(video_in) if video_in is not None else _comfy.input_path(video)
+        if path is not None:
+            clip = load_clip(path, start_s, duration_s, max_frames, fps)
+        else:
+            frames, src_fps, audio = _convert.video_components(video_in, "VSSFlowLoadVideo")
+            clip = clip_from_frames(frames, src_fps, audio, start_s, duration_s, max_frames, fps)
+        images = _convert.uint8_to_image(clip.frames)
+        whole = path is not None and start_s == 0 and clip.fps == clip.source_fps and \
+            abs(clip.duration_s - clip.source_duration_s) < 1e-6
+        if clip.audio is not None:
+            audio = _convert.audio_dict(clip.audio, clip.sample_rate)
+        else:
+            import torch
+
+            from vssflow_core.frontend import num_frames
+
+            audio = _convert.audio_dict(torch.zeros(1, num_frames(clip.duration_s, SILENCE_RATE)), SILENCE_RATE)
+        out_video = InputImpl.VideoFromFile(path) if whole else InputImpl.VideoFromComponents(
+            Types.VideoComponents(images=images, frame_rate=Fraction(clip.fps).limit_denominator(1001),
+                                  audio=audio if clip.audio is not None else None))
+        return io.NodeOutput(images, clip.fps, audio, clip.duration_s, out_video)
+
+    @classmethod
+    def fingerprint_inputs(cls, video, **kwargs):
+        try:
+            path = _comfy.input_path(video)
+            return (video, os.path.getmtime(path), os.path.getsize(path))
+        except (OSError, TypeError):
+            return float("nan")
+
+    @classmethod
+    def validate_inputs(cls, video):  # only `video` named: ComfyUI keeps its range checks for the others
+        if not os.path.isfile(_comfy.input_path(video)):
+            return f"VSSFlowLoadVideo: video file '{video}' not found in the input folder; upload it or pick another"
+        return True
+
+
+class VSSFlowMuxAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VSSFlowMuxAudio",
+            display_name="VSSFlow Mux Audio",
+            category="audio/VSSFlow",
+            description="Puts the generated sound on the video and saves an mp4 in the output folder (the video "
+                        "stream is copied, not re-encoded, when it comes from a file).",
+            is_output_node=True,
+            inputs=[
+                io.Audio.Input("audio", tooltip="The sound to put on the video (e.g. the VSSFlow Sampler's output)."),
+                io.Video.Input("video", optional=True, tooltip="The VIDEO to add the sound to (from VSSFlow Load "
+                                                                "Video or core nodes)."),
+                io.Image.Input("images", optional=True, tooltip="Frames to encode when no VIDEO is connected."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=1.0,
+                               tooltip="Frame rate of the images (frames per second); ignored for a VIDEO."),
+                io.Combo.Input("mode", options=["replace", "mix"], default="replace",
+                               tooltip="replace = only the new sound; mix = new sound added to the video's own."),
+                io.Float.Input("audio_gain", default=1.0, min=0.0, max=4.0, step=0.05,
+                               tooltip="Gain of the new sound (1 = unchanged)."),
+                io.Float.Input("original_gain", default=1.0, min=0.0, max=4.0, step=0.05,
+                               tooltip="Gain of the video's own sound in mix mode (1 = unchanged)."),
+                io.Int.Input("variation", default=0, min=0, max=63,
+                             tooltip="Which item of an AUDIO batch (variations) to use, from 0."),
+                io.String.Input("filename_prefix", default="VSSFlow/vssflow",
+                                tooltip="Name of the saved mp4 inside the output folder; a counter is added."),
+            ],
+            outputs=[io.Video.Output(display_name="video", tooltip="The saved video with the new sound.")],
+        )
+
+    @classmethod
+    def execute(cls, audio, video=None, images=None, fps=25.0, mode="replace", audio_gain=1.0, original_gain=1.0,
+                variation=0, filename_prefix="VSSFlow/vssflow") -> io.NodeOutput:
+        from vssflow_core.pipeline import write_with_audio
+
+        wave, sample_rate = _convert.audio_item(audio, "VSSFlowMuxAudio", variation)
+        source = _mux_source(video, images, fps)
+        out_dir = _comfy.directory("output")
+        out = write_with_audio(wave, sample_rate, out_dir, filename_prefix, mode=mode, audio_gain=audio_gain,
+                               original_gain=original_gain, **source)
+        rel = out.relative_to(out_dir)
+        saved = ui.SavedResult(rel.name, str(rel.parent) if str(rel.parent) != "." else "", io.FolderType.output)
+        return io.NodeOutput(InputImpl.VideoFromFile(str(out)), ui=ui.PreviewVideo([saved]))
+
+
+def _mux_source(video, images, fps) -> dict:
+    from vssflow_core.errors import VSSFlowError
+
+    if video is not None:
+        path = _convert.video_file(video)
+        if path is not None:
+            return {"video_path": path}
+        frames, video_fps, original = _convert.video_components(video, "VSSFlowMuxAudio")
+        return {"frames": frames, "fps": video_fps, "original_audio": original}
+    if images is not None:
+        return {"frames": _convert.image_to_uint8(images, "VSSFlowMuxAudio"), "fps": float(fps)}
+    raise VSSFlowError("VSSFlowMuxAudio: connect a VIDEO (e.g. VSSFlow Load Video's video output) or IMAGE frames")

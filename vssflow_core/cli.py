@@ -1,0 +1,145 @@
+"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, train, eval, bench.
+
+Each command other than ``generate`` lives in its own module, imported only when that command runs
+(``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {  # name: (module, add-arguments function, run function, help)
+    "generate": ("vssflow_core.cli", "add_generate_arguments", "run_generate",
+                 "generate the sound (and speech) of a video and write the video with it"),
+    "convert": ("vssflow_core.official", "add_convert_arguments", "run_convert",
+                "convert an official VSSFlow checkpoint to a model file"),
+    "make-data": ("vssflow_core.data.generate", "add_arguments", "run", "write a synthetic training set"),
+    "train": ("vssflow_core.train.trainer", "add_arguments", "run", "train a model (resumable)"),
+    "eval": ("vssflow_core.train.evaluate", "add_arguments", "run", "evaluate a model on fresh synthetic clips"),
+    "bench": ("vssflow_core.bench", "add_arguments", "run", "measure speed and memory"),
+}
+
+
+class UsageError(Exception):
+    """Bad command line or input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message on two lines; we want one
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="input video file")
+    p.add_argument("--out", required=True, help="output video file (.mp4); must not exist")
+    p.add_argument("--text", help="transcript to speak (omit for sound effects only)")
+    p.add_argument("--speech-start", type=float, default=0.0, help="speech start (s); 0 and 0 = from the lips")
+    p.add_argument("--speech-end", type=float, default=0.0, help="speech end (s); 0 and 0 = from the lips")
+    p.add_argument("--voice", help="reference voice recording (wav, flac, ...)")
+    p.add_argument("--model", default="embedded", help="'embedded' (default) or a model file path")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"], default=None,
+                   help="ODE solver (default: the model's)")
+    p.add_argument("--mode", choices=["replace", "mix"], default="replace",
+                   help="replace the video's sound or mix with it")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+
+
+def run_generate(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.pipeline import generate_to_file, load_bundle
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out, video = Path(args.out), Path(args.video)
+    if not video.is_file():
+        raise VSSFlowError(f"input video not found: {video}")
+    if out.exists():
+        raise VSSFlowError(f"output file already exists: {out}; choose another --out (nothing is overwritten)")
+    if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise VSSFlowError(f"--out must end in .mp4 (or .mov/.mkv), got {out.name!r}")
+    voice = None
+    if args.voice:
+        from vssflow_core.media.video import read_audio
+
+        voice = read_audio(args.voice)
+        if voice is None:
+            raise VSSFlowError(f"--voice {args.voice}: no audio stream in this file")
+    bundle = load_bundle(args.model, device=args.device, dtype=args.precision)
+    with _progress() as callback:
+        generate_to_file(bundle, video, out, mode=args.mode, callback=callback, text=args.text,
+                         speech_start_s=args.speech_start, speech_end_s=args.speech_end, voice=voice,
+                         seed=args.seed, steps=args.steps, guidance=args.guidance, solver=args.solver)
+    print(out)
+    return 0
+
+
+class _progress:
+    """A tqdm bar on a terminal (stderr), nothing otherwise; yields ``callback(done, total)``."""
+
+    def __enter__(self):
+        self.bar = None
+        if not sys.stderr.isatty():
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+
+        def callback(done, total):
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit="step", desc="sampling", file=sys.stderr)
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+        return callback
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_help(file=sys.stdout) -> None:
+    print("usage: python -m vssflow_core COMMAND [options]   (COMMAND --help for its options)\n", file=file)
+    for name, (_, _, _, text) in COMMANDS.items():
+        print(f"  {name:10s} {text}", file=file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    from vssflow_core.errors import VSSFlowError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_help(sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    try:
+        if name not in COMMANDS:
+            raise UsageError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
+        module_name, add_name, run_name, text = COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+            add, run = getattr(module, add_name), getattr(module, run_name)
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"the '{name}' command is not available: {module_name}.{add_name}/{run_name} could "
+                             f"not be loaded ({e})") from None
+        parser = _Parser(prog=f"python -m vssflow_core {name}", description=text)
+        add(parser)
+        rc = run(parser.parse_args(rest))
+        return int(rc or 0)
+    except (UsageError, VSSFlowError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

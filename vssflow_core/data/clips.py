@@ -1,0 +1,215 @@
+"""Build one synthetic audio-visual clip (speech, sound scene, or both) from (seed, index).
+
+A clip is a ``ClipSpec``: everything random is drawn once from ``numpy.random.default_rng([seed,
+index])``, so the same (seed, index) gives the same clip in any order, in any process, and at
+any render size. ``render_frames(spec, size)`` draws the video at any resolution (64 px for the
+training features, 256-384 px for mp4s); ``clip_tensors(spec)`` gives the training tensors.
+
+Letters: F25 frames at 25 Hz, F10 frames at 10 Hz, S audio samples at 22050 Hz.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vssflow_core.data import canvas, faces, scenes, sfx
+from vssflow_core.data.sentences import make_sentence
+
+SAMPLE_RATE = 22050
+FPS = 25.0
+APPEARANCE_FPS = 10.0
+KINDS = ("speech", "sfx", "mixed")
+FEATURE_RENDER_SIZE = 64  # px; the features squash frames to 16x16 anyway
+KIND_CYCLE = ("speech", "sfx", "speech", "sfx", "mixed")  # --kind all: 40 % / 40 % / 20 %
+
+
+def num_frames(duration_s: float, rate_hz: float) -> int:
+    """Samples of a ``rate_hz`` stream covering ``duration_s`` (shared convention)."""
+    return max(0, math.ceil(duration_s * rate_hz - 1e-6))
+
+
+def kind_for_index(kind: str, index: int) -> str:
+    """The kind of clip ``index`` for ``--kind`` (``all`` cycles speech, sfx, speech, sfx, mixed)."""
+    return KIND_CYCLE[index % len(KIND_CYCLE)] if kind == "all" else kind
+
+
+@dataclass
+class ClipSpec:
+    """Everything needed to render and store one clip."""
+
+    seed: int
+    index: int
+    kind: str
+    duration_s: float
+    wave: np.ndarray  # [S] float32, peak <= 1
+    transcript: str = ""
+    speech_start_s: float | None = None
+    speech_end_s: float | None = None
+    segments: list = field(default_factory=list)  # ARPAbet (symbol, start_s, end_s) from the TTS
+    lip_raw: np.ndarray | None = None  # [F25, 6] raw lip track (lip_space), None without a face
+    face: faces.FaceTrack | None = None
+    objects: list = field(default_factory=list)  # scenes.SceneObject
+    camera: canvas.Camera | None = None
+    background_style: str = "gradient"
+    floor_y: float = 0.8
+
+    @property
+    def clip_id(self) -> str:
+        return f"{self.index:06d}"
+
+    @property
+    def events(self) -> list[dict]:
+        evs = sorted((k, c) for o in self.objects for k, c in o.events)
+        return [{"time_s": round(k / FPS, 6), "frame": int(k), "class": c} for k, c in evs]
+
+
+def _background_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, 1])
+
+
+def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_real_sounds: bool = True) -> ClipSpec:
+    """Draw the content of clip ``index`` of a dataset with ``seed`` (deterministic).
+
+    Args:
+        kind: ``speech`` (talking face), ``sfx`` (sound scene) or ``mixed`` (both in one frame).
+        duration_s: clip length in seconds (8.0 by default).
+        use_real_sounds: allow the freedesktop bell recording (if installed) for the ``bell`` class.
+    """
+    from vssflow_core.data import speech as speech_mod
+    from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
+
+    if kind not in KINDS:
+        raise ValueError(f"clip kind must be one of {KINDS}, got {kind!r}")
+    rng = np.random.default_rng([seed, index])
+    n25 = num_frames(duration_s, FPS)
+    n_samples = int(round(duration_s * SAMPLE_RATE))
+    style = ("gradient", "texture", "photo", "tiles")[int(rng.integers(4))]
+    bg = canvas.make_background(_background_rng(seed, index), 16, style)
+    spec = ClipSpec(seed, index, kind, duration_s, np.zeros(n_samples, np.float32), background_style=style,
+                    floor_y=bg.floor_y)
+    spec.camera = canvas.Camera.random(rng, still_prob=0.6 if kind == "speech" else 0.4)
+    mix = np.zeros(n_samples, dtype=np.float64)
+    face_side = None
+    if kind in ("speech", "mixed"):
+        face_side = "centre" if kind == "speech" else ("left" if rng.random() < 0.5 else "right")
+        sp = speech_mod.compose_speech(rng, duration_s, make_sentence, max_sentences=3 if kind == "speech" else 2,
+                                       earliest_s=0.1, latest_s=duration_s - 0.15)
+        spec.transcript, spec.segments = sp.transcript, sp.segments
+        spec.speech_start_s, spec.speech_end_s = sp.speech_start_s, sp.speech_end_s
+        inner, outer, width = openings_from_phoneme_timings(sp.segments, duration_s, FPS, rng=rng)
+        spec.lip_raw = lip_features_from_openings(inner, outer, width, fps=FPS)
+        region = {"centre": (0.15, 0.15, 0.85, 0.85), "left": (0.0, 0.2, 0.5, 0.8),
+                  "right": (0.5, 0.2, 1.0, 0.8)}[face_side]
+        spec.face = faces.random_face_track(rng, inner, FPS, region=region)
+        mix += sp.wave
+    if kind in ("sfx", "mixed"):
+        if kind == "sfx":
+            n_cls = 1 if rng.random() < 0.7 else 2
+            region = (0.03, 0.97)
+        else:
+            n_cls = 1
+            region = (0.52, 0.98) if face_side == "left" else (0.02, 0.48)
+        classes = list(rng.choice(sfx.SOUND_CLASSES, size=n_cls, replace=False))
+        spec.objects = scenes.make_objects(rng, classes, region, bg.floor_y, duration_s, n25, use_real_sounds)
+        if not spec.objects:  # crowded timeline: fall back to one flash, which always fits
+            spec.objects = scenes.make_objects(rng, ["flash"], region, bg.floor_y, duration_s, n25, use_real_sounds)
+        shakes = tuple(s for o in spec.objects for s in o.shakes)
+        if shakes:
+            spec.camera.shakes = spec.camera.shakes + shakes
+        fx = np.sum([o.audio for o in spec.objects], axis=0) if spec.objects else np.zeros(n_samples)
+        peak = float(np.max(np.abs(fx))) or 1.0
+        mix += fx / peak * (float(rng.uniform(0.3, 0.7)) if kind == "mixed" else 1.0)
+    if rng.random() < 0.5:
+        mix += sfx.room_tone(rng, n_samples, float(rng.uniform(0.002, 0.02)))
+    peak = float(np.max(np.abs(mix))) or 1.0
+    spec.wave = (mix / peak * float(rng.uniform(0.5, 0.95))).astype(np.float32)
+    return spec
+
+
+def render_frames(spec: ClipSpec, size: int, rate_hz: float = FPS) -> np.ndarray:
+    """Draw the clip's video: uint8 ``[F, size, size, 3]`` at ``rate_hz`` (frame k at time k/rate)."""
+    bg = canvas.make_background(_background_rng(spec.seed, spec.index), size, spec.background_style)
+    n = num_frames(spec.duration_s, rate_hz)
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for k in range(n):
+        t = k / rate_hz
+        off = spec.camera.offset(t) if spec.camera is not None else (0.0, 0.0)
+        img = canvas.view(bg, size, off)
+        if spec.face is not None:
+            k25 = min(int(math.floor(t * FPS + 1e-6)), len(spec.face.inner_open) - 1)
+            pose = spec.face.pose(k25)
+            pose.cx -= off[0]
+            pose.cy -= off[1]
+            faces.render_face(img, pose, float(spec.face.inner_open[k25]), spec.face.composite)
+        light = 0.0
+        for obj in spec.objects:
+            obj.draw(img, t, off)
+            if obj.brightness is not None:
+                light += obj.brightness(t)
+        if light > 0:
+            img = 1.0 - (1.0 - img) * (1.0 - min(light, 0.9))
+        out[k] = canvas.to_uint8(img)
+    return out
+
+
+def appearance_indices(duration_s: float) -> np.ndarray:
+    """Index of the 25 fps frame shown at each 10 fps time k/10 (as the inference front-end picks)."""
+    count = num_frames(duration_s, APPEARANCE_FPS)
+    return np.floor(np.arange(count) / APPEARANCE_FPS * FPS + 1e-6).astype(np.int64)
+
+
+def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The stored tensors of a clip (see ``generate`` for the file format).
+
+    Returns: wave float32 [S]; lip_feat float32 [F25, 6] (normalised, model input; zeros without a
+    face); lip_raw float32 [F25, 6]; phone_id int64 [F25]; motion_feat float32 [F25, 256];
+    appearance_feat float32 [F10, 768].
+    """
+    from vssflow_core.features.lip_space import normalise_lip_track
+    from vssflow_core.features.visual import appearance_features, motion_features
+
+    n25 = num_frames(spec.duration_s, FPS)
+    if frames25 is None:
+        frames25 = render_frames(spec, FEATURE_RENDER_SIZE)
+    lip_raw = spec.lip_raw if spec.lip_raw is not None else np.zeros((n25, 6), np.float32)
+    phone = np.zeros(n25, dtype=np.int64)
+    if spec.transcript:
+        from vssflow_core.features.text import phoneme_ids, place_phonemes, text_to_phonemes
+
+        ids = phoneme_ids(text_to_phonemes(spec.transcript))
+        phone = np.asarray(place_phonemes(ids, spec.speech_start_s, spec.speech_end_s, spec.duration_s, FPS),
+                           dtype=np.int64)
+    return {
+        "wave": spec.wave.astype(np.float32),
+        "lip_feat": normalise_lip_track(lip_raw).astype(np.float32),
+        "lip_raw": np.asarray(lip_raw, dtype=np.float32),
+        "phone_id": phone,
+        "motion_feat": motion_features(frames25),
+        "appearance_feat": appearance_features(frames25[appearance_indices(spec.duration_s)]),
+    }
+
+
+def manifest_row(spec: ClipSpec, video: str | None = None) -> dict:
+    """The manifest.jsonl row of a clip (ground truth for training and evaluation)."""
+    speech = spec.kind in ("speech", "mixed")
+    return {
+        "id": spec.clip_id,
+        "kind": spec.kind,
+        "duration_s": spec.duration_s,
+        "transcript": spec.transcript,
+        "speech_start_s": round(spec.speech_start_s, 6) if speech else None,
+        "speech_end_s": round(spec.speech_end_s, 6) if speech else None,
+        "events": spec.events,
+        "classes": sorted({e["class"] for e in spec.events}),
+        "seed": spec.seed,
+        "index": spec.index,
+        "file": f"clips/{spec.clip_id}.safetensors",
+        "video": video,
+        "phones": [[a, round(s, 4), round(e, 4)] for a, s, e in spec.segments],
+        "face": None if spec.face is None else ("composite" if spec.face.composite else "photo"),
+        "sample_rate": SAMPLE_RATE,
+        "fps": FPS,
+    }

@@ -1,0 +1,177 @@
+"""``python -m vssflow_core make-data``: write a synthetic audio-visual dataset.
+
+Output (``--out DIR``):
+
+* ``DIR/clips/NNNNNN.safetensors``, one per clip, tensors: ``wave`` float32 [S] at 22050 Hz;
+  ``lip_feat`` float32 [F25, 6] (``lip_space.normalise_lip_track`` of the raw track: what the
+  embedded model consumes; zeros without a face); ``lip_raw`` float32 [F25, 6]; ``phone_id``
+  int64 [F25] (official ids, uniform stretch over the speech window, 0 outside);
+  ``motion_feat`` float32 [F25, 256]; ``appearance_feat`` float32 [F10, 768]. Metadata: id, kind,
+  sample_rate.
+* ``DIR/manifest.jsonl``: one JSON row per clip (``clips.manifest_row``): id, kind, duration_s,
+  transcript, speech_start_s, speech_end_s, events [{time_s, frame, class}], classes, seed,
+  index, file, video, phones [[ARPAbet, start_s, end_s]] (TTS alignment), face, sample_rate, fps.
+* ``DIR/videos/NNNNNN.mp4`` with ``--render-video`` (H.264 + AAC, ``--video-size`` px square).
+
+Clip ``i`` depends only on (``--seed``, ``i``), so a run can be stopped and resumed (clips whose
+row and file exist are skipped; a half-written last manifest line is dropped) and ``--workers``
+does not change the data. ``--kind all`` cycles speech, sfx, speech, sfx, mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_DURATION_S = 8.0
+DEFAULT_VIDEO_SIZE = 320
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the make-data options on ``parser``."""
+    parser.add_argument("--out", required=True, help="output folder (created; resumes if it has a manifest)")
+    parser.add_argument("--n", type=int, required=True, help="number of clips")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (use different seeds for held-out splits)")
+    parser.add_argument("--kind", choices=("speech", "sfx", "mixed", "all"), default="all",
+                        help="clip kind; 'all' = 40%% speech, 40%% sfx, 20%% mixed")
+    parser.add_argument("--duration-s", type=float, default=None,
+                        help="clip length in seconds (default: the embedded model's window, else 8.0)")
+    parser.add_argument("--render-video", action="store_true", help="also write videos/NNNNNN.mp4 per clip")
+    parser.add_argument("--video-size", type=int, default=DEFAULT_VIDEO_SIZE, help="mp4 side in px (square)")
+    parser.add_argument("--crf", type=int, default=None, help="H.264 quality for the mp4s (default: encoder's)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (same data for any number)")
+    parser.add_argument("--no-real-sounds", action="store_true",
+                        help="procedural sounds only (ignore /usr/share/sounds/freedesktop even if installed)")
+    parser.add_argument("--start", type=int, default=0, help="first clip index (default 0)")
+
+
+def default_duration_s() -> float:
+    """The embedded model's window length if it declares one, else 8.0 s."""
+    try:
+        from vssflow_core.embedded import embedded_config
+
+        cfg = embedded_config()
+        for name in ("duration_s", "window_s", "clip_duration_s"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, (int, float)) and value > 0:
+                return float(value)
+    except Exception:  # noqa: BLE001 - the embedded module may not exist yet
+        pass
+    return DEFAULT_DURATION_S
+
+
+def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
+    """Rows of ``out_dir/manifest.jsonl`` (a truncated last line is ignored)."""
+    path = Path(out_dir) / "manifest.jsonl"
+    rows = []
+    if not path.exists():
+        return rows
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # interrupted write: drop it (and anything after)
+    return rows
+
+
+def _save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v for k, v in tensors.items()}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    os.replace(tmp, path)
+
+
+def make_one(job: tuple) -> dict:
+    """Build, render and write clip ``index``; returns its manifest row. ``job`` = (out, seed, index,
+    kind, duration_s, render_video, video_size, crf, use_real_sounds)."""
+    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real = job
+    from vssflow_core.data import clips
+
+    spec = clips.build_clip(seed, index, kind, duration_s, use_real_sounds=use_real)
+    tensors = clips.clip_tensors(spec)
+    out = Path(out)
+    video_rel = None
+    if render_video:
+        from vssflow_core.media.encode import write_video
+
+        video_rel = f"videos/{spec.clip_id}.mp4"
+        vpath = out / video_rel
+        if not vpath.exists():
+            frames = clips.render_frames(spec, video_size)
+            write_video(vpath, frames, clips.FPS, audio=spec.wave[None], sample_rate=clips.SAMPLE_RATE, crf=crf)
+    _save_tensors(out / "clips" / f"{spec.clip_id}.safetensors", tensors,
+                  {"id": spec.clip_id, "kind": spec.kind, "sample_rate": clips.SAMPLE_RATE, "format": "vssflow-data-1"})
+    return clips.manifest_row(spec, video_rel)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate (or resume) the dataset described by ``args``; prints progress and clips/s."""
+    from vssflow_core.data.clips import kind_for_index
+
+    _init_worker()
+    out = Path(args.out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    if args.render_video:
+        (out / "videos").mkdir(exist_ok=True)
+    duration_s = float(args.duration_s) if args.duration_s else default_duration_s()
+    rows = read_manifest(out)
+    done = {r["id"] for r in rows if (out / r["file"]).exists() and (not args.render_video or r.get("video"))}
+    manifest = out / "manifest.jsonl"
+    with open(manifest, "w", encoding="utf-8") as fh:  # rewrite: drops a truncated tail / missing files
+        for r in rows:
+            if r["id"] in done:
+                fh.write(json.dumps(r) + "\n")
+    use_real = not getattr(args, "no_real_sounds", False)
+    start = int(getattr(args, "start", 0) or 0)
+    jobs = [(str(out), int(args.seed), i, kind_for_index(args.kind, i), duration_s, bool(args.render_video),
+             int(args.video_size), args.crf, use_real)
+            for i in range(start, start + int(args.n)) if f"{i:06d}" not in done]
+    print(f"make-data: {len(done)} clips present, {len(jobs)} to generate into {out} "
+          f"(seed {args.seed}, kind {args.kind}, {duration_s} s)", flush=True)
+    t0 = time.time()
+    workers = max(1, int(args.workers))
+    if workers == 1:
+        results = map(make_one, jobs)
+    else:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+        results = pool.imap(make_one, jobs)
+    count = 0
+    with open(manifest, "a", encoding="utf-8") as fh:
+        for row in results:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            count += 1
+            if count % 25 == 0 or count == len(jobs):
+                rate = count / max(time.time() - t0, 1e-9)
+                print(f"make-data: {len(done) + count}/{len(done) + len(jobs)} clips, {rate:.3f} clips/s", flush=True)
+    if workers > 1:
+        pool.close()
+        pool.join()
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vssflow_core.data.generate", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

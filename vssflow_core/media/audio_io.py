@@ -1,0 +1,84 @@
+"""Plain audio files: save WAV/FLAC atomically, load any audio file.
+
+Letters: C channels, S samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.files import atomic_output
+
+__all__ = ["save_audio", "load_audio"]
+
+_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
+_SUBTYPES = {"PCM_16", "PCM_24", "FLOAT"}
+
+
+def _as_channels_first(wave, what: str) -> np.ndarray:
+    if hasattr(wave, "detach"):
+        wave = wave.detach().to("cpu").float().numpy()
+    arr = np.asarray(wave, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] == 0 or not 1 <= arr.shape[0] <= 8:
+        raise VSSFlowError(f"{what} has shape {tuple(np.shape(wave))}; expected [S], [C, S] or [1, C, S], 1-8 channels")
+    if not np.isfinite(arr).all():
+        raise VSSFlowError(f"{what} contains NaN or infinite samples; check the generator's output")
+    return arr
+
+
+def save_audio(path, wave, sample_rate: int, subtype: str | None = None) -> Path:
+    """Save float audio [S], [C, S] or [1, C, S] (-1..1, torch or numpy) at ``sample_rate`` Hz.
+
+    Format from the extension (.wav or .flac); ``subtype`` "PCM_16" (default), "PCM_24" or "FLOAT"
+    (WAV only). Integer formats clip to [-1, 1]. Written atomically; an existing file is refused.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in _FORMATS:
+        raise VSSFlowError(f"cannot save audio as {path}: use a .wav or .flac file name")
+    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or int(sample_rate) <= 0:
+        raise VSSFlowError(f"sample_rate={sample_rate!r} must be a positive integer (Hz)")
+    fmt, default_subtype = _FORMATS[ext]
+    subtype = subtype or default_subtype
+    if subtype not in _SUBTYPES or (fmt == "FLAC" and subtype == "FLOAT"):
+        raise VSSFlowError(f"subtype={subtype!r} for {ext}; use PCM_16 or PCM_24 (or FLOAT for .wav)")
+    arr = _as_channels_first(wave, f"audio for {path}")
+    if subtype != "FLOAT":
+        arr = np.clip(arr, -1.0, 1.0)
+    with atomic_output(path) as tmp:
+        sf.write(str(tmp), arr.T, int(sample_rate), format=fmt, subtype=subtype)
+    return path
+
+
+def load_audio(path):
+    """Load an audio file (WAV/FLAC/OGG via soundfile, anything else via PyAV, incl. a video's track).
+
+    Returns ``(wave float32 torch [C, S] in -1..1, sample_rate Hz)``; VSSFlowError if the file has no audio.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise VSSFlowError(f"audio file {p} does not exist; check the path")
+    try:
+        import soundfile as sf
+
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+    except Exception:
+        pass
+    from vssflow_core.media.video import read_audio
+
+    got = read_audio(p)
+    if got is None:
+        raise VSSFlowError(f"{p} has no audio track; pass an audio file (wav, flac, mp3, m4a, ...) or a video with sound")
+    return got

@@ -1,0 +1,110 @@
+"""Output files that never overwrite and never escape their folder.
+
+``unique_path`` picks the next free ``prefix_00001_.ext`` name (the counter ComfyUI's save nodes use),
+``atomic_output`` writes to a temporary name in the destination folder and renames it into place
+only when the writer succeeded, and ``safe_join`` refuses relative paths that leave their root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from vssflow_core.errors import VSSFlowError
+
+__all__ = ["unique_path", "atomic_output", "safe_join"]
+
+
+def safe_join(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """Join ``relative`` under ``root`` and refuse results outside ``root``.
+
+    Absolute paths, ``..`` components and symlinks that point out of ``root`` are refused with a
+    VSSFlowError. Returns the joined path (``root`` itself for an empty ``relative``).
+    """
+    root_path = Path(root)
+    rel = os.fspath(relative)
+    if "\x00" in rel:
+        raise VSSFlowError(f"path {rel!r} contains a NUL character; use a plain file name")
+    if rel in ("", "."):
+        return root_path
+    rel_path = Path(rel)
+    if rel_path.is_absolute() or rel_path.drive or rel.startswith(("/", "\\")):
+        raise VSSFlowError(
+            f"path {rel!r} is absolute; expected a path relative to {root_path} (e.g. 'video/VSSFlow')"
+        )
+    if any(part == ".." for part in re.split(r"[\\/]+", rel)):
+        raise VSSFlowError(f"path {rel!r} contains '..' and would leave {root_path}; remove the '..'")
+    joined = root_path / rel_path
+    root_real = os.path.realpath(root_path)
+    joined_real = os.path.realpath(joined)
+    if os.path.commonpath([root_real, joined_real]) != root_real:
+        raise VSSFlowError(
+            f"path {rel!r} resolves to {joined_real}, outside {root_real} (a symlink?); "
+            f"choose a folder inside {root_real}"
+        )
+    return joined
+
+
+def unique_path(directory: str | os.PathLike, prefix: str, ext: str) -> Path:
+    """Return ``directory/prefix_NNNNN_.ext`` with the next unused counter (ComfyUI save-node style).
+
+    ``prefix`` may contain sub-folders (``"video/VSSFlow"``); they are created inside ``directory``
+    and may not escape it. The counter is one more than the largest one present (00001 first).
+    """
+    ext = ext.lstrip(".")
+    if not ext or "/" in ext or "\\" in ext:
+        raise VSSFlowError(f"file extension {ext!r} is not valid; expected e.g. 'mp4' or 'wav'")
+    if not prefix or prefix.endswith(("/", "\\")):
+        raise VSSFlowError(f"file name prefix {prefix!r} has no file name part; expected e.g. 'video/VSSFlow'")
+    target = safe_join(directory, prefix)
+    folder, stem = target.parent, target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(re.escape(stem) + r"_(\d+)_\." + re.escape(ext) + r"$")
+    counters = [int(m.group(1)) for name in os.listdir(folder) if (m := pattern.match(name))]
+    counter = max(counters, default=0) + 1
+    while True:
+        candidate = folder / f"{stem}_{counter:05d}_.{ext}"
+        if not candidate.exists():
+            return candidate
+        counter += 1
+
+
+def _move_no_clobber(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` atomically, failing if ``dst`` exists (hard link where supported)."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise VSSFlowError(f"output file {dst} appeared while writing; not overwriting it, pick another name") from None
+    except OSError:  # file system without hard links: check, then rename
+        if dst.exists():
+            raise VSSFlowError(f"output file {dst} already exists; not overwriting it, pick another name") from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Context manager yielding a temporary path next to ``path``; renamed to ``path`` on success.
+
+    The temporary name keeps the extension (so PyAV and soundfile pick the format from it). An
+    existing ``path`` is refused before and after writing; on an exception the temporary file is
+    removed and ``path`` is never created.
+    """
+    final = Path(path)
+    if final.exists():
+        raise VSSFlowError(f"output file {final} already exists; not overwriting it, choose a new name (see unique_path)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise VSSFlowError(f"writer produced no file for {final}")
+        _move_no_clobber(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

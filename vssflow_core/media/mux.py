@@ -1,0 +1,145 @@
+"""Audio out: put generated audio into a video, copying the video stream bit for bit.
+
+Letters: C audio channels, S audio samples.
+
+The video packets are copied (no re-encode, same bytes, same timestamps, so the frame count never
+changes); the audio is encoded as AAC for MP4/MOV or Opus for WebM/MKV at 48 kHz, starting at the first
+video frame. ``mode="mix"`` adds the file's own audio track; gains are linear amplitude factors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.encode import (
+    AUDIO_CODECS,
+    Interleaver,
+    add_audio_stream,
+    audio_as_array,
+    audio_packets,
+    fit_length,
+    resample_array,
+)
+from vssflow_core.media.files import atomic_output, unique_path
+from vssflow_core.media.video import probe_video, read_audio
+
+__all__ = ["mux_audio"]
+
+log = logging.getLogger(__name__)
+
+
+def _mix_tracks(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Sum two [C, S] tracks; mono meets stereo as stereo; the longer length wins."""
+    channels = max(generated.shape[0], original.shape[0])
+    if original.shape[0] > 2:
+        original = original.mean(axis=0, keepdims=True)
+        channels = max(generated.shape[0], 1)
+    g = np.repeat(generated, channels // generated.shape[0], axis=0)
+    o = np.repeat(original, channels // original.shape[0], axis=0)
+    n = max(g.shape[1], o.shape[1])
+    out = np.zeros((channels, n), np.float32)
+    out[:, : g.shape[1]] += g
+    out[:, : o.shape[1]] += o
+    return out
+
+
+def mux_audio(
+    video_path,
+    audio,
+    sample_rate: int,
+    out_path,
+    mode: str = "replace",
+    audio_gain: float = 1.0,
+    original_gain: float = 1.0,
+    length: str = "pad",
+    on_exists: str = "error",
+) -> Path:
+    """Write ``out_path``: the video stream of ``video_path`` copied unchanged plus ``audio``.
+
+    audio: float [S], [C, S] or [1, C, S] (C = 1 or 2) at ``sample_rate`` Hz, torch or numpy; its
+    t = 0 is the first video frame. mode: "replace" (drop the original track) or "mix" (add it,
+    scaled by ``original_gain``; ``audio_gain`` scales the new audio). length: "pad" (pad with silence
+    to the video's duration) or "trim" (only cut what runs past the video). The output container
+    follows ``out_path``'s extension (.mp4/.mov/.m4v -> AAC, .mkv/.webm -> Opus, 48 kHz). Written to a
+    temporary file and renamed; an existing ``out_path`` is refused (``on_exists="error"``) or a free
+    ``name_00001_.ext`` is used instead (``on_exists="counter"``). Returns the path written.
+    """
+    import av
+
+    if mode not in ("replace", "mix"):
+        raise VSSFlowError(f"mode={mode!r}; expected 'replace' (new audio only) or 'mix' (new + original audio)")
+    if length not in ("pad", "trim"):
+        raise VSSFlowError(f"length={length!r}; expected 'pad' (pad with silence and trim) or 'trim' (trim only)")
+    if on_exists not in ("error", "counter"):
+        raise VSSFlowError(f"on_exists={on_exists!r}; expected 'error' or 'counter'")
+    for name, gain in (("audio_gain", audio_gain), ("original_gain", original_gain)):
+        if not np.isfinite(gain) or gain < 0:
+            raise VSSFlowError(f"{name}={gain!r} must be a finite linear gain >= 0 (1.0 = unchanged)")
+    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or int(sample_rate) <= 0:
+        raise VSSFlowError(f"sample_rate={sample_rate!r} must be a positive integer (Hz)")
+    out_path = Path(out_path)
+    ext = out_path.suffix.lower()
+    if ext not in AUDIO_CODECS:
+        raise VSSFlowError(
+            f"cannot mux into {out_path}: extension {ext!r} is not supported; use one of {sorted(AUDIO_CODECS)}"
+        )
+    if out_path.exists():
+        if on_exists == "error":
+            raise VSSFlowError(f"output file {out_path} already exists; not overwriting it (use on_exists='counter')")
+        out_path = unique_path(out_path.parent, out_path.stem, ext)
+    if Path(video_path).resolve() == out_path.resolve():
+        raise VSSFlowError(f"out_path {out_path} is the input video; choose another name")
+
+    info = probe_video(video_path)
+    if info.backend != "pyav":
+        raise VSSFlowError(
+            f"{video_path} ({info.container}) cannot be stream-copied; convert it to mp4 first (write_video)"
+        )
+    codec, sr_out = AUDIO_CODECS[ext]
+    wave = audio_as_array(audio, "generated audio") * np.float32(audio_gain)
+    wave = resample_array(wave, int(sample_rate), sr_out)
+    if mode == "mix":
+        original = read_audio(video_path, 0.0, info.duration_s) if info.has_audio else None
+        if original is None:
+            log.info("%s has no audio track; mix mode writes the generated audio alone", video_path)
+        else:
+            orig_wave, orig_sr = original
+            orig = resample_array(orig_wave.numpy(), int(orig_sr), sr_out) * np.float32(original_gain)
+            wave = _mix_tracks(wave, orig)
+    target = int(round(info.duration_s * sr_out))
+    wave = fit_length(wave, target, length)
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak > 1.0:
+        log.warning("mux_audio: peak %.2f > 1 after gains; clipping to [-1, 1] (lower audio_gain)", peak)
+        wave = np.clip(wave, -1.0, 1.0)
+
+    with atomic_output(out_path) as tmp:
+        with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w") as out:
+            in_v = [s for s in src.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
+            try:
+                out_v = out.add_stream_from_template(in_v)
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise VSSFlowError(f"cannot copy the {info.codec} video of {video_path} into {ext}: {exc}") from None
+            out_a = add_audio_stream(out, codec, sr_out, wave.shape[0])
+            pts0 = int(round(info.start_time_s * sr_out))
+            inter = Interleaver(out, audio_packets(out_a, wave, sr_out, pts0=pts0))
+            try:
+                for packet in src.demux(in_v):
+                    if packet.size == 0:
+                        continue  # demuxer's end-of-stream marker (Matroska packets may lack dts: keep them)
+                    ts = packet.dts if packet.dts is not None else packet.pts
+                    t = float(ts * packet.time_base) if ts is not None else 0.0
+                    packet.stream = out_v
+                    out.mux(packet)
+                    inter.until(t)
+                inter.finish()
+            except av.error.FFmpegError as exc:
+                raise VSSFlowError(
+                    f"cannot write {info.codec} video from {video_path} into a {ext} file ({exc}); "
+                    "use .mkv or .mp4 (WebM holds only VP8/VP9/AV1)"
+                ) from None
+    return out_path

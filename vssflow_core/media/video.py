@@ -1,0 +1,712 @@
+"""Video in: probe, decode by timestamp, stream in windows, read the audio track (PyAV).
+
+Letters: F frames, H x W pixels, C audio channels, S audio samples.
+
+Timeline: time 0 is the first video frame of the file; every time in this module (``start_s``,
+``times_s``, audio positions) is on that timeline, so picture and sound stay in sync.
+
+Resampling by timestamp: the k-th output frame of a window starting at ``start_s`` at rate ``fps`` is
+the picture on screen at ``t_k = start_s + k / fps``, i.e. the last source frame whose timestamp is
+``<= t_k`` (the first frame for times before it). Constant or variable source rates, any target rate,
+never "the first N frames". ``resample_frames`` applies the same rule to frame batches already in
+memory (ComfyUI IMAGE batches).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.encode import write_video
+
+__all__ = [
+    "VideoInfo",
+    "Frames",
+    "num_frames",
+    "probe_video",
+    "read_frames",
+    "iter_windows",
+    "resample_frames",
+    "read_audio",
+    "write_video",
+]
+
+log = logging.getLogger(__name__)
+
+# Two timestamps closer than this are the same instant (far above float rounding of rational time
+# bases, far below NTSC's 0.1 ms offsets from round times). Coarse time bases widen it (time_eps_s).
+TIME_EPS_S = 1e-6
+# Still-image demuxers: PyAV opens a PNG/JPEG as a one-frame "video"; we refuse those.
+_STILL_FORMATS = {"image2", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "jpegls_pipe", "ppm_pipe", "pgm_pipe"}
+_PILLOW_ANIMATED = {".webp", ".gif", ".png", ".apng"}
+
+
+def num_frames(duration_s: float, rate: float) -> int:
+    """Number of samples of a ``rate`` Hz grid inside ``[0, duration_s)``: ``ceil(duration_s*rate - 1e-6)``."""
+    return max(0, math.ceil(duration_s * rate - 1e-6))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe_video`` found. Sizes are as displayed (rotation and pixel aspect applied).
+
+    duration_s: seconds from the first frame to the end of the last one; fps: average source rate (Hz);
+    num_frames: source frames; rotation: degrees counter-clockwise applied for display (0/90/180/270).
+    """
+
+    path: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    has_audio: bool
+    rotation: int = 0
+    codec: str = ""
+    container: str = ""
+    is_vfr: bool = False
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    start_time_s: float = 0.0  # container time of the first frame (the origin of our timeline)
+    backend: str = "pyav"  # "pyav" or "pillow" (animated WebP/PNG that FFmpeg does not decode)
+    coded_width: int = 0
+    coded_height: int = 0
+    time_base_s: float = 0.0  # timestamp resolution of the stream (Matroska: 0.001)
+
+    @property
+    def time_eps_s(self) -> float:
+        """Tolerance when comparing timestamps: half the stored time base (rounding), under 1/4 frame."""
+        return min(max(TIME_EPS_S, 0.51 * self.time_base_s), 0.25 / max(self.fps, 1e-3))
+
+
+@dataclass
+class Frames:
+    """Frames resampled to a grid: ``frames`` uint8 [F, H, W, 3] RGB (or the input type for
+    ``resample_frames``), ``times_s`` float64 [F] grid times (s, video timeline), ``source_times_s``
+    float64 [F] timestamp of the source frame shown, ``source_fps`` (Hz), ``fps`` (Hz, target),
+    ``start_s`` and ``duration_s`` (s) of the window."""
+
+    frames: np.ndarray
+    times_s: np.ndarray
+    source_fps: float
+    duration_s: float
+    fps: float = 0.0
+    start_s: float = 0.0
+    source_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.times_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# opening and probing
+
+
+def _av():
+    import av
+
+    return av
+
+
+def _check_file(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise VSSFlowError(f"video file {p} does not exist; check the path (absolute or relative to {os.getcwd()})")
+    if not p.is_file():
+        raise VSSFlowError(f"video path {p} is not a file (a folder?); pass a video file such as .mp4/.webm/.mov")
+    if p.stat().st_size == 0:
+        raise VSSFlowError(f"video file {p} is empty (0 bytes); re-export or re-download it")
+    return p
+
+
+def _open_container(p: Path):
+    av = _av()
+    try:
+        return av.open(str(p), mode="r")
+    except av.error.EOFError:
+        raise VSSFlowError(
+            f"video file {p} ends before any frame (0 frames or truncated); re-export or re-download it"
+        ) from None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VSSFlowError(
+            f"{p} is not a readable video (FFmpeg: {exc}); expected a video file (mp4, webm, mov, mkv, gif, ...). "
+            "If it is a partial download, download it again"
+        ) from None
+
+
+def _video_stream(container, p: Path):
+    av = _av()
+    streams = [
+        s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)
+    ]
+    if not streams:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise VSSFlowError(
+            f"{p} has no video stream (it contains: {', '.join(kinds)}); expected a video file. "
+            "Audio-only files go to an AUDIO input instead"
+        )
+    return streams[0]
+
+
+def _rotation_of(frame) -> int:
+    try:
+        rot = frame.rotation
+    except Exception:  # pragma: no cover - no display matrix
+        return 0
+    return int(round((rot or 0) / 90.0)) % 4 * 90
+
+
+def _display_size(coded_w: int, coded_h: int, sar, rotation: int) -> tuple[int, int]:
+    """(width, height) as shown: pixel aspect applied to width, then rotation."""
+    w, h = coded_w, coded_h
+    if sar and sar.numerator > 0 and sar.denominator > 0 and sar != 1:
+        w = max(1, int(round(coded_w * float(sar))))
+    return (h, w) if rotation in (90, 270) else (w, h)
+
+
+def _pillow_frames_info(p: Path):
+    """(durations_s list, (w, h)) of an animated image Pillow can read, or None."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        with Image.open(p) as im:
+            n = int(getattr(im, "n_frames", 1))
+            if n < 2:
+                return None
+            durations = []
+            for i in range(n):
+                im.seek(i)
+                durations.append(max(float(im.info.get("duration", 100) or 100), 1.0) / 1000.0)
+            return durations, im.size
+    except Exception:
+        return None
+
+
+def _probe_pillow(p: Path) -> VideoInfo | None:
+    got = _pillow_frames_info(p)
+    if got is None:
+        return None
+    durations, (w, h) = got
+    duration = float(sum(durations))
+    return VideoInfo(
+        path=str(p), duration_s=duration, fps=len(durations) / duration, width=w, height=h,
+        num_frames=len(durations), has_audio=False, rotation=0, codec="pillow", container=p.suffix.lstrip("."),
+        is_vfr=len(set(round(d, 6) for d in durations)) > 1, backend="pillow", coded_width=w, coded_height=h,
+        time_base_s=0.001,
+    )
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's duration (s), average fps (Hz), display size, frame count, rotation, audio.
+
+    Decodes only the first frame (to find the timeline origin and the rotation); counts packets when
+    the container stores no frame count (WebM/MKV). Raises VSSFlowError for a missing, empty,
+    non-video, still-image, 0-frame or unreadable file.
+    """
+    p = _check_file(path)
+    if p.suffix.lower() in (".webp", ".png", ".apng") and (info := _probe_pillow(p)) is not None:
+        return info  # animated WebP/APNG: FFmpeg's WebP decoder reads stills only
+    try:
+        container = _open_container(p)
+    except VSSFlowError:
+        if p.suffix.lower() in _PILLOW_ANIMATED and (info := _probe_pillow(p)) is not None:
+            return info
+        raise
+    with container:
+        fmt = container.format.name
+        if fmt in _STILL_FORMATS:
+            raise VSSFlowError(f"{p} is a still image ({fmt}), not a video; load it as an IMAGE instead")
+        try:
+            vs = _video_stream(container, p)
+        except VSSFlowError:
+            if p.suffix.lower() in _PILLOW_ANIMATED and (info := _probe_pillow(p)) is not None:
+                return info
+            raise
+        tb = vs.time_base
+        first = None
+        try:
+            for frame in _decode_stream(container, vs, p):
+                first = frame
+                break
+        except VSSFlowError:
+            first = None
+        if first is None:
+            if p.suffix.lower() in _PILLOW_ANIMATED and (info := _probe_pillow(p)) is not None:
+                return info
+            raise VSSFlowError(
+                f"{p} has a video stream but 0 decodable frames; the file is empty, truncated or corrupt - "
+                "re-export or re-download it"
+            )
+        first_pts = first.pts if first.pts is not None else (vs.start_time or 0)
+        origin_s = float(first_pts * tb)
+        rotation = _rotation_of(first)
+        count = int(vs.frames or 0)
+        end_s = None
+        if count > 0 and vs.duration:
+            end_s = float(((vs.start_time or 0) + vs.duration) * tb)
+        if end_s is None or end_s <= origin_s:
+            count, end_s = _scan_packets(p, vs.index, origin_s)
+        duration = max(end_s - origin_s, 0.0)
+        if count <= 0 or duration <= 0:
+            raise VSSFlowError(f"{p} has 0 video frames; re-export or re-download it")
+        avg = vs.average_rate
+        fps = float(avg) if avg else count / duration
+        base = vs.base_rate or vs.guessed_rate
+        is_vfr = bool(base) and abs(float(base) - fps) > 0.01 * fps
+        if not is_vfr and abs(count / fps - duration) <= max(float(tb), 1e-3) + 1e-9:
+            duration = count / fps  # constant rate in a coarse time base (Matroska's 1 ms): exact value
+        coded_w, coded_h = vs.codec_context.width, vs.codec_context.height
+        width, height = _display_size(coded_w, coded_h, vs.sample_aspect_ratio, rotation)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        return VideoInfo(
+            path=str(p), duration_s=duration, fps=fps, width=width, height=height, num_frames=count,
+            has_audio=audio is not None, rotation=rotation, codec=vs.codec_context.name, container=fmt,
+            is_vfr=is_vfr, audio_sample_rate=int(audio.codec_context.sample_rate) if audio else None,
+            audio_channels=int(audio.codec_context.channels) if audio else None, start_time_s=origin_s,
+            backend="pyav", coded_width=coded_w, coded_height=coded_h, time_base_s=float(tb),
+        )
+
+
+def _scan_packets(p: Path, stream_index: int, origin_s: float) -> tuple[int, float]:
+    """Count the video packets and find the end time (s, container time) without decoding."""
+    av = _av()
+    count, end_s = 0, origin_s
+    with _open_container(p) as container:
+        vs = container.streams[stream_index]
+        tb = vs.time_base
+        default_dur = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
+        try:
+            for packet in container.demux(vs):
+                if packet.size == 0:
+                    continue
+                count += 1
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    end_s += default_dur
+                    continue
+                dur = float(packet.duration * tb) if packet.duration else default_dur
+                end_s = max(end_s, float(ts * tb) + dur)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: what was read is what there is
+    return count, end_s
+
+
+# ----------------------------------------------------------------------------------------------
+# decoding
+
+
+def _decode_stream(container, vs, p: Path, seek_s: float | None = None):
+    """Yield av.VideoFrames of ``vs`` in presentation order; damaged packets are skipped (counted)."""
+    av = _av()
+    vs.thread_type = "AUTO"
+    if seek_s is not None and seek_s > 0:
+        container.seek(int(seek_s / vs.time_base), stream=vs, backward=True, any_frame=False)
+    bad = 0
+    try:
+        for packet in container.demux(vs):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                bad += 1
+                continue
+            yield from frames
+    except av.error.FFmpegError:
+        bad += 1  # demuxer hit damaged data: stop, flush what the decoder holds
+        try:
+            yield from vs.decode(None)
+        except av.error.FFmpegError:
+            pass
+    if bad:
+        log.warning("%s: skipped %d damaged video packet(s)", p, bad)
+
+
+class _Decoded:
+    """One source frame on the video timeline, converted to RGB on demand (once per size)."""
+
+    __slots__ = ("time_s", "dur_s", "_frame", "_rgb")
+
+    def __init__(self, time_s: float, frame, dur_s: float | None = None):
+        self.time_s = time_s
+        self.dur_s = dur_s
+        self._frame = frame
+        self._rgb = None
+
+    def rgb(self, out_hw: tuple[int, int], rotation: int, backend: str) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = _convert(self._frame, out_hw, rotation, backend)
+            self._frame = None
+        return self._rgb
+
+
+def _convert(frame, out_hw, rotation: int, backend: str) -> np.ndarray:
+    h, w = out_hw
+    pre_h, pre_w = (w, h) if rotation in (90, 270) else (h, w)
+    if backend == "pillow":
+        from PIL import Image
+
+        img = frame if frame.size == (pre_w, pre_h) else frame.resize((pre_w, pre_h), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    else:
+        interp = "AREA" if pre_w * pre_h < frame.width * frame.height else "BICUBIC"
+        arr = frame.reformat(width=pre_w, height=pre_h, format="rgb24", interpolation=interp).to_ndarray()
+    if rotation:
+        arr = np.rot90(arr, k=rotation // 90)
+    return np.ascontiguousarray(arr)
+
+
+def _iter_source(info: VideoInfo, seek_s: float) -> Iterator[_Decoded]:
+    """Yield the file's frames from (about) ``seek_s`` on, as ``_Decoded`` on the video timeline."""
+    p = Path(info.path)
+    if info.backend == "pillow":
+        from PIL import Image
+
+        durations, _ = _pillow_frames_info(p) or ([], None)
+        with Image.open(p) as im:
+            t = 0.0
+            for i, d in enumerate(durations):
+                if t + d > seek_s - TIME_EPS_S:
+                    im.seek(i)
+                    yield _Decoded(t, im.convert("RGB"), d)
+                t += d
+        return
+    container = _open_container(p)
+    with container:
+        vs = _video_stream(container, p)
+        tb = vs.time_base
+        origin_pts = info.start_time_s / float(tb)
+        seek = info.start_time_s + seek_s if seek_s > 0 else None
+        n = 0
+        step = 1.0 / info.fps
+        for frame in _decode_stream(container, vs, p, seek):
+            ts = frame.pts if frame.pts is not None else frame.dts
+            t = float((ts - origin_pts) * tb) if ts is not None else n * step
+            n += 1
+            yield _Decoded(t, frame, float(frame.duration * tb) if frame.duration else None)
+
+
+def _output_size(size, height: int, width: int) -> tuple[int, int]:
+    """(H, W) of the output: ``None`` keeps the display size, an int is the short side, (h, w) exact."""
+    if size is None:
+        return height, width
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        s = int(size)
+        if s <= 0:
+            raise VSSFlowError(f"size={size}: the short side must be a positive number of pixels")
+        if height <= width:
+            return s, max(1, int(round(width * s / height)))
+        return max(1, int(round(height * s / width))), s
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise VSSFlowError(f"size={size!r}: expected None, an int (short side) or (height, width)") from None
+    if h <= 0 or w <= 0:
+        raise VSSFlowError(f"size={size!r}: height and width must be positive pixel counts")
+    return h, w
+
+
+def _window_bounds(info: VideoInfo, start_s: float, duration_s: float | None) -> tuple[float, float]:
+    """Validate a window; returns (start_s, end_s) on the video timeline."""
+    video_s = info.duration_s
+    tol = 1.0 / max(info.fps, 1e-3) + 1e-3
+    if not math.isfinite(start_s) or start_s < 0:
+        raise VSSFlowError(f"start_s={start_s} is before the start of {info.path}; use a value in [0, {video_s:.3f}) s")
+    if start_s >= video_s:
+        raise VSSFlowError(
+            f"window start_s={start_s:.3f} s is outside {info.path}, which lasts {video_s:.3f} s; "
+            f"use start_s < {video_s:.3f}"
+        )
+    if duration_s is None:
+        return start_s, video_s
+    if not math.isfinite(duration_s) or duration_s <= 0:
+        raise VSSFlowError(f"duration_s={duration_s} must be a positive number of seconds (or None for the rest)")
+    end_s = start_s + duration_s
+    if end_s > video_s + tol:
+        raise VSSFlowError(
+            f"window [{start_s:.3f}, {end_s:.3f}] s reaches past the end of {info.path} ({video_s:.3f} s); "
+            f"use duration_s <= {video_s - start_s:.3f} or None"
+        )
+    return start_s, end_s
+
+
+def _check_rate(fps) -> float:
+    try:
+        r = float(fps)
+    except (TypeError, ValueError):
+        raise VSSFlowError(f"fps={fps!r} must be a number of frames per second") from None
+    if not math.isfinite(r) or r <= 0 or r > 1000:
+        raise VSSFlowError(f"fps={fps!r} must be in (0, 1000] frames per second")
+    return r
+
+
+def iter_windows(
+    path: str | os.PathLike,
+    fps: float | Sequence[float],
+    window_s: float,
+    hop_s: float | None = None,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+    size=None,
+) -> Iterator:
+    """Decode a video once, streaming, and yield it in windows resampled by timestamp.
+
+    Window k covers ``[start_s + k*hop_s, start_s + k*hop_s + window_s)`` clipped to the range, and
+    holds the grid samples ``start_s + i/fps`` inside it (so overlapping windows share exact frames).
+    ``fps`` a number -> yields ``Frames``; a sequence of rates (e.g. ``(10, 25)``) -> yields a tuple
+    of ``Frames``, one per rate, from the same single decode. Memory holds about one window (plus the
+    overlap), never the whole video. ``size``: None, short side (int) or (h, w), applied while decoding.
+    """
+    many = isinstance(fps, (list, tuple))
+    rates = [_check_rate(r) for r in (fps if many else [fps])]
+    if not many and len(rates) != 1:
+        raise VSSFlowError("fps must be one rate or a list of rates")
+    window_s = float(window_s)
+    hop_s = window_s if hop_s is None else float(hop_s)
+    if not (window_s > 0 and hop_s > 0):
+        raise VSSFlowError(f"window_s={window_s} and hop_s={hop_s} must be positive seconds")
+    info = probe_video(path)
+    start_s, end_s = _window_bounds(info, float(start_s), duration_s)
+    span = end_s - start_s
+    out_hw = _output_size(size, info.height, info.width)
+    eps = info.time_eps_s
+
+    starts = [0.0]
+    while starts[-1] + window_s < span - 1e-9 and starts[-1] + hop_s < span - 1e-9:
+        starts.append(len(starts) * hop_s)
+    # per rate: grid times and the [a, b) index range of every window
+    grids = [start_s + np.arange(num_frames(span, r), dtype=np.float64) / r for r in rates]
+    bounds = [
+        [(num_frames(ws, r), min(num_frames(ws + window_s, r), len(g))) for ws in starts]
+        for r, g in zip(rates, grids)
+    ]
+    for g, r in zip(grids, rates):
+        if len(g) == 0:
+            raise VSSFlowError(f"window of {span:.4f} s holds no frame at {r} fps; ask for a longer window")
+
+    buffers: list[dict[int, tuple[np.ndarray, float]]] = [{} for _ in rates]
+    pointers = [0] * len(rates)
+    next_window = 0
+
+    def emit(ri: int, idx: int, src: _Decoded) -> None:
+        buffers[ri][idx] = (src.rgb(out_hw, info.rotation, info.backend), src.time_s)
+
+    def ready_windows() -> Iterator:
+        nonlocal next_window
+        while next_window < len(starts) and all(
+            pointers[ri] >= bounds[ri][next_window][1] for ri in range(len(rates))
+        ):
+            w = next_window
+            outs = []
+            for ri, r in enumerate(rates):
+                a, b = bounds[ri][w]
+                items = [buffers[ri][i] for i in range(a, b)]
+                frames = np.stack([it[0] for it in items]) if items else np.zeros((0, *out_hw, 3), np.uint8)
+                outs.append(Frames(
+                    frames=frames, times_s=grids[ri][a:b].copy(), source_fps=info.fps,
+                    duration_s=min(window_s, span - starts[w]), fps=r, start_s=start_s + starts[w],
+                    source_times_s=np.array([it[1] for it in items], dtype=np.float64),
+                ))
+                keep_from = bounds[ri][w + 1][0] if w + 1 < len(starts) else b
+                for i in [i for i in buffers[ri] if i < keep_from]:
+                    del buffers[ri][i]
+            next_window += 1
+            yield tuple(outs) if many else outs[0]
+
+    def run(seek_s: float):
+        current: _Decoded | None = None
+        for src in _iter_source(info, seek_s):
+            if current is None and src.time_s > start_s + eps and seek_s > 0:
+                raise _SeekMissed
+            if current is not None and src.time_s <= current.time_s + eps:
+                continue  # duplicate or out-of-order timestamp: the first one stays on screen
+            for ri, g in enumerate(grids):
+                while pointers[ri] < len(g) and g[pointers[ri]] + eps < src.time_s:
+                    emit(ri, pointers[ri], current if current is not None else src)
+                    pointers[ri] += 1
+            current = src
+            yield from ready_windows()
+            if all(pointers[ri] >= len(g) for ri, g in enumerate(grids)):
+                return
+        if current is None:
+            raise VSSFlowError(f"{info.path}: no frame decoded after {start_s:.3f} s; the file is truncated or corrupt")
+        # past the last decoded frame: hold it, unless the file promised more than it has
+        decoded_end = current.time_s + (current.dur_s or 1.0 / info.fps)
+        missing = min(end_s, info.duration_s) - decoded_end
+        if missing > max(2.0 / info.fps, 0.05):
+            raise VSSFlowError(
+                f"{info.path} is truncated: its header says {info.duration_s:.3f} s but frames stop at "
+                f"{decoded_end:.3f} s; re-export or re-download the file"
+            )
+        for ri, g in enumerate(grids):
+            while pointers[ri] < len(g):
+                emit(ri, pointers[ri], current)
+                pointers[ri] += 1
+        yield from ready_windows()
+
+    try:
+        yield from run(start_s)
+    except _SeekMissed:  # the demuxer landed after the start: decode from the beginning instead
+        yield from run(0.0)
+
+
+class _SeekMissed(Exception):
+    pass
+
+
+def read_frames(
+    path: str | os.PathLike,
+    fps: float,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+    size=None,
+) -> Frames:
+    """Decode ``[start_s, start_s + duration_s)`` of a video resampled by timestamp to ``fps``.
+
+    Returns ``Frames``: frames uint8 [F, H, W, 3] RGB with F = ceil(duration_s * fps), times_s [F]
+    (s), source_fps, duration_s. Seeks to the start; rotation metadata applied; ``size`` None (as
+    displayed), int short side or (h, w), applied while decoding. For long videos use ``iter_windows``.
+    """
+    info = probe_video(path)
+    s, e = _window_bounds(info, float(start_s), duration_s)
+    span = e - s
+    return next(iter_windows(path, fps, window_s=span + 1.0, start_s=s, duration_s=span, size=size))
+
+
+def _source_times(count: int, src_fps: float) -> np.ndarray:
+    return np.arange(count, dtype=np.float64) / src_fps
+
+
+def resample_frames(frames, src_fps: float, fps: float, start_s: float = 0.0, duration_s: float | None = None) -> Frames:
+    """Resample a frame batch [F, H, W, 3] at ``src_fps`` (frame i at i/src_fps s) to ``fps`` by timestamp.
+
+    Same rule as the file decoder (the frame on screen at each grid time). ``frames`` may be a numpy
+    array or a torch tensor of any dtype (a ComfyUI IMAGE stays float 0..1); the result's ``frames``
+    is ``frames[indices]`` of the same type. Window errors as for files.
+    """
+    src_fps = _check_rate(src_fps)
+    fps = _check_rate(fps)
+    shape = tuple(frames.shape)
+    if len(shape) != 4 or shape[0] == 0:
+        raise VSSFlowError(f"frames have shape {shape}; expected a non-empty batch [F, H, W, C]")
+    count = shape[0]
+    total_s = count / src_fps
+    info = VideoInfo(path="frames batch", duration_s=total_s, fps=src_fps, width=shape[2], height=shape[1],
+                     num_frames=count, has_audio=False)
+    s, e = _window_bounds(info, float(start_s), duration_s)
+    src_times = _source_times(count, src_fps)
+    grid = s + np.arange(num_frames(e - s, fps), dtype=np.float64) / fps
+    idx = np.clip(np.searchsorted(src_times, grid + TIME_EPS_S, side="right") - 1, 0, count - 1)
+    if hasattr(frames, "index_select"):  # torch
+        import torch
+
+        picked = frames.index_select(0, torch.as_tensor(idx, dtype=torch.long, device=frames.device))
+    else:
+        picked = np.asarray(frames)[idx]
+    return Frames(frames=picked, times_s=grid, source_fps=src_fps, duration_s=e - s, fps=fps, start_s=s,
+                  source_times_s=src_times[idx])
+
+
+# ----------------------------------------------------------------------------------------------
+# audio
+
+
+def _audio_to_float(frame) -> np.ndarray:
+    """An av.AudioFrame as float32 [C, S] in -1..1."""
+    arr = frame.to_ndarray()
+    fmt = frame.format
+    channels = len(frame.layout.channels)
+    if not fmt.is_planar:
+        arr = arr.reshape(-1, channels).T
+    name = fmt.name.rstrip("p")
+    if name == "s16":
+        arr = arr.astype(np.float32) / 32768.0
+    elif name == "s32":
+        arr = arr.astype(np.float32) / 2147483648.0
+    elif name == "u8":
+        arr = (arr.astype(np.float32) - 128.0) / 128.0
+    elif name == "s64":
+        arr = (arr.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
+    else:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def read_audio(path: str | os.PathLike, start_s: float = 0.0, duration_s: float | None = None):
+    """Read a file's first audio track: ``(wave float32 torch [C, S] in -1..1, sample_rate Hz)`` or None.
+
+    Times are on the video timeline (0 = first video frame) when the file has video, else on the
+    audio's own. With ``duration_s`` the result has exactly ``round(duration_s * sample_rate)``
+    samples (zeros where the track has none); without it, it runs to the end of the track.
+    """
+    import torch
+
+    av = _av()
+    p = _check_file(path)
+    if start_s < 0 or (duration_s is not None and duration_s <= 0):
+        raise VSSFlowError(f"audio window start_s={start_s}, duration_s={duration_s}: need start_s >= 0, duration_s > 0")
+    origin_s = None
+    with _open_container(p) as container:
+        if not container.streams.audio:
+            return None
+        if any(not (s.disposition & av.stream.Disposition.attached_pic) for s in container.streams.video):
+            try:
+                origin_s = probe_video(p).start_time_s
+            except VSSFlowError:
+                origin_s = None
+        st = container.streams.audio[0]
+        sr = int(st.codec_context.sample_rate)
+        tb = st.time_base
+        if origin_s is None:
+            origin_s = float((st.start_time or 0) * tb) if st.start_time is not None else 0.0
+        if start_s > 0:
+            try:
+                container.seek(int((origin_s + start_s - 0.5) / tb) if origin_s + start_s > 0.5 else 0,
+                               stream=st, backward=True)
+            except av.error.FFmpegError:
+                pass
+        first_sample = int(round(start_s * sr))
+        want = int(round(duration_s * sr)) if duration_s is not None else None
+        chunks: list[tuple[int, np.ndarray]] = []
+        pos = None
+        channels = None
+        try:
+            for packet in container.demux(st):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                for frame in decoded:
+                    data = _audio_to_float(frame)
+                    if channels is None:
+                        channels = data.shape[0]
+                    if data.shape[0] != channels:
+                        continue
+                    if frame.pts is not None:
+                        pos = int(round((float(frame.pts * tb) - origin_s) * sr)) - first_sample
+                    elif pos is None:
+                        pos = -first_sample
+                    chunks.append((pos, data))
+                    pos += data.shape[1]
+                if want is not None and pos is not None and pos >= want:
+                    break
+        except av.error.FFmpegError:
+            pass
+    if channels is None:
+        channels = int(st.codec_context.channels or 1)
+    end = max((p_ + d.shape[1] for p_, d in chunks), default=0)
+    total = want if want is not None else max(end, 0)
+    out = np.zeros((channels, total), np.float32)
+    for p_, d in chunks:
+        a, b = max(p_, 0), min(p_ + d.shape[1], total)
+        if b > a:
+            out[:, a:b] = d[:, a - p_: b - p_]
+    return torch.from_numpy(out), sr

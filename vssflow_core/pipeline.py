@@ -1,0 +1,588 @@
+"""Video (+ transcript, lips, voice) -> audio of exactly the video's duration.
+
+``load_bundle`` loads a model file (DiT + codec + extractor weights); ``generate`` covers any
+duration with windows of the model's length that overlap by ``overlap_s`` and are cross-faded with
+complementary raised-cosine ramps (the weights sum to one at every sample). Video is decoded window
+by window, so memory stays flat in the video's length; only the tiny per-frame tracks (lips,
+phonemes at 25 Hz) and the output waveform span the whole video.
+
+Noise is drawn once for the whole timeline at the latent rate (one ``torch.Generator`` per
+variation, seeded ``seed + b``) and each window takes its slice, so overlapping windows start from
+the same noise where they overlap, and variation 0 of a batch equals a single run with ``seed``.
+
+Letters: B variations, C audio channels (1), S samples, L latent frames, F video frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from vssflow_core import frontend
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.frontend import LipCondition, TextCondition, num_frames
+
+SOLVERS = ("euler", "midpoint", "heun", "dopri5")
+DEFAULT_OVERLAP_FRACTION = 0.2  # default window overlap: a fifth of the window (2 s of 10 s)
+
+
+@dataclass
+class Bundle:
+    """A loaded model: the DiT, its audio codec, its config, and extra tensors (extractor weights)."""
+
+    model: Any
+    codec: Any
+    config: Any
+    source: str = ""
+    extras: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    def to(self, device=None, dtype=None) -> "Bundle":
+        """Move model and codec (in place) and return self."""
+        self.model.to(device=device, dtype=dtype)
+        self.codec.to(device=device, dtype=dtype)
+        return self
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """``"embedded"`` -> the shipped weights; anything else is a path to a model file."""
+    if str(model) == "embedded":
+        from vssflow_core.embedded import EMBEDDED_WEIGHTS
+
+        path = Path(EMBEDDED_WEIGHTS)
+        if not path.is_file():
+            raise VSSFlowError(f"the embedded default model is missing: expected {path}. Reinstall the pack "
+                               "(the file ships with it) or pass a model file with --model PATH")
+        return path
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise VSSFlowError(f"model file not found: {path} (looked at {path.resolve()}). Pass 'embedded' or the "
+                           "path of a .safetensors file made by `python -m vssflow_core convert`")
+    return path
+
+
+def resolve_dtype(precision: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    """``auto|fp32|fp16|bf16`` -> a dtype; ``auto`` is fp32 on CPU and bf16 (else fp16) on CUDA."""
+    if isinstance(precision, torch.dtype):
+        return precision
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, None: None, "auto": None}
+    if precision not in table:
+        raise VSSFlowError(f"precision must be one of auto, fp32, fp16, bf16; got {precision!r}")
+    dtype = table[precision]
+    if dtype is None:
+        device = torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return dtype
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` -> cuda if available else cpu."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_bundle(model: str | Path = "embedded", device: str | torch.device = "cpu",
+                dtype: str | torch.dtype | None = None) -> Bundle:
+    """Load a VSSFlow model file (or the embedded default) with its audio codec.
+
+    Args:
+        model: ``"embedded"`` or the path of a ``.safetensors`` model file.
+        device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
+        dtype: ``auto|fp32|fp16|bf16`` or a torch dtype (``None`` = as stored / fp32).
+    Raises:
+        VSSFlowError: missing file, not a VSSFlow model file, truncated file.
+    """
+    from vssflow_core.audio.codec import build_codec
+    from vssflow_core.model.checkpoint import load_model_file
+
+    path = resolve_model_path(model)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device) if dtype is not None else torch.float32
+    net, extras, metadata = load_model_file(str(path), device="cpu", dtype=None)
+    codec = build_codec(net.config.codec, extras)
+    bundle = Bundle(net.eval(), codec.eval(), net.config, str(model), extras, metadata)
+    bundle.model.to(device=device, dtype=dtype)
+    bundle.codec.to(device=device)  # the vocoder stays fp32: it is cheap and fp16 vocoders click
+    return bundle
+
+
+# --- video sources ------------------------------------------------------------------------------
+
+class _FileVideo:
+    """A video file decoded window by window (MEDIA's read_frames, timestamp resampling)."""
+
+    def __init__(self, path: str | Path, size: int = frontend.FRAME_SHORT_SIDE):
+        from vssflow_core.media.video import probe_video
+
+        self.path = str(path)
+        if not Path(self.path).is_file():
+            raise VSSFlowError(f"video file not found: {self.path}")
+        self.info = probe_video(self.path)
+        self.duration_s = float(self.info.duration_s)
+        self.size = size
+
+    def frames(self, start_s: float, duration_s: float, fps: float, size: int | None = None) -> np.ndarray:
+        from vssflow_core.media.video import read_frames
+
+        return read_frames(self.path, fps, start_s=start_s, duration_s=duration_s, size=size or self.size).frames
+
+    def iter_frames(self, windows: Sequence[Window], fps: float, size: int | None = None):
+        """Frames uint8 [F, H, W, 3] at ``fps`` for each window, from one streaming decode."""
+        from vssflow_core.media.video import iter_windows
+
+        window_s = windows[0].duration_s
+        hop_s = windows[1].start_s - windows[0].start_s if len(windows) > 1 else window_s
+        count = 0
+        for w, frames in zip(windows, iter_windows(self.path, fps, window_s=window_s, hop_s=hop_s, start_s=0.0,
+                                                   duration_s=self.duration_s, size=size or self.size)):
+            count += 1
+            yield frames.frames
+        if count != len(windows):
+            raise VSSFlowError(f"{self.path}: decoded {count} windows, planned {len(windows)}; the file may be "
+                               "damaged towards its end")
+
+
+class _ArrayVideo:
+    """Frames already in memory: uint8 [F, H, W, 3] at ``fps`` (e.g. a ComfyUI IMAGE batch)."""
+
+    def __init__(self, frames: np.ndarray, fps: float):
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise VSSFlowError(f"video frames must be [F, H, W, 3] RGB, got shape {list(frames.shape)}")
+        if frames.dtype != np.uint8:
+            raise VSSFlowError(f"video frames must be uint8 0..255, got {frames.dtype}; "
+                               "convert a float 0..1 IMAGE with (x * 255).round().astype(np.uint8)")
+        if not (fps and math.isfinite(fps) and fps > 0):
+            raise VSSFlowError(f"fps must be a positive number of frames per second, got {fps!r}")
+        self.array, self.fps = frames, float(fps)
+        self.duration_s = len(frames) / self.fps
+
+    def frames(self, start_s: float, duration_s: float, fps: float, size: int | None = None) -> np.ndarray:
+        from vssflow_core.media.video import resample_frames
+
+        return resample_frames(self.array, self.fps, fps, start_s=start_s, duration_s=duration_s).frames
+
+    def iter_frames(self, windows: Sequence[Window], fps: float, size: int | None = None):
+        for w in windows:
+            yield self.frames(w.start_s, w.duration_s, fps)
+
+
+def open_video(video=None, frames=None, fps: float | None = None, duration_s: float | None = None):
+    """A video source from a path, or frames uint8 [F, H, W, 3] + fps; ``duration_s`` keeps the first seconds."""
+    if video is not None and frames is not None:
+        raise VSSFlowError("give either a video path or frames + fps, not both")
+    if video is not None:
+        source = _FileVideo(video)
+    elif frames is not None:
+        source = _ArrayVideo(frames, fps)
+    else:
+        raise VSSFlowError("no video: give a video path or frames + fps")
+    if source.duration_s <= 0:
+        raise VSSFlowError(f"the video has no frames (duration {source.duration_s} s); check the file or the "
+                           "loader's start/duration window")
+    if duration_s:
+        if not 0 < duration_s <= source.duration_s + 1e-6:
+            raise VSSFlowError(f"duration {duration_s} s must be in (0, {source.duration_s:.3f}] (the video's "
+                               "duration); use 0 for the whole video")
+        source.duration_s = float(duration_s)
+    return source
+
+
+# --- windows and cross-fade ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """One generation window on the video timeline (s)."""
+
+    start_s: float
+    duration_s: float
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+def plan_windows(duration_s: float, window_s: float, overlap_s: float | None = None) -> list[Window]:
+    """Cover ``[0, duration_s)`` with windows of at most ``window_s`` overlapping by ``overlap_s``.
+
+    A video no longer than one window is one window of its own duration. Otherwise windows of
+    ``window_s`` start every ``window_s - overlap_s`` seconds and the last one ends at
+    ``duration_s`` (it is shorter, but longer than the overlap). Overlaps are at most half a window,
+    so no sample is covered by more than two windows.
+    """
+    if not duration_s > 0:
+        raise VSSFlowError(f"duration must be positive, got {duration_s} s")
+    if duration_s <= window_s + 1e-9:
+        return [Window(0.0, float(duration_s))]
+    overlap_s = window_s * DEFAULT_OVERLAP_FRACTION if overlap_s is None else overlap_s
+    if not 0 <= overlap_s <= window_s / 2:
+        raise VSSFlowError(f"window overlap must be in [0, {window_s / 2}] s (half a window), got {overlap_s}")
+    hop = window_s - overlap_s
+    windows, start = [], 0.0
+    while start + window_s < duration_s - 1e-9:
+        windows.append(Window(start, float(window_s)))
+        start += hop
+    windows.append(Window(start, float(duration_s - start)))
+    return windows
+
+
+def _ramp(n: int) -> torch.Tensor:
+    """Raised-cosine fade-in of n samples, 0 -> 1 (fade-out is 1 - ramp: they sum to one)."""
+    x = (torch.arange(max(0, n), dtype=torch.float64) + 0.5) / max(1, n)
+    return (0.5 - 0.5 * torch.cos(math.pi * x)).to(torch.float32)
+
+
+def window_spans(windows: Sequence[Window], sample_rate: int, total_samples: int) -> list[tuple[int, int]]:
+    """Each window's samples ``[first, end)`` on the output timeline (end of the last = total)."""
+    spans = [(int(round(w.start_s * sample_rate)), min(total_samples, int(round(w.end_s * sample_rate))))
+             for w in windows]
+    spans[-1] = (spans[-1][0], total_samples)
+    return spans
+
+
+def crossfade_gains(spans: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Gain float32 [end - first] per window: raised-cosine ramps over each overlap.
+
+    The fade-out of window i and the fade-in of window i+1 cover the same samples
+    ``[first_{i+1}, end_i)`` and sum to one there, so the gains of all windows sum to one everywhere.
+    """
+    gains = []
+    for i, (first, end) in enumerate(spans):
+        gain = torch.ones(end - first)
+        if i > 0:
+            n = max(0, spans[i - 1][1] - first)
+            gain[:n] = _ramp(n)
+        if i + 1 < len(spans):
+            n = max(0, end - spans[i + 1][0])
+            gain[end - first - n:] *= 1.0 - _ramp(n)
+        gains.append(gain)
+    return gains
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+def _check_sampling(bundle: Bundle, steps, guidance, solver, variations):
+    cfg = bundle.config
+    steps = int(cfg.steps if steps is None else steps)
+    guidance = float(cfg.guidance_scale if guidance is None else guidance)
+    solver = cfg.solver if solver is None else solver
+    if solver not in SOLVERS:
+        raise VSSFlowError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    if not 1 <= steps <= 1000:
+        raise VSSFlowError(f"steps must be 1..1000, got {steps}")
+    if not (math.isfinite(guidance) and 0.0 <= guidance <= 30.0):
+        raise VSSFlowError(f"guidance must be in 0..30 (1 = no guidance), got {guidance}")
+    if not 1 <= int(variations) <= 64:
+        raise VSSFlowError(f"variations must be 1..64, got {variations}")
+    return steps, guidance, solver, int(variations)
+
+
+def _as_text(text, speech_start_s, speech_end_s, voice) -> TextCondition | None:
+    if text is None or isinstance(text, TextCondition):
+        if isinstance(text, TextCondition) and voice is not None:
+            return TextCondition(text.transcript, text.speech_start_s, text.speech_end_s,
+                                 frontend.make_text_condition(text.transcript, voice=voice).voice)
+        return text
+    return frontend.make_text_condition(text, speech_start_s or 0.0, speech_end_s or 0.0, voice)
+
+
+def _as_lips(lips) -> LipCondition | None:
+    if lips is None or isinstance(lips, LipCondition):
+        return lips
+    if hasattr(lips, "features"):  # a LipTrack from features.lips at 25 fps
+        return LipCondition(np.asarray(lips.features, dtype=np.float32), frontend.LIP_RATE_HZ, 0.0, lips)
+    raise VSSFlowError(f"lips must be a LipCondition (from extract_lip_condition), got {type(lips).__name__}")
+
+
+def _scan_lips(source, window_s: float, face) -> LipCondition | None:
+    """Lip track of a whole video, decoded window by window at 25 fps (None without mediapipe)."""
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is None:
+        frontend._warn_once("lips", "lip extraction needs mediapipe (pip install --no-deps mediapipe==0.10.21); "
+                                    "without it speech follows the transcript only")
+        return None
+    rows = []
+    windows = plan_windows(source.duration_s, window_s, 0.0)
+    for frames in source.iter_frames(windows, frontend.LIP_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE):
+        rows.append(frontend.extract_lip_condition(frames, frontend.LIP_RATE_HZ, face).features)
+    return LipCondition(np.concatenate(rows), frontend.LIP_RATE_HZ, 0.0, None)
+
+
+def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int) -> torch.Tensor:
+    """Noise float32 [B, Ca, L_total] for the whole timeline, one generator per variation."""
+    cfg = bundle.config
+    gens = [torch.Generator().manual_seed(int(seed) + b) for b in range(variations)]
+    return torch.stack([torch.randn(cfg.audio_channels, total_latent, generator=g) for g in gens])
+
+
+def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fps: float | None = None,
+             text: str | TextCondition | None = None, speech_start_s: float | None = None,
+             speech_end_s: float | None = None, voice: tuple[torch.Tensor, int] | None = None,
+             lips: LipCondition | None = None, seed: int = 0, steps: int | None = None,
+             guidance: float | None = None, solver: str | None = None, variations: int = 1,
+             callback: Callable[[int, int | None], None] | None = None,
+             duration_s: float | None = None, overlap_s: float | None = None,
+             face: str | int = "largest") -> tuple[torch.Tensor, int]:
+    """Generate the audio of a video: sound effects, plus speech when a transcript is given.
+
+    Args:
+        bundle: from :func:`load_bundle`.
+        video: path of a video file (decoded window by window), or
+        frames, fps: frames uint8 [F, H, W, 3] at ``fps`` Hz.
+        text: transcript (str or :class:`TextCondition`); ``speech_start_s``/``speech_end_s`` place it
+            in video time (s; 0/0 or None = automatic from the lips).
+        voice: reference voice ``(wave float32 [C, S], sample_rate)``.
+        lips: a :class:`LipCondition` over the video; extracted automatically when a transcript is
+            given to the embedded model and no lips are.
+        seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None.
+        variations: B, the batch of variations.
+        callback: ``callback(done, total)`` after each solver step over all windows (total None for
+            dopri5); raising from it cancels.
+        duration_s: generate for the first seconds only (None/0 = the whole video).
+        overlap_s: overlap of consecutive windows (s; default a fifth of the window). face: which face the lips come from.
+    Returns:
+        (audio float32 [B, 1, S] in -1..1, sample_rate Hz) with S = ceil(duration * sample_rate).
+    """
+    steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations)
+    source = open_video(video, frames, fps, duration_s)
+    cfg, codec = bundle.config, bundle.codec
+    duration_s = source.duration_s
+    sample_rate = int(codec.sample_rate)
+    latent_rate = float(codec.latent_rate_hz)
+    text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
+    lip_cond = _as_lips(lips)
+
+    wants_lips = frontend.needs(cfg, "lip_feat") and cfg.frontend == "embedded"
+    if text_cond is not None and lip_cond is None and (wants_lips or text_cond.automatic_window):
+        lip_cond = _scan_lips(source, cfg.duration_s, face)
+    phones = None
+    if text_cond is not None and frontend.needs(cfg, "phone_id"):
+        phones, _ = frontend.phoneme_track(text_cond, duration_s, lip_cond)
+    speaker = frontend.speaker_from_voice(cfg, text_cond.voice if text_cond else None, bundle.extras)
+
+    windows = plan_windows(duration_s, cfg.duration_s, overlap_s)
+    total_samples = num_frames(duration_s, sample_rate)
+    spans = window_spans(windows, sample_rate, total_samples)
+    gains = crossfade_gains(spans)
+    total_latent = num_frames(duration_s, latent_rate) + 1
+    noise = _latent_noise(bundle, seed, variations, total_latent)
+    out = torch.zeros(variations, 1, total_samples)
+    total_steps = None if solver == "dopri5" else steps * len(windows)
+    progress = {"done": 0}
+
+    def on_step(done, total):
+        progress["done"] += 1
+        if callback is not None:
+            callback(progress["done"], total_steps)
+
+    needs_frames = any(frontend.needs(cfg, k) for k in ("motion_feat", "appearance_feat", "video_feat", "synch_feat"))
+    window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if needs_frames else iter(lambda: None, 0)
+    for window, (first_sample, end_sample), gain, frames25 in zip(windows, spans, gains, window_frames):
+        inputs = _window_inputs(window, frames25, lip_cond, phones, speaker)
+        feats = frontend.window_features(cfg, inputs, bundle.extras)
+        count = end_sample - first_sample
+        latent_len = max(1, num_frames(count / sample_rate, latent_rate))
+        first = min(int(round(window.start_s * latent_rate)), total_latent - latent_len)
+        x0 = noise[:, :, first:first + latent_len].to(bundle.device, bundle.dtype)  # [B, Ca, L]
+        with torch.inference_mode():
+            feats = {k: _batch(v, variations).to(bundle.device) for k, v in feats.items()}
+            feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
+            cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
+            latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
+                                         callback=on_step)
+            codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
+            wave = codec.decode(latent.to(codec_dtype)).float().cpu()  # [B, S_w]
+        out[:, 0, first_sample:end_sample] += _fit(wave, count) * gain
+    return out.clamp_(-1.0, 1.0), sample_rate
+
+
+def _batch(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t.expand(n, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t
+
+
+def _fit(wave: torch.Tensor, count: int) -> torch.Tensor:
+    """Crop or zero-pad [B, S] to ``count`` samples."""
+    if wave.shape[-1] >= count:
+        return wave[:, :count]
+    return torch.nn.functional.pad(wave, (0, count - wave.shape[-1]))
+
+
+def _window_inputs(window: Window, frames: np.ndarray | None, lips: LipCondition | None,
+                   phones: torch.Tensor | None, speaker) -> frontend.WindowInputs:
+    """The window's slice of every track, on its own 25 Hz grid (row k at window.start_s + k / 25)."""
+    rate = frontend.LIP_RATE_HZ
+    count = num_frames(window.duration_s, rate)
+    lips_raw = None
+    if lips is not None:
+        lips_raw = frontend.sample_track(lips.features, lips.fps, lips.start_s, window.start_s, count, rate)
+    phone_ids = None
+    if phones is not None:
+        phone_ids = frontend.sample_track(phones.numpy(), rate, 0.0, window.start_s, count, rate)
+        phone_ids = torch.from_numpy(phone_ids)
+    return frontend.WindowInputs(window.start_s, window.duration_s, frames, lips_raw, phone_ids, speaker)
+
+
+def audio_duration_s(audio: torch.Tensor, sample_rate: int) -> float:
+    """Duration (s) of audio [..., S]."""
+    return audio.shape[-1] / sample_rate
+
+
+@dataclass
+class Clip:
+    """A window of a video file in memory.
+
+    Attributes:
+        frames: uint8 [F, H, W, 3] at ``fps``, frame k at ``start_s + k / fps`` of the source.
+        fps: frame rate (Hz) of ``frames``; source_fps: the file's own rate.
+        audio: float32 [C, S] of the same window at ``sample_rate`` Hz, or None (no audio track).
+        start_s, duration_s: the window in source time (s); source_duration_s: the whole file (s).
+    """
+
+    frames: np.ndarray
+    fps: float
+    source_fps: float
+    audio: torch.Tensor | None
+    sample_rate: int | None
+    start_s: float
+    duration_s: float
+    source_duration_s: float
+    path: str
+
+
+def load_clip(path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, max_frames: int = 0,
+              fps: float = 0.0) -> Clip:
+    """Read a window of a video file: frames by timestamp plus its audio.
+
+    Args:
+        start_s: window start (s). duration_s: window length (s), 0 = to the end.
+        max_frames: cap on the number of frames (shortens the window), 0 = no cap.
+        fps: frame rate to resample to (Hz), 0 = the file's rate.
+    Raises:
+        VSSFlowError: missing/unreadable file, window outside the video, 0 frames.
+    """
+    from vssflow_core.media.video import probe_video, read_audio, read_frames
+
+    path = str(path)
+    if not Path(path).is_file():
+        raise VSSFlowError(f"video file not found: {path}")
+    info = probe_video(path)
+    fps = float(fps) if fps and fps > 0 else float(info.fps)
+    if start_s < 0 or duration_s < 0 or max_frames < 0:
+        raise VSSFlowError(f"start ({start_s} s), duration ({duration_s} s) and frame cap ({max_frames}) "
+                           "must not be negative")
+    if start_s >= info.duration_s:
+        raise VSSFlowError(f"window start {start_s:.3f} s is outside the video ({path} lasts "
+                           f"{info.duration_s:.3f} s); choose a start below {info.duration_s:.3f}")
+    length = info.duration_s - start_s if duration_s == 0 else min(duration_s, info.duration_s - start_s)
+    if max_frames and num_frames(length, fps) > max_frames:
+        length = max_frames / fps
+    clip = read_frames(path, fps, start_s=start_s, duration_s=length)
+    if len(clip.frames) == 0:
+        raise VSSFlowError(f"no frames in {path} between {start_s:.3f} s and {start_s + length:.3f} s")
+    audio = read_audio(path, start_s=start_s, duration_s=length) if info.has_audio else None
+    wave, sample_rate = (audio if audio is not None else (None, None))
+    return Clip(clip.frames, fps, float(info.fps), wave, sample_rate, float(start_s), float(length),
+                float(info.duration_s), path)
+
+
+def clip_from_frames(frames: np.ndarray, fps: float, audio: tuple[torch.Tensor, int] | None = None,
+                     start_s: float = 0.0, duration_s: float = 0.0, max_frames: int = 0,
+                     out_fps: float = 0.0) -> Clip:
+    """The same window as :func:`load_clip`, cut from frames uint8 [F, H, W, 3] at ``fps`` (+ audio [C, S])."""
+    from vssflow_core.media.video import resample_frames
+
+    source = _ArrayVideo(frames, fps)
+    out_fps = float(out_fps) if out_fps and out_fps > 0 else float(fps)
+    if start_s < 0 or duration_s < 0 or max_frames < 0:
+        raise VSSFlowError(f"start ({start_s} s), duration ({duration_s} s) and frame cap ({max_frames}) "
+                           "must not be negative")
+    if start_s >= source.duration_s:
+        raise VSSFlowError(f"window start {start_s:.3f} s is outside the video ({len(frames)} frames at {fps} fps "
+                           f"= {source.duration_s:.3f} s); choose a start below {source.duration_s:.3f}")
+    length = source.duration_s - start_s if duration_s == 0 else min(duration_s, source.duration_s - start_s)
+    if max_frames and num_frames(length, out_fps) > max_frames:
+        length = max_frames / out_fps
+    out = resample_frames(source.array, source.fps, out_fps, start_s=start_s, duration_s=length).frames
+    wave = sample_rate = None
+    if audio is not None:
+        wave, sample_rate = audio
+        first = int(round(start_s * sample_rate))
+        wave = wave[:, first:first + num_frames(length, sample_rate)]
+    return Clip(out, out_fps, float(fps), wave, sample_rate, float(start_s), float(length), source.duration_s, "")
+
+
+def write_with_audio(audio: torch.Tensor, sample_rate: int, out_dir: str | Path, prefix: str, *,
+                     video_path: str | Path | None = None, frames: np.ndarray | None = None,
+                     fps: float | None = None, original_audio: tuple[torch.Tensor, int] | None = None,
+                     mode: str = "replace", audio_gain: float = 1.0, original_gain: float = 1.0) -> Path:
+    """Write ``out_dir/prefix_NNNNN_.mp4``: the video with ``audio`` [C, S] (replace or mix).
+
+    A video file is stream-copied; frames uint8 [F, H, W, 3] at ``fps`` are encoded first (H.264,
+    with ``original_audio`` if given) in a temporary file. Nothing is overwritten and no partial
+    file is left behind on error.
+    """
+    from vssflow_core.media.files import unique_path
+    from vssflow_core.media.mux import mux_audio
+    from vssflow_core.media.video import write_video
+
+    if mode not in ("replace", "mix"):
+        raise VSSFlowError(f"mux mode must be 'replace' or 'mix', got {mode!r}")
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    if audio.dim() != 2 or audio.shape[-1] == 0:
+        raise VSSFlowError(f"audio must be [C, S] with samples, got shape {list(audio.shape)}")
+    out_path = unique_path(out_dir, prefix, "mp4")
+    temp = None
+    try:
+        if video_path is None:
+            if frames is None or fps is None:
+                raise VSSFlowError("mux: give a video file or frames + fps")
+            temp = unique_path(out_path.parent, f".{out_path.stem}_video", "mp4")
+            kwargs = {}
+            if original_audio is not None:
+                kwargs = {"audio": original_audio[0], "sample_rate": int(original_audio[1])}
+            write_video(str(temp), frames, fps, **kwargs)
+            video_path = temp
+        mux_audio(str(video_path), audio, int(sample_rate), str(out_path), mode=mode, audio_gain=audio_gain,
+                  original_gain=original_gain)
+    finally:
+        if temp is not None and Path(temp).exists():
+            Path(temp).unlink()
+    return out_path
+
+
+def generate_to_file(bundle: Bundle, video: str | Path, out_path: str | Path, *, mode: str = "replace",
+                     callback=None, **kwargs) -> Path:
+    """Generate audio for a video file and write the video with it (video stream copied) to ``out_path``."""
+    from vssflow_core.media.mux import mux_audio
+
+    out_path = Path(out_path)
+    if out_path.exists():
+        raise VSSFlowError(f"output file already exists: {out_path}; choose another name (nothing is overwritten)")
+    if not out_path.parent.is_dir():
+        raise VSSFlowError(f"output folder does not exist: {out_path.parent}")
+    audio, sample_rate = generate(bundle, video, callback=callback, **kwargs)
+    return Path(mux_audio(str(video), audio[0], sample_rate, str(out_path), mode=mode))
+
+
+__all__: Sequence[str] = ("Bundle", "load_bundle", "generate", "generate_to_file", "plan_windows", "Window",
+                          "window_spans", "crossfade_gains", "open_video", "load_clip", "clip_from_frames", "write_with_audio", "resolve_dtype", "resolve_device")
