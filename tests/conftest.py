@@ -1,4 +1,8 @@
-"""Shared pytest set-up: one torch thread (the CI machine has two cores) and the fixture folder."""
+"""Shared pytest set-up: one torch thread and the fixture folder.
+
+One thread: on the 2-core CI machine, two torch threads per test process were measured 10-20x slower
+than one when anything else runs at the same time (thread oversubscription).
+"""
 
 import os
 from pathlib import Path
@@ -12,7 +16,7 @@ OFFICIAL_FIXTURES = Path(os.environ.get("VSSFLOW_FIXTURES", REPO_ROOT.parent / "
 def pytest_configure(config):
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
