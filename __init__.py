@@ -20,6 +20,8 @@ def _import_library() -> None:
     """Make ``import vssflow_core`` resolve to this pack's copy, without adding the pack to sys.path
     (that would shadow ComfyUI's own ``nodes`` module)."""
     if "vssflow_core" in sys.modules:
+        import vssflow_core  # noqa: F401  (raises if a failed import left a placeholder)
+
         return
     init = os.path.join(_PACK_DIR, "vssflow_core", "__init__.py")
     spec = importlib.util.spec_from_file_location("vssflow_core", init,

@@ -238,5 +238,7 @@ def load_on_device(patcher) -> None:
     if patcher is None:
         return
     import comfy.model_management as mm
+    import torch
 
-    mm.load_models_gpu([patcher])
+    with torch.inference_mode(False):  # moved weights must stay normal tensors (nodes run in inference mode)
+        mm.load_models_gpu([patcher])

@@ -57,8 +57,9 @@ def load(model: str, device: str, precision: str) -> VSSFlowModel:
     load_device, offload_device = _comfy.devices(device)
     dtype = resolve_dtype(precision, load_device)
     bundle = load_bundle(source, device=offload_device, dtype=dtype)
-    patcher = _comfy.patch_model(torch.nn.ModuleDict({"dit": bundle.model, "codec": bundle.codec}),
-                                 load_device, offload_device)
+    with torch.inference_mode(False):
+        patcher = _comfy.patch_model(torch.nn.ModuleDict({"dit": bundle.model, "codec": bundle.codec}),
+                                     load_device, offload_device)
     if patcher is None:  # outside ComfyUI: move it ourselves
         bundle.to(load_device)
     _CACHE.clear()

@@ -118,6 +118,7 @@ def make_video(
     frame_times_s: Sequence[float] | None = None,
     gop: int | None = None,
     faststart: bool = False,
+    sample_aspect: Fraction | None = None,
 ) -> Path:
     """Write a clip whose frame i shows index i; returns the path.
 
@@ -125,6 +126,7 @@ def make_video(
     times instead. ``audio``: None, "clicks" (bursts at ``click_times_s``), "tone", or float [C, S].
     ``flash_at_s``: the frame on screen at each of these times gets a white bottom half.
     ``rotation``: display-matrix rotation in degrees (counter-clockwise, FFmpeg's convention).
+    ``sample_aspect``: pixel aspect ratio (anamorphic video: shown ``size[1] * sample_aspect`` wide).
     """
     import av
 
@@ -154,18 +156,21 @@ def make_video(
     container_opts = {"movflags": "+faststart"} if faststart else {}
     out = av.open(str(path), "w", options=container_opts)
     if codec == "gif":
-        rate = Fraction(round(float(rate) * 100) , 100)
+        rate = Fraction(round(float(rate) * 100), 100)
     vs = out.add_stream(codec, rate=rate if not vfr else 1000, options=opts)
     vs.width, vs.height, vs.pix_fmt = w, h, pix
     tb = Fraction(1, 1000) if vfr else 1 / rate
     vs.codec_context.time_base = tb
     if rotation:
         vs.set_display_rotation(rotation)
+    if sample_aspect is not None:
+        vs.codec_context.sample_aspect_ratio = Fraction(sample_aspect)
     wave = None
     if audio is not None:
         if isinstance(audio, str):
             clicks = click_times_s if audio == "clicks" else ()
-            wave = click_track(duration_s, sample_rate, clicks, audio_channels, tone_hz=440.0 if audio == "tone" else None)
+            tone = 440.0 if audio == "tone" else None
+            wave = click_track(duration_s, sample_rate, clicks, audio_channels, tone_hz=tone)
         else:
             wave = np.asarray(audio, np.float32)
         acodec = "libopus" if ext in (".webm", ".ogg") else "aac"

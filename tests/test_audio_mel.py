@@ -6,6 +6,15 @@ from vssflow_core.audio.mel import MelParams, log_mel_spectrogram, mel_basis
 from vssflow_core.audio.resample import resample
 from vssflow_core.errors import VSSFlowError
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: on the shared 2-core CI box this is much faster than two (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 @pytest.fixture(scope="module")
 def mel_fx(official_fixtures):

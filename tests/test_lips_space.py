@@ -74,3 +74,8 @@ def test_phoneme_timings_close_on_bilabials_and_open_on_vowels():
     vowel = inner[(t >= 0.46) & (t < 0.66)].max()
     assert vowel > 0.3 and inner[t < 0.2].max() < 0.12 and inner[t > 1.0].max() < 0.12
     assert np.all(outer > inner) and np.all((width > 0.6) & (width < 1.2))
+    # the lips meet on the bilabial between two vowels ("a-pa"), as real mouths do
+    segs2 = [("AA1", 0.0, 0.3), ("P", 0.3, 0.38), ("AA1", 0.38, 0.7)]
+    inner2, _, _ = openings_from_phoneme_timings(segs2, 0.7, fps=25.0)
+    t2 = np.arange(len(inner2)) / 25
+    assert inner2[(t2 >= 0.3) & (t2 < 0.38)].max() < 0.1 and inner2[t2 < 0.25].max() > 0.3

@@ -55,7 +55,8 @@ def test_probe_duration_rate_and_count_are_exact(clips, name, fps, rate, count):
 
 @pytest.mark.parametrize("name,fps,rate,count", CLIPS)
 def test_native_rate_returns_every_frame_once(clips, name, fps, rate, count):
-    fr = read_frames(clips[name], float(rate))
+    fr = read_frames(clips[name], None)  # the source's own rate
+    assert fr.fps == pytest.approx(float(rate), rel=1e-6)
     assert fr.frames.shape == (count, 48, 96, 3) and fr.frames.dtype == np.uint8
     assert [decode_index(f) for f in fr.frames] == list(range(count))
     np.testing.assert_allclose(fr.times_s, np.arange(count) / float(rate), atol=1e-12)
@@ -128,6 +129,14 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
         want = np.rot90(pattern_frame(i, i / 25, 48, 96), k=rotation // 90).astype(np.float32)
         wrong = np.rot90(pattern_frame(i, i / 25, 48, 96), k=(rotation // 90 + 2) % 4).astype(np.float32)
         assert np.abs(frame - want).mean() < 10 < np.abs(frame - wrong).mean()
+
+
+def test_anamorphic_pixels_are_stretched_to_the_display_size(tmp_path):
+    path = make_video(tmp_path / "sar.mp4", fps=25, num_frames=3, size=(48, 48), sample_aspect=Fraction(2, 1))
+    info = probe_video(path)
+    assert (info.width, info.height, info.coded_width) == (96, 48, 48)
+    fr = read_frames(path, 25.0)
+    assert fr.frames.shape == (3, 48, 96, 3) and [decode_index(f) for f in fr.frames] == [0, 1, 2]
 
 
 def test_odd_size_and_one_frame(tmp_path):
@@ -209,3 +218,21 @@ def test_write_video_accepts_float_images(tmp_path):
     images = torch.from_numpy(np.stack([pattern_frame(i, 0, 32, 96) for i in range(3)])).float() / 255
     out = write_video(tmp_path / "f.webm", images, 10)
     assert [decode_index(f) for f in read_frames(out, 10).frames] == [0, 1, 2]
+
+
+def test_iter_windows_memory_is_one_window_not_the_video(tmp_path):
+    import tracemalloc
+
+    path = make_video(tmp_path / "stream.mp4", fps=25, num_frames=600, size=(48, 96))  # 24 s
+    frame_bytes = 48 * 96 * 3
+    tracemalloc.start()
+    try:
+        count = 0
+        for w in iter_windows(path, 25.0, window_s=2.0):
+            count += len(w)
+            del w
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 600
+    assert peak < 4 * 50 * frame_bytes  # a few 2 s windows (50 frames each), far below 600 frames

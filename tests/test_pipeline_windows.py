@@ -10,7 +10,9 @@ from vssflow_core.frontend import LipCondition, num_frames, sample_track
 from vssflow_core.pipeline import (Window, _window_inputs, crossfade_gains, generate, load_bundle, plan_windows,
                                    window_spans)
 
-from tiny_models import make_model_file
+from tiny_models import make_model_file, one_thread
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +141,11 @@ def test_load_bundle_errors(tmp_path):
     bad.write_bytes(b"not a model at all")
     with pytest.raises(VSSFlowError, match="safetensors"):
         load_bundle(bad)
+
+
+def test_official_layout_without_extractor_weights_warns_and_runs(tmp_path):
+    official = load_bundle(make_model_file(tmp_path / "official.safetensors", "official", duration_s=2.0))
+    with pytest.warns(UserWarning, match="features unavailable"):
+        audio, sr = generate(official, frames=frames_by_index(40), fps=25.0, steps=1, text="hello",
+                             speech_start_s=0.2, speech_end_s=1.4)
+    assert audio.shape == (1, 1, num_frames(1.6, sr))

@@ -51,3 +51,12 @@ def make_model_file(path, frontend: str = "official", duration_s: float = 10.0, 
     torch.manual_seed(seed)
     model = VSSFlow(tiny_config(frontend, duration_s, **kwargs))
     return save_model_file(path, model, extra_tensors=tiny_codec_tensors(seed))
+
+
+def one_thread():
+    """Generator for an autouse fixture: torch on one thread (two threads on a shared 2-core machine
+    run these small convolutions ~10x slower), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

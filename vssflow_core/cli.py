@@ -53,20 +53,24 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def run_generate(args) -> int:
     from pathlib import Path
 
-    import torch
-
     from vssflow_core.errors import VSSFlowError
-    from vssflow_core.pipeline import generate_to_file, load_bundle
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out, video = Path(args.out), Path(args.video)
+    out, video = Path(args.out), Path(args.video)  # cheap checks first: no torch import for a typo
     if not video.is_file():
         raise VSSFlowError(f"input video not found: {video}")
     if out.exists():
         raise VSSFlowError(f"output file already exists: {out}; choose another --out (nothing is overwritten)")
     if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise VSSFlowError(f"--out must end in .mp4 (or .mov/.mkv), got {out.name!r}")
+    if not out.parent.is_dir():
+        raise VSSFlowError(f"output folder does not exist: {out.parent}")
+
+    import torch
+
+    from vssflow_core.pipeline import generate_to_file, load_bundle
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     voice = None
     if args.voice:
         from vssflow_core.media.video import read_audio

@@ -151,13 +151,9 @@ class WindowInputs:
     extras: dict = field(default_factory=dict)
 
 
-_warned: set[str] = set()
-
-
 def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, stacklevel=3)
+    """Warn about a missing part (Python's default filter shows each message once per place)."""
+    warnings.warn(message, stacklevel=3)
 
 
 def _frames_at(frames: np.ndarray, rate_hz: float, duration_s: float) -> np.ndarray:
@@ -200,21 +196,45 @@ def _speaker(w: WindowInputs, spec, extras) -> torch.Tensor | None:
     return None if w.speaker is None else w.speaker.to(torch.float32).reshape(1, -1)  # [1, 256]
 
 
+# Official extractor weights inside a model file: tensor-name prefix per extractor.
+OFFICIAL_EXTRACTOR_PREFIXES = {"clip": "image_encoder.", "synchformer": "synchformer.", "rawnet3": "rawnet3."}
+
+
+def official_extractor(kind: str, extras: dict):
+    """Build (once per model) the official ``clip``/``synchformer``/``rawnet3`` extractor from the
+    model file's extra tensors. Raises VSSFlowError when its weights are not in the file."""
+    cache = extras.setdefault("__extractors__", {})
+    if kind not in cache:
+        from vssflow_core.features.official import clip, rawnet3, synchformer
+
+        prefix = OFFICIAL_EXTRACTOR_PREFIXES[kind]
+        sd = {k[len(prefix):]: v for k, v in extras.items() if isinstance(k, str) and k.startswith(prefix)}
+        if not sd:
+            raise VSSFlowError(f"the model file has no {prefix}* tensors ({kind} weights)")
+        builder = {"clip": clip.ClipImageEncoder, "synchformer": synchformer.SynchformerVisual,
+                   "rawnet3": rawnet3.RawNet3}[kind]
+        cache[kind] = builder.from_state_dict(sd).eval()
+    return cache[kind]
+
+
 def _official_visual(kind: str) -> Callable:
-    """CLIP (``video_feat``) or Synchformer (``synch_feat``) from features/official, if weights exist."""
+    """CLIP (``video_feat``, 10 Hz) or Synchformer (``synch_feat``, 24 tokens/s) from the model file."""
 
     def build(w: WindowInputs, spec, extras) -> torch.Tensor | None:
-        if w.frames is None:
+        if w.frames is None or (kind == "synchformer" and len(w.frames) < 16):  # one 16-frame segment minimum
             return None
         try:
-            from vssflow_core.features import official as official_features
-
-            extractor = official_features.build_extractor(kind, extras)
-        except (ImportError, AttributeError, VSSFlowError) as e:
+            extractor = official_extractor(kind, extras)
+        except VSSFlowError as e:
             _warn_once(kind, f"official {kind} features unavailable ({e}); this condition is left at zeros, "
                              "which lowers quality. Convert a checkpoint that includes the extractor weights.")
             return None
-        return extractor(w.frames, LIP_RATE_HZ)
+        from vssflow_core.features.official import clip, synchformer
+
+        with torch.inference_mode():
+            if kind == "clip":
+                return clip.clip_features(extractor, w.frames, LIP_RATE_HZ, w.duration_s)[None]  # [1, N10, 768]
+            return synchformer.synch_features(extractor, w.frames, w.duration_s)[None]  # [1, S, 8, 768]
 
     return build
 
@@ -274,7 +294,7 @@ def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "lar
     if len(frames) == 0:
         raise VSSFlowError("extract lips: the video has 0 frames; check the loader's start/duration window")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if require_face else "default")
+        warnings.simplefilter("ignore")  # "no face" is raised here or left to the caller
         track = extract_lips(frames, fps=fps, face=face)
     if require_face and not np.any(track.found):
         raise VSSFlowError(f"extract lips: no face found in any of the {len(frames)} frames; use a video where a "
@@ -288,13 +308,17 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
         return None
     wave, sample_rate = voice
     if config.frontend == "official":
-        try:
-            from vssflow_core.features import official as official_features
+        from vssflow_core.audio.resample import resample
+        from vssflow_core.features.official import rawnet3
 
-            return official_features.build_extractor("rawnet3", extras or {})(wave, sample_rate)
-        except (ImportError, AttributeError, VSSFlowError) as e:
+        try:
+            model = official_extractor("rawnet3", extras if extras is not None else {})
+        except VSSFlowError as e:
             _warn_once("rawnet3", f"official speaker encoder unavailable ({e}); the reference voice is ignored")
             return None
+        mono = resample(torch.as_tensor(wave, dtype=torch.float32).mean(0), int(sample_rate), rawnet3.SAMPLE_RATE)
+        with torch.inference_mode():
+            return rawnet3.speaker_embedding(model, mono, rawnet3.SAMPLE_RATE)
     try:
         from vssflow_core.features.speaker import speaker_embedding
     except ImportError as e:

@@ -148,8 +148,10 @@ def _load_weights_only(path):
 
 
 def _unsafe_error(path, e) -> VSSFlowError:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "Unsupported global" in ln or "GLOBAL" in ln), lines[0] if lines else repr(e))
     return VSSFlowError(
-        f"checkpoint {path} cannot be read with torch.load(weights_only=True): {str(e).splitlines()[0]}\n"
+        f"checkpoint {path} cannot be read with torch.load(weights_only=True): {detail}\n"
         "It stores Python objects besides tensors, and unpickling them could run arbitrary code, so we refuse. "
         "If you trust the file, re-save only the weights in a separate Python session: "
         "torch.save({'state_dict': torch.load(P, weights_only=False)['state_dict']}, 'weights.ckpt'), "

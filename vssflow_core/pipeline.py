@@ -14,7 +14,10 @@ Letters: B variations, C audio channels (1), S samples, L latent frames, F video
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -55,8 +58,9 @@ class Bundle:
 
     def to(self, device=None, dtype=None) -> "Bundle":
         """Move model and codec (in place) and return self."""
-        self.model.to(device=device, dtype=dtype)
-        self.codec.to(device=device, dtype=dtype)
+        with torch.inference_mode(False):
+            self.model.to(device=device, dtype=dtype)
+            self.codec.to(device=device, dtype=dtype)
         return self
 
 
@@ -117,11 +121,12 @@ def load_bundle(model: str | Path = "embedded", device: str | torch.device = "cp
     path = resolve_model_path(model)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device) if dtype is not None else torch.float32
-    net, extras, metadata = load_model_file(str(path), device="cpu", dtype=None)
-    codec = build_codec(net.config.codec, extras)
-    bundle = Bundle(net.eval(), codec.eval(), net.config, str(model), extras, metadata)
-    bundle.model.to(device=device, dtype=dtype)
-    bundle.codec.to(device=device)  # the vocoder stays fp32: it is cheap and fp16 vocoders click
+    with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; keep weights normal tensors
+        net, extras, metadata = load_model_file(str(path), device="cpu", dtype=None)
+        codec = build_codec(net.config.codec, extras)
+        bundle = Bundle(net.eval(), codec.eval(), net.config, str(model), extras, metadata)
+        bundle.model.to(device=device, dtype=dtype)
+        bundle.codec.to(device=device)  # the vocoder stays fp32: it is cheap and fp16 vocoders click
     return bundle
 
 
@@ -140,10 +145,15 @@ class _FileVideo:
         self.duration_s = float(self.info.duration_s)
         self.size = size
 
+    def _short_side(self, size: int | None) -> int | None:
+        """Decode size: the requested short side (px), but never upscaling."""
+        size = size or self.size
+        return size if size and size < min(self.info.width, self.info.height) else None
+
     def frames(self, start_s: float, duration_s: float, fps: float, size: int | None = None) -> np.ndarray:
         from vssflow_core.media.video import read_frames
 
-        return read_frames(self.path, fps, start_s=start_s, duration_s=duration_s, size=size or self.size).frames
+        return read_frames(self.path, fps, start_s=start_s, duration_s=duration_s, size=self._short_side(size)).frames
 
     def iter_frames(self, windows: Sequence[Window], fps: float, size: int | None = None):
         """Frames uint8 [F, H, W, 3] at ``fps`` for each window, from one streaming decode."""
@@ -153,7 +163,7 @@ class _FileVideo:
         hop_s = windows[1].start_s - windows[0].start_s if len(windows) > 1 else window_s
         count = 0
         for w, frames in zip(windows, iter_windows(self.path, fps, window_s=window_s, hop_s=hop_s, start_s=0.0,
-                                                   duration_s=self.duration_s, size=size or self.size)):
+                                                   duration_s=self.duration_s, size=self._short_side(size))):
             count += 1
             yield frames.frames
         if count != len(windows):
@@ -325,7 +335,11 @@ def _scan_lips(source, window_s: float, face) -> LipCondition | None:
     windows = plan_windows(source.duration_s, window_s, 0.0)
     for frames in source.iter_frames(windows, frontend.LIP_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE):
         rows.append(frontend.extract_lip_condition(frames, frontend.LIP_RATE_HZ, face).features)
-    return LipCondition(np.concatenate(rows), frontend.LIP_RATE_HZ, 0.0, None)
+    features = np.concatenate(rows)
+    if not features[:, -1].any():  # the `found` column
+        warnings.warn("no face found in the video: speech follows the transcript only (no lip sync)", stacklevel=3)
+        return None
+    return LipCondition(features, frontend.LIP_RATE_HZ, 0.0, None)
 
 
 def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int) -> torch.Tensor:
@@ -342,7 +356,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
              guidance: float | None = None, solver: str | None = None, variations: int = 1,
              callback: Callable[[int, int | None], None] | None = None,
              duration_s: float | None = None, overlap_s: float | None = None,
-             face: str | int = "largest") -> tuple[torch.Tensor, int]:
+             face: str | int = "largest", timings: dict | None = None) -> tuple[torch.Tensor, int]:
     """Generate the audio of a video: sound effects, plus speech when a transcript is given.
 
     Args:
@@ -360,6 +374,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
             dopri5); raising from it cancels.
         duration_s: generate for the first seconds only (None/0 = the whole video).
         overlap_s: overlap of consecutive windows (s; default a fifth of the window). face: which face the lips come from.
+        timings: if a dict, seconds spent per stage are added to it (decode, lips, features, sampling, vocoder).
     Returns:
         (audio float32 [B, 1, S] in -1..1, sample_rate Hz) with S = ceil(duration * sample_rate).
     """
@@ -372,9 +387,13 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
     lip_cond = _as_lips(lips)
 
+    if text_cond is not None and not text_cond.automatic_window and text_cond.speech_start_s >= duration_s:
+        raise VSSFlowError(f"speech window starts at {text_cond.speech_start_s:.2f} s but the video lasts "
+                           f"{duration_s:.2f} s; set speech start/end inside the video (or 0/0 for automatic)")
     wants_lips = frontend.needs(cfg, "lip_feat") and cfg.frontend == "embedded"
     if text_cond is not None and lip_cond is None and (wants_lips or text_cond.automatic_window):
-        lip_cond = _scan_lips(source, cfg.duration_s, face)
+        with _Clock(timings)("lips"):
+            lip_cond = _scan_lips(source, cfg.duration_s, face)
     phones = None
     if text_cond is not None and frontend.needs(cfg, "phone_id"):
         phones, _ = frontend.phoneme_track(text_cond, duration_s, lip_cond)
@@ -396,24 +415,48 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
             callback(progress["done"], total_steps)
 
     needs_frames = any(frontend.needs(cfg, k) for k in ("motion_feat", "appearance_feat", "video_feat", "synch_feat"))
-    window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if needs_frames else iter(lambda: None, 0)
-    for window, (first_sample, end_sample), gain, frames25 in zip(windows, spans, gains, window_frames):
-        inputs = _window_inputs(window, frames25, lip_cond, phones, speaker)
-        feats = frontend.window_features(cfg, inputs, bundle.extras)
+    window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if needs_frames else None
+    clock = _Clock(timings)
+    for window, (first_sample, end_sample), gain in zip(windows, spans, gains):
+        with clock("decode"):
+            frames25 = next(window_frames) if window_frames is not None else None
+        with clock("features"):
+            inputs = _window_inputs(window, frames25, lip_cond, phones, speaker)
+            feats = frontend.window_features(cfg, inputs, bundle.extras)
         count = end_sample - first_sample
         latent_len = max(1, num_frames(count / sample_rate, latent_rate))
         first = min(int(round(window.start_s * latent_rate)), total_latent - latent_len)
         x0 = noise[:, :, first:first + latent_len].to(bundle.device, bundle.dtype)  # [B, Ca, L]
         with torch.inference_mode():
-            feats = {k: _batch(v, variations).to(bundle.device) for k, v in feats.items()}
-            feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
-            cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
-            latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
-                                         callback=on_step)
-            codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
-            wave = codec.decode(latent.to(codec_dtype)).float().cpu()  # [B, S_w]
+            with clock("sampling"):
+                feats = {k: _batch(v, variations).to(bundle.device) for k, v in feats.items()}
+                feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
+                cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
+                latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
+                                             callback=on_step)
+            with clock("vocoder"):
+                codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
+                wave = codec.decode(latent.to(codec_dtype)).float().cpu()  # [B, S_w]
         out[:, 0, first_sample:end_sample] += _fit(wave, count) * gain
     return out.clamp_(-1.0, 1.0), sample_rate
+
+
+class _Clock:
+    """``with clock("stage"):`` adds the block's wall time (s) to ``timings[stage]`` (no-op if None)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.timings is None:
+            yield
+            return
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def _batch(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -543,7 +586,7 @@ def write_with_audio(audio: torch.Tensor, sample_rate: int, out_dir: str | Path,
     """
     from vssflow_core.media.files import unique_path
     from vssflow_core.media.mux import mux_audio
-    from vssflow_core.media.video import write_video
+    from vssflow_core.media.encode import write_video
 
     if mode not in ("replace", "mix"):
         raise VSSFlowError(f"mux mode must be 'replace' or 'mix', got {mode!r}")
@@ -581,7 +624,8 @@ def generate_to_file(bundle: Bundle, video: str | Path, out_path: str | Path, *,
     if not out_path.parent.is_dir():
         raise VSSFlowError(f"output folder does not exist: {out_path.parent}")
     audio, sample_rate = generate(bundle, video, callback=callback, **kwargs)
-    return Path(mux_audio(str(video), audio[0], sample_rate, str(out_path), mode=mode))
+    with _Clock(kwargs.get("timings"))("mux"):
+        return Path(mux_audio(str(video), audio[0], sample_rate, str(out_path), mode=mode))
 
 
 __all__: Sequence[str] = ("Bundle", "load_bundle", "generate", "generate_to_file", "plan_windows", "Window",

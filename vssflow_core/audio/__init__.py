@@ -1,5 +1,12 @@
 """Audio codecs (waveform <-> DiT latent), the official mel front end, vocoders, resampling.
 
-Import the submodules directly (``vssflow_core.audio.codec``, ``.mel``, ``.vae``, ``.hifigan``,
-``.resample``); nothing heavy is imported here.
+- ``codec``: the :class:`~vssflow_core.audio.codec.AudioCodec` interface and ``build_codec(cfg, tensors)``.
+- ``audioldm``: the official codec (kind ``audioldm_vae``): ``mel`` + ``vae`` + ``hifigan``.
+- ``mel``: the official log-mel front end (16 kHz, 64 Slaney mels, 100 frames/s).
+- ``vae``: AudioLDM-layout mel VAE (diffusers key names), latent packing, ``load_strict``.
+- ``hifigan``: 16 kHz HiFi-GAN (SpeechT5HifiGan key names).
+- ``mel_patch``: the embedded model's codec (kind ``mel_patch``).
+- ``resample``: ``resample(wave, sr_in, sr_out)``.
+
+Import the submodules directly; nothing heavy is imported here.
 """

@@ -74,14 +74,15 @@ class AudioLDMCodec(AudioCodec):
     # -- pieces -------------------------------------------------------------------------------
     def mel(self, wave: torch.Tensor) -> torch.Tensor:
         """Official log-mel of ``wave [B, T]`` at 16 kHz -> ``[B, T // 160, 64]`` (mean removed, peak 0.5)."""
-        wave = self.check_wave(wave)
+        wave = self.check_wave(wave, dtype=torch.float32)
         return log_mel_spectrogram(wave, self.mel_params)
 
+    @torch.no_grad()
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        """Log-mel ``[B, N, 64]`` -> waveform ``[B, 160 * N]`` at 16 kHz (extra vocoder samples trimmed)."""
+        """Log-mel ``[B, N, 64]`` -> waveform ``[B, 160 * N]`` float32 at 16 kHz (extra vocoder samples trimmed)."""
         device, dtype = self._param_device_dtype()
         wave = self.vocoder(mel.to(device=device, dtype=dtype))
-        return wave[..., : mel.shape[-2] * self.mel_params.hop_length]
+        return wave[..., : mel.shape[-2] * self.mel_params.hop_length].float()
 
     # -- AudioCodec -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -96,23 +97,28 @@ class AudioLDMCodec(AudioCodec):
             sample: draw from the posterior (``mean + std * eps``, official training target) instead of
                 returning the posterior mean.
             generator: RNG for ``sample=True``.
+
+        Returns the latent in the codec's parameter dtype. Note the loudness normalisation is per call:
+        pass whole windows (the official code normalises each 10 s clip).
         """
-        wave = self.check_wave(wave)
+        wave = self.check_wave(wave, dtype=torch.float32)  # the STFT runs in float32 whatever the codec dtype
         spl = self.samples_per_latent
         pad = (-wave.shape[-1]) % spl
         if pad:
             wave = F.pad(wave, (0, pad))
         mel = log_mel_spectrogram(wave, self.mel_params)  # [B, N, n_mels], N = T/160
-        mean, logvar = self.vae.encode(mel[:, None])
+        _, dtype = self._param_device_dtype()
+        mean, logvar = self.vae.encode(mel[:, None].to(dtype))
         z = mean
         if sample:
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            gen_device = generator.device if generator is not None else mean.device
+            eps = torch.randn(mean.shape, generator=generator, device=gen_device).to(mean.device, mean.dtype)
             z = mean + torch.exp(0.5 * logvar) * eps
         return pack_latent(z)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent ``[B, 128, L]`` -> waveform ``[B, 640 * L]`` at 16 kHz (official: L = 250 -> 160000)."""
+        """Latent ``[B, 128, L]`` -> waveform ``[B, 640 * L]`` float32 at 16 kHz (official: L = 250 -> 160000)."""
         latent = self.check_latent(latent)
         mel = self.vae.decode(unpack_latent(latent, self.vae.config.latent_channels))  # [B, 1, 4L, n_mels]
         return self.vocode(mel[:, 0])

@@ -63,8 +63,9 @@ class AudioCodec(nn.Module):
                 return b.device, b.dtype
         return torch.device("cpu"), torch.float32
 
-    def check_wave(self, wave: torch.Tensor, name: str = "wave") -> torch.Tensor:
-        """Validate a ``[B, T]`` waveform batch and move it to the codec's device/dtype."""
+    def check_wave(self, wave: torch.Tensor, name: str = "wave", dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Validate a ``[B, T]`` waveform batch and move it to the codec's device (and ``dtype``, default
+        the codec's parameter dtype)."""
         if not isinstance(wave, torch.Tensor):
             raise VSSFlowError(f"{type(self).__name__}.encode: {name} must be a torch.Tensor [B, T], got {type(wave).__name__}")
         if wave.dim() != 2:
@@ -76,8 +77,8 @@ class AudioCodec(nn.Module):
             raise VSSFlowError(f"{type(self).__name__}.encode: {name} has no samples (shape {list(wave.shape)})")
         if not torch.isfinite(wave).all():
             raise VSSFlowError(f"{type(self).__name__}.encode: {name} contains NaN or Inf samples; clean the audio first")
-        device, dtype = self._param_device_dtype()
-        return wave.to(device=device, dtype=dtype)
+        device, own = self._param_device_dtype()
+        return wave.to(device=device, dtype=dtype or own)
 
     def check_latent(self, latent: torch.Tensor, name: str = "latent") -> torch.Tensor:
         """Validate a ``[B, C, L]`` latent batch and move it to the codec's device/dtype."""

@@ -263,7 +263,7 @@ def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], prefix: str = 
     )
     if missing or unexpected or shapes:
         def show(keys):
-            keys = [f"{prefix}{k}" if not k.startswith(prefix + " ") else k for k in keys]
+            keys = [f"{prefix}{k}" for k in keys]
             return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
 
         parts = []

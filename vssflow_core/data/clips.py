@@ -70,13 +70,16 @@ def _background_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, 1])
 
 
-def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_real_sounds: bool = True) -> ClipSpec:
+def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_real_sounds: bool = True,
+               sentences: list[str] | None = None, classes: list[str] | None = None) -> ClipSpec:
     """Draw the content of clip ``index`` of a dataset with ``seed`` (deterministic).
 
     Args:
         kind: ``speech`` (talking face), ``sfx`` (sound scene) or ``mixed`` (both in one frame).
         duration_s: clip length in seconds (8.0 by default).
         use_real_sounds: allow the freedesktop bell recording (if installed) for the ``bell`` class.
+        sentences: fixed sentences to speak (in order) instead of random ones (sample videos).
+        classes: fixed sound classes (``sfx.SOUND_CLASSES``) instead of random ones.
     """
     from vssflow_core.data import speech as speech_mod
     from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
@@ -95,8 +98,13 @@ def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_re
     face_side = None
     if kind in ("speech", "mixed"):
         face_side = "centre" if kind == "speech" else ("left" if rng.random() < 0.5 else "right")
-        sp = speech_mod.compose_speech(rng, duration_s, make_sentence, max_sentences=3 if kind == "speech" else 2,
-                                       earliest_s=0.1, latest_s=duration_s - 0.15)
+        if sentences:
+            queue = list(sentences)
+            make_text, max_sentences = (lambda _rng: queue.pop(0) if queue else "Okay."), len(sentences)
+        else:
+            make_text, max_sentences = make_sentence, 3 if kind == "speech" else 2
+        sp = speech_mod.compose_speech(rng, duration_s, make_text, max_sentences=max_sentences,
+                                       earliest_s=0.1, latest_s=duration_s - 0.15, all_sentences=bool(sentences))
         spec.transcript, spec.segments = sp.transcript, sp.segments
         spec.speech_start_s, spec.speech_end_s = sp.speech_start_s, sp.speech_end_s
         inner, outer, width = openings_from_phoneme_timings(sp.segments, duration_s, FPS, rng=rng)
@@ -112,7 +120,8 @@ def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_re
         else:
             n_cls = 1
             region = (0.52, 0.98) if face_side == "left" else (0.02, 0.48)
-        classes = list(rng.choice(sfx.SOUND_CLASSES, size=n_cls, replace=False))
+        drawn = list(rng.choice(sfx.SOUND_CLASSES, size=n_cls, replace=False))
+        classes = list(classes) if classes else drawn
         spec.objects = scenes.make_objects(rng, classes, region, bg.floor_y, duration_s, n25, use_real_sounds)
         if not spec.objects:  # crowded timeline: fall back to one flash, which always fits
             spec.objects = scenes.make_objects(rng, ["flash"], region, bg.floor_y, duration_s, n25, use_real_sounds)

@@ -91,6 +91,16 @@ def _save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
 
 
 def make_one(job: tuple) -> dict:
+    """``_make_one`` that returns ``{"id", "error"}`` instead of raising (the run reports it)."""
+    try:
+        return _make_one(job)
+    except Exception as exc:  # noqa: BLE001
+        import traceback
+
+        return {"id": f"{job[2]:06d}", "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
+
+
+def _make_one(job: tuple) -> dict:
     """Build, render and write clip ``index``; returns its manifest row. ``job`` = (out, seed, index,
     kind, duration_s, render_video, video_size, crf, use_real_sounds)."""
     out, seed, index, kind, duration_s, render_video, video_size, crf, use_real = job
@@ -152,9 +162,13 @@ def run(args: argparse.Namespace) -> int:
 
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
         results = pool.imap(make_one, jobs)
-    count = 0
+    count = failed = 0
     with open(manifest, "a", encoding="utf-8") as fh:
         for row in results:
+            if "error" in row:  # a generator bug must not stop a long run: report and go on
+                failed += 1
+                print(f"make-data: clip {row['id']} FAILED: {row['error']}", file=sys.stderr, flush=True)
+                continue
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             count += 1
@@ -164,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     if workers > 1:
         pool.close()
         pool.join()
+    if failed:
+        print(f"make-data: {failed} clips failed (see above); rerun the same command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -81,6 +81,12 @@ def _pick_frames(rng, book: FrameBook, count: int, lo_s: float, hi_s: float, gap
     return []
 
 
+def _uniform(rng, lo: float, hi: float) -> float:
+    """rng.uniform(lo, hi), or the midpoint when the object is too big for its region (same draws)."""
+    u = float(rng.uniform(0.0, 1.0))
+    return lo + (hi - lo) * u if hi > lo else 0.5 * (lo + hi)
+
+
 def _empty_audio(duration_s: float) -> np.ndarray:
     return np.zeros(int(round(duration_s * sfx.SAMPLE_RATE)), dtype=np.float32)
 
@@ -104,7 +110,7 @@ def make_drop(rng, cls: str, region, floor_y: float, duration_s: float, book: Fr
     for k in frames:
         t_land = k / FPS
         fall_s = float(rng.uniform(0.3, 0.6))
-        xc = float(rng.uniform(x0 + w, x1 - w))
+        xc = float(_uniform(rng, x0 + w, x1 - w))
         drops.append((t_land, fall_s, xc))
         snd = sfx.wood_impact(rng, size) if cls == "wood_impact" else sfx.metal_impact(rng, size)
         sfx.place(audio, snd, t_land, float(rng.uniform(0.6, 1.0)))
@@ -155,7 +161,7 @@ def make_bounce(rng, region, floor_y: float, duration_s: float, book: FrameBook)
     book.take(frames)
     ts = [k / FPS for k in frames]
     x0, x1 = region
-    xs0 = float(rng.uniform(x0 + r, x1 - r))
+    xs0 = float(_uniform(rng, x0 + r, x1 - r))
     vx = float(rng.uniform(-0.08, 0.08))
     color = _hsv(rng.uniform(0, 1), rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
     y_floor = floor_y - r
@@ -195,8 +201,8 @@ def make_flash(rng, region, floor_y: float, duration_s: float, book: FrameBook) 
     x0, x1 = region
     size = float(rng.uniform(0, 1))
     r = 0.04 + 0.05 * size
-    xc = float(rng.uniform(x0 + 2 * r, x1 - 2 * r))
-    yc = float(rng.uniform(0.25, floor_y - 0.2))
+    xc = float(_uniform(rng, x0 + 2 * r, x1 - 2 * r))
+    yc = float(_uniform(rng, 0.25, floor_y - 0.2))
     dim = _hsv(rng.uniform(0.1, 0.18), 0.6, rng.uniform(0.35, 0.55))
     strength = float(rng.uniform(0.25, 0.6))
     ts = [k / FPS for k in frames]
@@ -233,8 +239,8 @@ def make_shake(rng, region, floor_y: float, duration_s: float, book: FrameBook) 
     size = float(rng.uniform(0, 1))
     w = 0.05 + 0.05 * size
     h = w * rng.uniform(1.8, 2.6)
-    xc = float(rng.uniform(x0 + 2 * w, x1 - 2 * w))
-    yc = float(rng.uniform(0.3, floor_y - h / 2))
+    xc = float(_uniform(rng, x0 + 2 * w, x1 - 2 * w))
+    yc = float(_uniform(rng, 0.3, floor_y - h / 2))
     amp = float(rng.uniform(0.02, 0.05))
     color = _hsv(rng.uniform(0, 1), rng.uniform(0.5, 0.9), rng.uniform(0.6, 0.95))
     stripe = _hsv(rng.uniform(0, 1), 0.2, 0.95)
@@ -321,7 +327,7 @@ def make_bell(rng, region, floor_y: float, duration_s: float, book: FrameBook, u
     x0, x1 = region
     size = float(rng.uniform(0, 1))
     bw = 0.07 + 0.07 * size
-    pivot = (float(rng.uniform(x0 + 2 * bw, x1 - 2 * bw)), -0.02)
+    pivot = (float(_uniform(rng, x0 + 2 * bw, x1 - 2 * bw)), -0.02)
     rope = float(rng.uniform(0.2, 0.35))
     theta_max = float(rng.uniform(0.3, 0.6))
     half_t = period / FPS

@@ -109,7 +109,8 @@ def shake(rng: np.random.Generator, size: float, strength: float = 1.0) -> np.nd
         if s + grain_len < out.size:
             out[s:s + grain_len] += rng.standard_normal(grain_len) * np.hanning(grain_len) * rng.uniform(0.3, 1.0)
     out = _bandpass(out, 2000 + 1500 * (1 - size), 10000)
-    out[: grain_len] += _bandpass(rng.standard_normal(grain_len), 2000, 9000) * np.hanning(grain_len) * 1.5
+    # the first bead hits at sample 0 (decaying half-window, so the onset is exact)
+    out[: grain_len] += _bandpass(rng.standard_normal(grain_len), 2000, 9000) * np.hanning(2 * grain_len)[grain_len:] * 1.5
     return (_norm(out) * float(np.clip(strength, 0.3, 1.0))).astype(np.float32)
 
 

@@ -22,6 +22,7 @@ from vssflow_core.errors import VSSFlowError
 
 SAMPLE_RATE = 22050
 BLANK = "<blank>"
+CHAR_S = 0.042  # s per character at length_scale 1: below what the joe voice needs (a lower bound)
 
 # espeak-ng (en-us) IPA symbol -> ARPAbet (stressless). Diphthongs arrive as two symbols (a + ɪ);
 # each half gets the nearest monophthong, which is what the mouth needs.
@@ -154,11 +155,12 @@ class SpeechTrack:
 
 
 def compose_speech(rng: np.random.Generator, duration_s: float, make_text, max_sentences: int = 3,
-                   earliest_s: float = 0.0, latest_s: float | None = None) -> SpeechTrack:
+                   earliest_s: float = 0.0, latest_s: float | None = None, all_sentences: bool = False) -> SpeechTrack:
     """Random sentences at a random speaking rate with pauses, placed inside the clip.
 
     Args:
         make_text: callable(rng) -> sentence.
+        all_sentences: speak exactly ``max_sentences`` sentences (fixed texts; raise if they do not fit).
         earliest_s / latest_s: the speech (first to last phoneme) stays inside this range.
     """
     latest_s = duration_s if latest_s is None else latest_s
@@ -167,20 +169,28 @@ def compose_speech(rng: np.random.Generator, duration_s: float, make_text, max_s
     budget = latest_s - earliest_s - 0.1
     lead = float(rng.uniform(0.0, 1.2)) if rng.random() < 0.85 else 0.0
     want = int(rng.integers(1, max_sentences + 1))
+    if all_sentences:  # fixed text: speak every sentence, starting soon
+        want, lead = max_sentences, min(lead, 0.5)
     utts: list[Utterance] = []
     pauses: list[float] = []
     used = lead
     for _ in range(want + 4):
         if len(utts) >= want:
             break
-        utt = synthesize(make_text(rng), length_scale=rate * float(rng.uniform(0.95, 1.05)))
-        b0, b1 = utt.speech_bounds()
+        text = make_text(rng)
+        scale = rate * float(rng.uniform(0.95, 1.05))
         pause = float(rng.uniform(0.15, 0.9)) if utts else 0.0
+        if used + pause + CHAR_S * len(text) * scale > budget:  # surely too long: skip the TTS call
+            continue
+        utt = synthesize(text, length_scale=scale)
+        b0, b1 = utt.speech_bounds()
         if used + pause + (b1 - b0) > budget:
             continue
         utts.append(utt)
         pauses.append(pause)
         used += pause + (b1 - b0)
+    if all_sentences and len(utts) < want:
+        raise VSSFlowError(f"the fixed sentences do not fit in {budget:.2f} s of speech; use fewer or shorter ones.")
     if not utts:  # very short budget: one short sentence, trimmed by the caller's range check
         utt = synthesize("Hello there.", length_scale=0.9)
         utts, pauses = [utt], [0.0]

@@ -221,6 +221,7 @@ def openings_from_phoneme_timings(segments, duration_s: float, fps: float = 25.0
     lo_o, hi_o = TYPICAL_RANGES["outer_open"]
     opening = np.zeros(n)
     wscale = np.ones(n)
+    closures = []
     for sym, s0, s1 in segments:
         if s1 <= s0:
             continue
@@ -233,11 +234,16 @@ def openings_from_phoneme_timings(segments, duration_s: float, fps: float = 25.0
             else:
                 continue
         base = sym.rstrip("012")
-        opening[sel] = np.maximum(opening[sel], phoneme_opening(sym)) if base != "<blank>" else 0.0
+        opening[sel] = phoneme_opening(sym) if base != "<blank>" else 0.0
         wscale[sel] = PHONEME_WIDTH.get(base, 1.0)
-    # articulation low-pass: ~2-frame exponential smoothing both ways
-    opening = _smooth(opening, 0.45)
-    wscale = _smooth(wscale, 0.45)
+        if base in ("P", "B", "M"):
+            closures.append(sel)
+    # articulation low-pass (~1 frame each way), then the lips really meet on bilabials, as
+    # measured on real faces (an over-smoothed track never closes inside words)
+    opening = _smooth(opening, 0.65)
+    wscale = _smooth(wscale, 0.65)
+    for sel in closures:
+        opening[sel] = np.minimum(opening[sel], 0.05)
     inner = lo_i + (hi_i - lo_i) * np.clip(opening * gain, 0, 1.3)
     outer = lo_o + (hi_o - lo_o) * np.clip(opening * gain, 0, 1.3)
     width = rest_w * wscale * (1.0 - 0.06 * opening)

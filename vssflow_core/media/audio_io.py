@@ -80,5 +80,7 @@ def load_audio(path):
 
     got = read_audio(p)
     if got is None:
-        raise VSSFlowError(f"{p} has no audio track; pass an audio file (wav, flac, mp3, m4a, ...) or a video with sound")
+        raise VSSFlowError(
+            f"{p} has no audio track; pass an audio file (wav, flac, mp3, m4a, ...) or a video with sound"
+        )
     return got

@@ -97,7 +97,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     if final.exists():
-        raise VSSFlowError(f"output file {final} already exists; not overwriting it, choose a new name (see unique_path)")
+        raise VSSFlowError(
+            f"output file {final} already exists; not overwriting it, choose a new name (see unique_path)"
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
     try:

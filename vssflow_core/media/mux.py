@@ -47,6 +47,13 @@ def _mix_tracks(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
     return out
 
 
+def _copy_error(codec: str, video_path, ext: str, exc: Exception) -> str:
+    return (
+        f"cannot copy the {codec} video of {video_path} into a {ext} file without re-encoding (FFmpeg: {exc}); "
+        "WebM holds only VP8/VP9/AV1 video: use .mkv or .mp4, or re-encode the frames with write_video first"
+    )
+
+
 def mux_audio(
     video_path,
     audio,
@@ -123,7 +130,7 @@ def mux_audio(
             try:
                 out_v = out.add_stream_from_template(in_v)
             except (av.error.FFmpegError, ValueError) as exc:
-                raise VSSFlowError(f"cannot copy the {info.codec} video of {video_path} into {ext}: {exc}") from None
+                raise VSSFlowError(_copy_error(info.codec, video_path, ext, exc)) from None
             out_a = add_audio_stream(out, codec, sr_out, wave.shape[0])
             pts0 = int(round(info.start_time_s * sr_out))
             inter = Interleaver(out, audio_packets(out_a, wave, sr_out, pts0=pts0))
@@ -138,8 +145,5 @@ def mux_audio(
                     inter.until(t)
                 inter.finish()
             except av.error.FFmpegError as exc:
-                raise VSSFlowError(
-                    f"cannot write {info.codec} video from {video_path} into a {ext} file ({exc}); "
-                    "use .mkv or .mp4 (WebM holds only VP8/VP9/AV1)"
-                ) from None
+                raise VSSFlowError(_copy_error(info.codec, video_path, ext, exc)) from None
     return out_path

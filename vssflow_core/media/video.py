@@ -18,7 +18,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,6 +25,18 @@ import numpy as np
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.encode import write_video
+from vssflow_core.media.probe import (
+    TIME_EPS_S,
+    VideoInfo,
+    _av,
+    _check_file,
+    _decode_stream,
+    _open_container,
+    _pillow_frames_info,
+    _video_stream,
+    num_frames,
+    probe_video,
+)
 
 __all__ = [
     "VideoInfo",
@@ -40,51 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Two timestamps closer than this are the same instant (far above float rounding of rational time
-# bases, far below NTSC's 0.1 ms offsets from round times). Coarse time bases widen it (time_eps_s).
-TIME_EPS_S = 1e-6
-# Still-image demuxers: PyAV opens a PNG/JPEG as a one-frame "video"; we refuse those.
-_STILL_FORMATS = {"image2", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "jpegls_pipe", "ppm_pipe", "pgm_pipe"}
-_PILLOW_ANIMATED = {".webp", ".gif", ".png", ".apng"}
-
-
-def num_frames(duration_s: float, rate: float) -> int:
-    """Number of samples of a ``rate`` Hz grid inside ``[0, duration_s)``: ``ceil(duration_s*rate - 1e-6)``."""
-    return max(0, math.ceil(duration_s * rate - 1e-6))
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What ``probe_video`` found. Sizes are as displayed (rotation and pixel aspect applied).
-
-    duration_s: seconds from the first frame to the end of the last one; fps: average source rate (Hz);
-    num_frames: source frames; rotation: degrees counter-clockwise applied for display (0/90/180/270).
-    """
-
-    path: str
-    duration_s: float
-    fps: float
-    width: int
-    height: int
-    num_frames: int
-    has_audio: bool
-    rotation: int = 0
-    codec: str = ""
-    container: str = ""
-    is_vfr: bool = False
-    audio_sample_rate: int | None = None
-    audio_channels: int | None = None
-    start_time_s: float = 0.0  # container time of the first frame (the origin of our timeline)
-    backend: str = "pyav"  # "pyav" or "pillow" (animated WebP/PNG that FFmpeg does not decode)
-    coded_width: int = 0
-    coded_height: int = 0
-    time_base_s: float = 0.0  # timestamp resolution of the stream (Matroska: 0.001)
-
-    @property
-    def time_eps_s(self) -> float:
-        """Tolerance when comparing timestamps: half the stored time base (rounding), under 1/4 frame."""
-        return min(max(TIME_EPS_S, 0.51 * self.time_base_s), 0.25 / max(self.fps, 1e-3))
 
 
 @dataclass
@@ -107,227 +73,7 @@ class Frames:
 
 
 # ----------------------------------------------------------------------------------------------
-# opening and probing
-
-
-def _av():
-    import av
-
-    return av
-
-
-def _check_file(path) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise VSSFlowError(f"video file {p} does not exist; check the path (absolute or relative to {os.getcwd()})")
-    if not p.is_file():
-        raise VSSFlowError(f"video path {p} is not a file (a folder?); pass a video file such as .mp4/.webm/.mov")
-    if p.stat().st_size == 0:
-        raise VSSFlowError(f"video file {p} is empty (0 bytes); re-export or re-download it")
-    return p
-
-
-def _open_container(p: Path):
-    av = _av()
-    try:
-        return av.open(str(p), mode="r")
-    except av.error.EOFError:
-        raise VSSFlowError(
-            f"video file {p} ends before any frame (0 frames or truncated); re-export or re-download it"
-        ) from None
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VSSFlowError(
-            f"{p} is not a readable video (FFmpeg: {exc}); expected a video file (mp4, webm, mov, mkv, gif, ...). "
-            "If it is a partial download, download it again"
-        ) from None
-
-
-def _video_stream(container, p: Path):
-    av = _av()
-    streams = [
-        s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)
-    ]
-    if not streams:
-        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-        raise VSSFlowError(
-            f"{p} has no video stream (it contains: {', '.join(kinds)}); expected a video file. "
-            "Audio-only files go to an AUDIO input instead"
-        )
-    return streams[0]
-
-
-def _rotation_of(frame) -> int:
-    try:
-        rot = frame.rotation
-    except Exception:  # pragma: no cover - no display matrix
-        return 0
-    return int(round((rot or 0) / 90.0)) % 4 * 90
-
-
-def _display_size(coded_w: int, coded_h: int, sar, rotation: int) -> tuple[int, int]:
-    """(width, height) as shown: pixel aspect applied to width, then rotation."""
-    w, h = coded_w, coded_h
-    if sar and sar.numerator > 0 and sar.denominator > 0 and sar != 1:
-        w = max(1, int(round(coded_w * float(sar))))
-    return (h, w) if rotation in (90, 270) else (w, h)
-
-
-def _pillow_frames_info(p: Path):
-    """(durations_s list, (w, h)) of an animated image Pillow can read, or None."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        with Image.open(p) as im:
-            n = int(getattr(im, "n_frames", 1))
-            if n < 2:
-                return None
-            durations = []
-            for i in range(n):
-                im.seek(i)
-                durations.append(max(float(im.info.get("duration", 100) or 100), 1.0) / 1000.0)
-            return durations, im.size
-    except Exception:
-        return None
-
-
-def _probe_pillow(p: Path) -> VideoInfo | None:
-    got = _pillow_frames_info(p)
-    if got is None:
-        return None
-    durations, (w, h) = got
-    duration = float(sum(durations))
-    return VideoInfo(
-        path=str(p), duration_s=duration, fps=len(durations) / duration, width=w, height=h,
-        num_frames=len(durations), has_audio=False, rotation=0, codec="pillow", container=p.suffix.lstrip("."),
-        is_vfr=len(set(round(d, 6) for d in durations)) > 1, backend="pillow", coded_width=w, coded_height=h,
-        time_base_s=0.001,
-    )
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Read a video's duration (s), average fps (Hz), display size, frame count, rotation, audio.
-
-    Decodes only the first frame (to find the timeline origin and the rotation); counts packets when
-    the container stores no frame count (WebM/MKV). Raises VSSFlowError for a missing, empty,
-    non-video, still-image, 0-frame or unreadable file.
-    """
-    p = _check_file(path)
-    if p.suffix.lower() in (".webp", ".png", ".apng") and (info := _probe_pillow(p)) is not None:
-        return info  # animated WebP/APNG: FFmpeg's WebP decoder reads stills only
-    try:
-        container = _open_container(p)
-    except VSSFlowError:
-        if p.suffix.lower() in _PILLOW_ANIMATED and (info := _probe_pillow(p)) is not None:
-            return info
-        raise
-    with container:
-        fmt = container.format.name
-        if fmt in _STILL_FORMATS:
-            raise VSSFlowError(f"{p} is a still image ({fmt}), not a video; load it as an IMAGE instead")
-        try:
-            vs = _video_stream(container, p)
-        except VSSFlowError:
-            if p.suffix.lower() in _PILLOW_ANIMATED and (info := _probe_pillow(p)) is not None:
-                return info
-            raise
-        tb = vs.time_base
-        first = None
-        try:
-            for frame in _decode_stream(container, vs, p):
-                first = frame
-                break
-        except VSSFlowError:
-            first = None
-        if first is None:
-            if p.suffix.lower() in _PILLOW_ANIMATED and (info := _probe_pillow(p)) is not None:
-                return info
-            raise VSSFlowError(
-                f"{p} has a video stream but 0 decodable frames; the file is empty, truncated or corrupt - "
-                "re-export or re-download it"
-            )
-        first_pts = first.pts if first.pts is not None else (vs.start_time or 0)
-        origin_s = float(first_pts * tb)
-        rotation = _rotation_of(first)
-        count = int(vs.frames or 0)
-        end_s = None
-        if count > 0 and vs.duration:
-            end_s = float(((vs.start_time or 0) + vs.duration) * tb)
-        if end_s is None or end_s <= origin_s:
-            count, end_s = _scan_packets(p, vs.index, origin_s)
-        duration = max(end_s - origin_s, 0.0)
-        if count <= 0 or duration <= 0:
-            raise VSSFlowError(f"{p} has 0 video frames; re-export or re-download it")
-        avg = vs.average_rate
-        fps = float(avg) if avg else count / duration
-        base = vs.base_rate or vs.guessed_rate
-        is_vfr = bool(base) and abs(float(base) - fps) > 0.01 * fps
-        if not is_vfr and abs(count / fps - duration) <= max(float(tb), 1e-3) + 1e-9:
-            duration = count / fps  # constant rate in a coarse time base (Matroska's 1 ms): exact value
-        coded_w, coded_h = vs.codec_context.width, vs.codec_context.height
-        width, height = _display_size(coded_w, coded_h, vs.sample_aspect_ratio, rotation)
-        audio = container.streams.audio[0] if container.streams.audio else None
-        return VideoInfo(
-            path=str(p), duration_s=duration, fps=fps, width=width, height=height, num_frames=count,
-            has_audio=audio is not None, rotation=rotation, codec=vs.codec_context.name, container=fmt,
-            is_vfr=is_vfr, audio_sample_rate=int(audio.codec_context.sample_rate) if audio else None,
-            audio_channels=int(audio.codec_context.channels) if audio else None, start_time_s=origin_s,
-            backend="pyav", coded_width=coded_w, coded_height=coded_h, time_base_s=float(tb),
-        )
-
-
-def _scan_packets(p: Path, stream_index: int, origin_s: float) -> tuple[int, float]:
-    """Count the video packets and find the end time (s, container time) without decoding."""
-    av = _av()
-    count, end_s = 0, origin_s
-    with _open_container(p) as container:
-        vs = container.streams[stream_index]
-        tb = vs.time_base
-        default_dur = 1.0 / float(vs.average_rate or vs.guessed_rate or 25)
-        try:
-            for packet in container.demux(vs):
-                if packet.size == 0:
-                    continue
-                count += 1
-                ts = packet.pts if packet.pts is not None else packet.dts
-                if ts is None:
-                    end_s += default_dur
-                    continue
-                dur = float(packet.duration * tb) if packet.duration else default_dur
-                end_s = max(end_s, float(ts * tb) + dur)
-        except av.error.FFmpegError:
-            pass  # a damaged tail: what was read is what there is
-    return count, end_s
-
-
-# ----------------------------------------------------------------------------------------------
 # decoding
-
-
-def _decode_stream(container, vs, p: Path, seek_s: float | None = None):
-    """Yield av.VideoFrames of ``vs`` in presentation order; damaged packets are skipped (counted)."""
-    av = _av()
-    vs.thread_type = "AUTO"
-    if seek_s is not None and seek_s > 0:
-        container.seek(int(seek_s / vs.time_base), stream=vs, backward=True, any_frame=False)
-    bad = 0
-    try:
-        for packet in container.demux(vs):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                bad += 1
-                continue
-            yield from frames
-    except av.error.FFmpegError:
-        bad += 1  # demuxer hit damaged data: stop, flush what the decoder holds
-        try:
-            yield from vs.decode(None)
-        except av.error.FFmpegError:
-            pass
-    if bad:
-        log.warning("%s: skipped %d damaged video packet(s)", p, bad)
 
 
 class _Decoded:
@@ -391,7 +137,8 @@ def _iter_source(info: VideoInfo, seek_s: float) -> Iterator[_Decoded]:
             ts = frame.pts if frame.pts is not None else frame.dts
             t = float((ts - origin_pts) * tb) if ts is not None else n * step
             n += 1
-            yield _Decoded(t, frame, float(frame.duration * tb) if frame.duration else None)
+            dur = getattr(frame, "duration", None)  # PyAV >= 14
+            yield _Decoded(t, frame, float(dur * tb) if dur else None)
 
 
 def _output_size(size, height: int, width: int) -> tuple[int, int]:
@@ -467,14 +214,22 @@ def iter_windows(
     """
     many = isinstance(fps, (list, tuple))
     rates = [_check_rate(r) for r in (fps if many else [fps])]
-    if not many and len(rates) != 1:
-        raise VSSFlowError("fps must be one rate or a list of rates")
+    if not rates:
+        raise VSSFlowError("fps must be one rate or a non-empty list of rates")
     window_s = float(window_s)
     hop_s = window_s if hop_s is None else float(hop_s)
     if not (window_s > 0 and hop_s > 0):
         raise VSSFlowError(f"window_s={window_s} and hop_s={hop_s} must be positive seconds")
     info = probe_video(path)
-    start_s, end_s = _window_bounds(info, float(start_s), duration_s)
+    _window_bounds(info, float(start_s), duration_s)  # raise now, not at the first next()
+    _output_size(size, info.height, info.width)
+    return _windows(info, rates, many, window_s, hop_s, float(start_s), duration_s, size)
+
+
+def _windows(info: VideoInfo, rates: list[float], many: bool, window_s: float, hop_s: float,
+             start_s: float, duration_s: float | None, size) -> Iterator:
+    """The generator behind ``iter_windows`` (arguments checked, file probed)."""
+    start_s, end_s = _window_bounds(info, start_s, duration_s)
     span = end_s - start_s
     out_hw = _output_size(size, info.height, info.width)
     eps = info.time_eps_s
@@ -492,12 +247,24 @@ def iter_windows(
         if len(g) == 0:
             raise VSSFlowError(f"window of {span:.4f} s holds no frame at {r} fps; ask for a longer window")
 
-    buffers: list[dict[int, tuple[np.ndarray, float]]] = [{} for _ in rates]
+    # Output arrays are allocated per window when its first frame arrives and filled in place; a frame
+    # in the overlap of two windows is written to both. Memory: the open windows, never the video.
+    open_windows: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in rates]
     pointers = [0] * len(rates)
     next_window = 0
 
     def emit(ri: int, idx: int, src: _Decoded) -> None:
-        buffers[ri][idx] = (src.rgb(out_hw, info.rotation, info.backend), src.time_s)
+        rgb = src.rgb(out_hw, info.rotation, info.backend)
+        for k in range(next_window, len(starts)):
+            a, b = bounds[ri][k]
+            if a > idx:
+                break
+            if idx < b:
+                if k not in open_windows[ri]:
+                    open_windows[ri][k] = (np.empty((b - a, *out_hw, 3), np.uint8), np.empty(b - a, np.float64))
+                frames, src_times = open_windows[ri][k]
+                frames[idx - a] = rgb
+                src_times[idx - a] = src.time_s
 
     def ready_windows() -> Iterator:
         nonlocal next_window
@@ -508,16 +275,14 @@ def iter_windows(
             outs = []
             for ri, r in enumerate(rates):
                 a, b = bounds[ri][w]
-                items = [buffers[ri][i] for i in range(a, b)]
-                frames = np.stack([it[0] for it in items]) if items else np.zeros((0, *out_hw, 3), np.uint8)
+                frames, src_times = open_windows[ri].pop(
+                    w, (np.zeros((0, *out_hw, 3), np.uint8), np.zeros(0, np.float64))
+                )
                 outs.append(Frames(
                     frames=frames, times_s=grids[ri][a:b].copy(), source_fps=info.fps,
                     duration_s=min(window_s, span - starts[w]), fps=r, start_s=start_s + starts[w],
-                    source_times_s=np.array([it[1] for it in items], dtype=np.float64),
+                    source_times_s=src_times,
                 ))
-                keep_from = bounds[ri][w + 1][0] if w + 1 < len(starts) else b
-                for i in [i for i in buffers[ri] if i < keep_from]:
-                    del buffers[ri][i]
             next_window += 1
             yield tuple(outs) if many else outs[0]
 
@@ -564,7 +329,7 @@ class _SeekMissed(Exception):
 
 def read_frames(
     path: str | os.PathLike,
-    fps: float,
+    fps: float | None,
     start_s: float = 0.0,
     duration_s: float | None = None,
     size=None,
@@ -572,20 +337,24 @@ def read_frames(
     """Decode ``[start_s, start_s + duration_s)`` of a video resampled by timestamp to ``fps``.
 
     Returns ``Frames``: frames uint8 [F, H, W, 3] RGB with F = ceil(duration_s * fps), times_s [F]
-    (s), source_fps, duration_s. Seeks to the start; rotation metadata applied; ``size`` None (as
-    displayed), int short side or (h, w), applied while decoding. For long videos use ``iter_windows``.
+    (s), source_fps, duration_s. ``fps=None`` uses the source's average rate. Seeks to the start;
+    rotation metadata applied; ``size`` None (as displayed), int short side or (h, w), applied while
+    decoding. For long videos use ``iter_windows``.
     """
     info = probe_video(path)
+    rate = _check_rate(info.fps if fps is None else fps)
     s, e = _window_bounds(info, float(start_s), duration_s)
     span = e - s
-    return next(iter_windows(path, fps, window_s=span + 1.0, start_s=s, duration_s=span, size=size))
+    return next(_windows(info, [rate], False, span + 1.0, span + 1.0, s, span, size))
 
 
 def _source_times(count: int, src_fps: float) -> np.ndarray:
     return np.arange(count, dtype=np.float64) / src_fps
 
 
-def resample_frames(frames, src_fps: float, fps: float, start_s: float = 0.0, duration_s: float | None = None) -> Frames:
+def resample_frames(
+    frames, src_fps: float, fps: float, start_s: float = 0.0, duration_s: float | None = None
+) -> Frames:
     """Resample a frame batch [F, H, W, 3] at ``src_fps`` (frame i at i/src_fps s) to ``fps`` by timestamp.
 
     Same rule as the file decoder (the frame on screen at each grid time). ``frames`` may be a numpy
@@ -652,7 +421,9 @@ def read_audio(path: str | os.PathLike, start_s: float = 0.0, duration_s: float 
     av = _av()
     p = _check_file(path)
     if start_s < 0 or (duration_s is not None and duration_s <= 0):
-        raise VSSFlowError(f"audio window start_s={start_s}, duration_s={duration_s}: need start_s >= 0, duration_s > 0")
+        raise VSSFlowError(
+            f"audio window start_s={start_s}, duration_s={duration_s}: need start_s >= 0 and duration_s > 0"
+        )
     origin_s = None
     with _open_container(p) as container:
         if not container.streams.audio:

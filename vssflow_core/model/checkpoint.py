@@ -21,6 +21,13 @@ FORMAT = "vssflow"
 VERSION = "1"
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor with its own storage (safetensors refuses views sharing memory, such as the
+    fused attention weights)."""
+    t = t.detach().to("cpu").contiguous()
+    return t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
+
+
 def save_model_file(path, model, extra_tensors: dict | None = None, metadata: dict | None = None,
                     overwrite: bool = False) -> Path:
     """Write ``model`` (a VSSFlow) and ``extra_tensors`` to ``path`` atomically (temp file in the
@@ -31,11 +38,11 @@ def save_model_file(path, model, extra_tensors: dict | None = None, metadata: di
     path = Path(path)
     if path.exists() and not overwrite:
         raise VSSFlowError(f"model file {path} already exists; choose another name (or pass overwrite=True)")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: _own_storage(v) for k, v in model.state_dict().items()}
     for key, value in (extra_tensors or {}).items():
         if key in tensors:
             raise VSSFlowError(f"extra tensor {key!r} clashes with a model weight of the same name; rename it")
-        tensors[key] = value.detach().to("cpu").contiguous()
+        tensors[key] = _own_storage(value)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     meta.update(format=FORMAT, version=VERSION, config=model.config.to_json())
     path.parent.mkdir(parents=True, exist_ok=True)

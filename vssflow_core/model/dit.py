@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssflow_core.config import DiTConfig
-from vssflow_core.model.layers import DiTBlock, FourierTime, rotary_table
+from vssflow_core.model.layers import DiTBlock, FourierTime, rotary_table, weights_key
 
 
 class DiT(nn.Module):
@@ -40,6 +40,7 @@ class DiT(nn.Module):
         self.proj_out = nn.Linear(dim, in_channels, bias=False)
         self.postprocess_conv = nn.Conv1d(in_channels, in_channels, 1, bias=False)
         self._rope_cache: dict = {}
+        self._io: tuple | None = None  # fused input/output maps (inference)
 
     def rope(self, num_tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached rotary tables (cos, sin) [S, rot] float32 for S tokens (time token = position 0)."""
@@ -58,18 +59,40 @@ class DiT(nn.Module):
         x = self.preprocess_conv(x) + x
         return self.proj_in(x.transpose(1, 2))
 
-    def context_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def fused_io(self, audio_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference maps that fold the residual 1x1 convolutions into the projections.
+
+        ``proj_in(x + preprocess_conv(x)) = M x`` with ``M = P (I + W)``, split into the audio
+        columns ``M_a`` [D, Ca] and the condition columns ``M_c`` [D, C - Ca] (whose product with
+        the constant condition channels is cached per clip); the audio rows of
+        ``y + postprocess_conv(y)`` with ``y = proj_out(h)`` are ``N h``, ``N`` [Ca, D]. Built in
+        float64 once per weight version."""
+        ws = (self.preprocess_conv.weight, self.proj_in.weight, self.proj_out.weight, self.postprocess_conv.weight)
+        key = (weights_key(*ws), audio_channels)
+        if self._io is None or self._io[0] != key:
+            dtype = self.proj_in.weight.dtype
+            p_in, w_pre = self.proj_in.weight.double(), self.preprocess_conv.weight[:, :, 0].double()
+            m = p_in + p_in @ w_pre  # [D, C]
+            p_out, w_post = self.proj_out.weight.double(), self.postprocess_conv.weight[:audio_channels, :, 0].double()
+            n = p_out[:audio_channels] + w_post @ p_out  # [Ca, D]
+            self._io = (key, m[:, :audio_channels].to(dtype).contiguous(), m[:, audio_channels:].to(dtype).contiguous(),
+                        n.to(dtype).contiguous())
+        return self._io[1:]
+
+    def context_kv(self, context: torch.Tensor, blocks: nn.ModuleList | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-block cross-attention keys/values of a context [B, N, Dc] (cacheable per clip)."""
-        return [blk.attn2.context_kv(context) for blk in self.transformer_blocks]
+        return [blk.attn2.context_kv(context) for blk in (blocks if blocks is not None else self.transformer_blocks)]
 
     def forward_tokens(self, tokens: torch.Tensor, t: torch.Tensor,
-                       context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None, num_with_context: int) -> torch.Tensor:
+                       context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None, num_with_context: int,
+                       blocks: nn.ModuleList | None = None) -> torch.Tensor:
         """tokens [B, L, D] + t [B] -> block output [B, S, D] (time token first).
 
-        Rows ``[:num_with_context]`` attend to ``context_kv``; the others have a zero context."""
+        Rows ``[:num_with_context]`` attend to ``context_kv``; the others have a zero context.
+        ``blocks`` replaces the blocks (e.g. their int8 copies)."""
         h = torch.cat([self.time_token(t).to(tokens.dtype), tokens], dim=1)  # [B, S, D]
         rope = self.rope(h.shape[1], h.device)
-        for i, blk in enumerate(self.transformer_blocks):
+        for i, blk in enumerate(blocks if blocks is not None else self.transformer_blocks):
             h = blk(h, rope, None if context_kv is None else context_kv[i], num_with_context)
         return h
 

@@ -56,6 +56,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([out, x_pass], dim=-1)
 
 
+def weights_key(*tensors: torch.Tensor) -> tuple:
+    """Identity of weights for derived-weight caches: storage, version counter, dtype, device."""
+    return tuple((t.data_ptr(), t._version, t.dtype, str(t.device)) for t in tensors)
+
+
 class Attention(nn.Module):
     """Multi-head attention without biases, as in the official DiT.
 
@@ -63,6 +68,8 @@ class Attention(nn.Module):
     Cross-attention: k, v from the context with ``num_kv_heads`` heads (grouped: kv head g serves
     query heads g*H/G .. (g+1)*H/G - 1); RoPE on q only (the official quirk).
     """
+
+    fuse_qkv = True  # one q|k|v GEMM at inference (set False on an instance to measure without)
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, context_dim: int | None = None, num_kv_heads: int | None = None):
         super().__init__()
@@ -75,6 +82,31 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(kv_in, self.num_kv_heads * head_dim, bias=False)
         self.to_v = nn.Linear(kv_in, self.num_kv_heads * head_dim, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=False), nn.Dropout(0.0)])
+        self._fused: torch.Tensor | None = None  # q|k|v weights in one tensor (inference)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention projections [B, S, D] each.
+
+        At inference this is one GEMM: on first use the three weights are moved into one tensor
+        and ``to_q``/``to_k``/``to_v`` become views of it (no extra memory, keys unchanged, in-place
+        weight updates stay visible). If the weights are replaced (``.to()``), it is rebuilt.
+        Training uses the separate layers."""
+        if torch.is_grad_enabled() or not self.fuse_qkv:
+            return self.to_q(x), self.to_k(x), self.to_v(x)
+        layers = (self.to_q, self.to_k, self.to_v)
+        fused = self._fused
+        rows = [lin.weight.shape[0] for lin in layers]
+        valid = fused is not None and fused.dtype == self.to_q.weight.dtype and fused.device == self.to_q.weight.device
+        if valid:
+            offsets = [0, rows[0], rows[0] + rows[1]]
+            step = fused.stride(0) * fused.element_size()
+            valid = all(lin.weight.data_ptr() == fused.data_ptr() + o * step for lin, o in zip(layers, offsets))
+        if not valid:
+            fused = torch.cat([lin.weight.detach() for lin in layers], dim=0)
+            for lin, part in zip(layers, fused.split(rows, dim=0)):
+                lin.weight.data = part
+            self._fused = fused
+        return F.linear(x, fused).split(rows, dim=-1)
 
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a context [B, N, Dc] -> two [B, H, N, E] (kv heads repeated).
@@ -91,12 +123,13 @@ class Attention(nn.Module):
         """x [B, S, D]; rope (cos, sin) [S, rot]; cross-attention takes ``context`` [B, N, Dc] or
         precomputed ``kv`` from :meth:`context_kv`. Returns [B, S, D]."""
         cos, sin = rope
-        q = apply_rotary(rearrange(self.to_q(x), "b s (h e) -> b h s e", e=self.head_dim), cos, sin)
+        heads = lambda y: rearrange(y, "b s (h e) -> b h s e", e=self.head_dim)  # [B, H, S, E]
         if self.is_cross:
+            q = apply_rotary(heads(self.to_q(x)), cos, sin)
             k, v = kv if kv is not None else self.context_kv(context)
         else:
-            k = apply_rotary(rearrange(self.to_k(x), "b s (h e) -> b h s e", e=self.head_dim), cos, sin)
-            v = rearrange(self.to_v(x), "b s (h e) -> b h s e", e=self.head_dim)
+            q, k, v = self._qkv(x)
+            q, k, v = apply_rotary(heads(q), cos, sin), apply_rotary(heads(k), cos, sin), heads(v)
         out = F.scaled_dot_product_attention(q, k, v)  # [B, H, S, E]
         return self.to_out[0](rearrange(out, "b h s e -> b s (h e)"))
 

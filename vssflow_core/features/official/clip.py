@@ -88,6 +88,16 @@ class ClipImageEncoder(nn.Module):
     def width(self) -> int:
         return self.visual.conv1.out_channels
 
+    @staticmethod
+    def sizes_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
+        """Constructor arguments read from ``visual.*`` shapes (width, layers, patch, grid, output_dim)."""
+        require(sd, ["visual.conv1.weight", "visual.positional_embedding", "visual.proj"], "ClipImageEncoder")
+        conv = sd["visual.conv1.weight"]
+        layers = len({m.group(1) for k in sd if (m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_weight$", k))})
+        grid = round(math.sqrt(sd["visual.positional_embedding"].shape[0] - 1))
+        return dict(width=int(conv.shape[0]), layers=layers, patch=int(conv.shape[-1]), grid=grid,
+                    output_dim=int(sd["visual.proj"].shape[1]))
+
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], heads: int | None = None) -> "ClipImageEncoder":
         """Build from ``visual.*`` / ``image_encoder.visual.*`` weights (other keys ignored), sizes inferred.
@@ -97,11 +107,7 @@ class ClipImageEncoder(nn.Module):
             heads: attention heads; default ``width // 64`` as the official loader (12 for ViT-B/16).
         """
         sd = strip_prefixes(sd, "visual.", ["weights.", "image_encoder.", "model."])
-        require(sd, ["visual.conv1.weight", "visual.positional_embedding", "visual.proj"], "ClipImageEncoder")
-        conv = sd["visual.conv1.weight"]
-        layers = len({m.group(1) for k in sd if (m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_weight$", k))})
-        grid = round(math.sqrt(sd["visual.positional_embedding"].shape[0] - 1))
-        model = cls(int(conv.shape[0]), layers, heads, int(conv.shape[-1]), grid, int(sd["visual.proj"].shape[1]))
+        model = cls(heads=heads, **cls.sizes_from_state_dict(sd))
         load_strict(model, sd)
         return model.eval()
 
@@ -123,7 +129,7 @@ class ClipImageEncoder(nn.Module):
 def official_frame_indices(num_frames: int, source_fps: float, duration_s: float = 10.0, rate_hz: float = CLIP_RATE_HZ) -> list[int]:
     """Official frame selection: ``round(i * source_fps / rate)`` for ``i < duration * rate``, dropping
     indices past the end (the caller pads the rest with black frames)."""
-    n = int(duration_s * rate_hz)
+    n = math.ceil(duration_s * rate_hz - 1e-6)
     idx = [round(i * source_fps / rate_hz) for i in range(n)]
     return [i for i in idx if 0 <= i <= num_frames - 1]
 
@@ -174,13 +180,13 @@ def clip_features(encoder: ClipImageEncoder, frames, source_fps: float, duration
         source_fps: frame rate of ``frames`` (Hz).
         duration_s: window length (s); ``duration_s * 10`` features are returned.
     Returns:
-        ``[round(duration_s * 10), width]`` float32, 10 Hz, CLS before ``ln_post``; frames past the end
+        ``[ceil(duration_s * 10), width]`` float32, 10 Hz, CLS before ``ln_post``; frames past the end
         of the clip are black frames (as official, they give non-zero features).
     """
     frames = _check_frames(frames, "clip_features")
     if not source_fps or source_fps <= 0:
         raise VSSFlowError(f"clip_features: source_fps must be > 0 Hz, got {source_fps}")
-    n = int(duration_s * CLIP_RATE_HZ)
+    n = math.ceil(duration_s * CLIP_RATE_HZ - 1e-6)  # = int(duration * 10) for the official whole seconds
     sel = frames[official_frame_indices(frames.shape[0], source_fps, duration_s)]
     if sel.shape[0] < n:
         sel = np.concatenate([sel, np.zeros((n - sel.shape[0],) + sel.shape[1:], np.uint8)], axis=0)

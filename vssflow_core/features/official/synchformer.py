@@ -18,6 +18,7 @@ The head count is not stored in the weights: default ``embed_dim // 64`` (12 for
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Mapping
 
@@ -165,22 +166,26 @@ class SynchformerVisual(nn.Module):
         super().__init__()
         self.vfeat_extractor = MotionFormer(**kwargs)
 
-    @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], heads: int | None = None) -> "SynchformerVisual":
-        """Build from a Synchformer state dict (``vfeat_extractor.*``; audio-branch and other keys are
-        ignored, as the official loader does). Sizes inferred; ``heads`` default ``dim // 64``."""
-        sd = strip_prefixes(sd, "vfeat_extractor.", ["weights.", "module.", "model.", "synchformer."])
+    @staticmethod
+    def sizes_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
+        """Constructor arguments read from ``vfeat_extractor.*`` shapes (all but the head count)."""
         names = ["cls_token", "pos_embed", "temp_embed", "patch_embed_3d.proj.weight", "spatial_attn_agg.linear1.weight"]
         require(sd, [f"vfeat_extractor.{k}" for k in names], "SynchformerVisual")
         w3 = sd["vfeat_extractor.patch_embed_3d.proj.weight"]  # [D, 3, tubelet, p, p]
         dim, tubelet, patch = int(w3.shape[0]), int(w3.shape[2]), int(w3.shape[-1])
         depth = len({m.group(1) for k in sd if (m := re.match(r"vfeat_extractor\.blocks\.(\d+)\.", k))})
-        n_patches = int(sd["vfeat_extractor.pos_embed"].shape[1]) - 1
-        grid = int(round(n_patches ** 0.5))
+        grid = int(round((int(sd["vfeat_extractor.pos_embed"].shape[1]) - 1) ** 0.5))
         t_res = int(sd["vfeat_extractor.temp_embed"].shape[1])
         mlp_ratio = int(sd["vfeat_extractor.spatial_attn_agg.linear1.weight"].shape[0]) // dim
-        model = cls(dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, patch=patch, img_size=grid * patch,
+        return dict(dim=dim, depth=depth, mlp_ratio=mlp_ratio, patch=patch, img_size=grid * patch,
                     tubelet=tubelet, frames=t_res * tubelet)
+
+    @classmethod
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], heads: int | None = None) -> "SynchformerVisual":
+        """Build from a Synchformer state dict (``vfeat_extractor.*``; audio-branch and other keys are
+        ignored, as the official loader does). Sizes inferred; ``heads`` default ``dim // 64``."""
+        sd = strip_prefixes(sd, "vfeat_extractor.", ["weights.", "module.", "model.", "synchformer."])
+        model = cls(heads=heads, **cls.sizes_from_state_dict(sd))
         load_strict(model, sd)
         return model.eval()
 
@@ -226,7 +231,7 @@ def preprocess_frames(frames, duration_s: float | None = 10.0, size: int = SYNC_
         raise VSSFlowError(f"synchformer.preprocess_frames: frames must be uint8 RGB [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W] uint8
     if duration_s is not None:
-        n = int(SYNC_FPS * duration_s)
+        n = math.ceil(SYNC_FPS * duration_s - 1e-6)
         if x.shape[0] < n:
             x = torch.cat([x, torch.zeros((n - x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype)], dim=0)
         x = x[:n]

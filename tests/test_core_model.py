@@ -1,0 +1,196 @@
+"""VSSFlow API on the tiny preset: conditions, guided velocity, solvers, invariants and bad input."""
+import dataclasses
+
+import pytest
+import torch
+
+from vssflow_core import flow
+from vssflow_core.config import ModelConfig, preset
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.model import VSSFlow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(preset("tiny"), duration_s=2.0)  # L = 50 latent frames
+    m = VSSFlow(cfg).eval()
+    with torch.no_grad():  # make every weight matter (random, non-trivial)
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def feats(b=2, seconds=2.0, g=None):
+    g = g or torch.Generator().manual_seed(1)
+    n25, n24, n10 = int(25 * seconds), int(24 * seconds), int(10 * seconds)
+    return dict(lip_feat=torch.randn(b, n25, 1024, generator=g), phone_id=torch.randint(1, 70, (b, n25), generator=g),
+                synch_feat=torch.randn(b, n24 // 8, 8, 768, generator=g), video_feat=torch.randn(b, n10, 768, generator=g),
+                ref_audio_ebd=torch.randn(b, 256, generator=g))
+
+
+def test_config_roundtrip_and_presets():
+    for name in ("tiny", "official"):
+        cfg = preset(name)
+        assert ModelConfig.from_json(cfg.to_json()) == cfg
+    off = preset("official")
+    assert off.in_channels == 1952 and off.latent_length == 250 and off.dit.rope_dim == 32
+    assert [c.feature_key for c in off.conditions] == ["lip_feat", "phone_id", "synch_feat", "ref_audio_ebd", "video_feat"]
+    assert [c.name for c in off.cross_conditions] == ["ref", "video"]  # speaker token first
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("nope")
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        dataclasses.replace(off.dit, num_kv_heads=5)
+
+
+def test_official_parameter_count():
+    with torch.device("meta"):
+        m = VSSFlow(preset("official"))
+    n = sum(p.numel() for p in m.parameters())
+    assert abs(n - 463.6e6) < 0.2e6, n
+
+
+def test_encode_shapes_and_resampling(model):
+    f = feats()
+    with torch.no_grad():
+        c = model.encode_conditions(**f)
+        assert c.concat.shape == (2, model.config.in_channels - 128, 50)
+        assert c.context.shape == (2, 1 + 50, 32)
+        assert c.present == ("lip", "phone", "synch", "ref", "video")
+        # video 20 -> 50 frames, nearest: latent frame i takes source floor(i * 20 / 50)
+        ramp = torch.arange(20.0)[None, :, None].expand(1, 20, 768)
+        src = torch.div(torch.arange(50) * 2, 5, rounding_mode="floor")
+        one = model.encode_conditions(video_feat=ramp)
+        expected = model.cond_proj(ramp[:, src])
+        torch.testing.assert_close(one.context[:, 1:], expected)
+        assert torch.equal(one.context[:, 0], torch.zeros_like(one.context[:, 0]))  # absent speaker = zero token
+        # phone ids shorter than the window are zero-padded: id 0 = "no phoneme" embedding row
+        ph = model.encode_conditions(phone_id=torch.full((1, 30), 7))
+        emb = model.phone_embedding.weight
+        lo = model.config.condition("lip").out_dim
+        torch.testing.assert_close(ph.concat[0, lo:lo + emb.shape[1], :30], emb[7][:, None].expand(-1, 30))
+        torch.testing.assert_close(ph.concat[0, lo:lo + emb.shape[1], 30:], emb[0][:, None].expand(-1, 20))
+        assert ph.context is None  # no cross condition given: zero context, skipped
+
+
+def test_guidance_invariants(model):
+    f = feats()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 128, 50, generator=g)
+    with torch.no_grad():
+        c = model.encode_conditions(**f)
+        v_c = model.velocity(x, 0.3, c)
+        torch.testing.assert_close(model.velocity(x, 0.3, c, guidance_scale=1.0), v_c)
+        v_u = model.velocity(x, 0.3, c, guidance_scale=0.0)
+        torch.testing.assert_close(v_u, model.velocity(x, 0.3, model.encode_conditions(unconditional=True, batch_size=2)))
+        # explicit all-zero conditions take the same route as the unconditional branch
+        zero = model.encode_conditions(unconditional=True, batch_size=2)
+        assert zero.unconditional
+        v3 = model.velocity(x, torch.tensor([0.3, 0.3]), c, guidance_scale=3.0)
+        torch.testing.assert_close(v3, v_u + 3.0 * (v_c - v_u), atol=1e-5, rtol=1e-5)
+        assert (v_c - v_u).abs().max() > 1e-3
+        # batch-1 conditions serve several noise rows
+        c1 = model.encode_conditions(**{k: v[:1] for k, v in f.items()})
+        torch.testing.assert_close(model.velocity(x, 0.3, c1)[0], v_c[0], atol=1e-5, rtol=1e-5)
+
+
+def test_euler_one_step_is_x0_plus_v(model):
+    with torch.no_grad():
+        c = model.encode_conditions(**feats(1))
+        x0 = torch.randn(1, 128, 50, generator=torch.Generator().manual_seed(4))
+        out = model.sample(x0, c, solver="euler", steps=1, guidance_scale=2.0)
+        torch.testing.assert_close(out, x0 + model.velocity(x0, 0.0, c, 2.0))
+
+
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun", "dopri5"])
+def test_solvers_and_callback(model, solver):
+    c = model.encode_conditions(**feats(1))
+    x0 = torch.randn(1, 128, 50, generator=torch.Generator().manual_seed(5))
+    calls = []
+    out = model.sample(x0, c, solver=solver, steps=3, guidance_scale=3.0, rtol=1e-3, atol=1e-3,
+                       callback=lambda d, t: calls.append((d, t)))
+    assert out.shape == x0.shape and torch.isfinite(out).all()
+    if solver == "dopri5":
+        assert calls and all(t is None for _, t in calls)
+    else:
+        assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_solvers_converge_to_each_other(model):
+    c = model.encode_conditions(**feats(1))
+    x0 = torch.randn(1, 128, 50, generator=torch.Generator().manual_seed(6))
+    ref = model.sample(x0, c, solver="dopri5", guidance_scale=3.0, rtol=1e-6, atol=1e-6)
+    err = {s: (model.sample(x0, c, solver=s, steps=8, guidance_scale=3.0) - ref).abs().max().item()
+           for s in ("euler", "midpoint", "heun")}
+    assert err["midpoint"] < err["euler"] and err["heun"] < err["euler"], err
+
+
+def test_callback_can_cancel(model):
+    c = model.encode_conditions(**feats(1))
+
+    def cancel(done, total):
+        if done == 2:
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        model.sample(torch.zeros(1, 128, 50), c, steps=5, callback=cancel)
+
+
+def test_bad_inputs(model):
+    f = feats()
+    with pytest.raises(VSSFlowError, match=r"unknown condition feature.*'lips'"):
+        model.encode_conditions(lips=f["lip_feat"])
+    with pytest.raises(VSSFlowError, match=r"'lip_feat'.*D = 1024.*\[2, 50, 512\]"):
+        model.encode_conditions(lip_feat=torch.randn(2, 50, 512))
+    bad = f["video_feat"].clone()
+    bad[0, 3, 5] = float("nan")
+    with pytest.raises(VSSFlowError, match="'video_feat'.*NaN"):
+        model.encode_conditions(video_feat=bad)
+    with pytest.raises(VSSFlowError, match="'video_feat'.*expected about 20 frames.*got 50"):
+        model.encode_conditions(video_feat=torch.randn(2, 50, 768))
+    with pytest.raises(VSSFlowError, match="'lip_feat'.*longer than the model window"):
+        model.encode_conditions(lip_feat=torch.randn(2, 60, 1024))
+    with pytest.raises(VSSFlowError, match="'phone_id'.*integer ids"):
+        model.encode_conditions(phone_id=f["phone_id"].float())
+    with pytest.raises(VSSFlowError, match="'phone_id'.*0..199"):
+        model.encode_conditions(phone_id=torch.full((2, 50), 300))
+    with pytest.raises(VSSFlowError, match="'video_feat'.*batch size 1 differs.*2"):
+        model.encode_conditions(lip_feat=f["lip_feat"], video_feat=f["video_feat"][:1])
+    c = model.encode_conditions(**f)
+    with pytest.raises(VSSFlowError, match=r"x_t: expected \[B, 128, 50\].*\[2, 128, 40\]"):
+        model.velocity(torch.randn(2, 128, 40), 0.5, c)
+    with pytest.raises(VSSFlowError, match="batch size 2"):
+        model.velocity(torch.randn(3, 128, 50), 0.5, c)
+    with pytest.raises(VSSFlowError, match=r"t: expected a scalar or \[B\]"):
+        model.velocity(torch.randn(2, 128, 50), torch.rand(3), c)
+    with pytest.raises(VSSFlowError, match="solver"):
+        model.sample(torch.randn(2, 128, 50), c, solver="rk4")
+
+
+def test_drop_conditions():
+    f = {"lip_feat": torch.ones(1), "video_feat": torch.ones(1)}
+    g = torch.Generator().manual_seed(0)
+    outs = [flow.drop_conditions(f, 0.5, {"lip_feat": 0.5}, g) for _ in range(400)]
+    uncond = sum(o.get("unconditional", False) for o in outs)
+    lip_dropped = sum(o["lip_feat"] is None and not o.get("unconditional") for o in outs)
+    assert 150 < uncond < 250 and 60 < lip_dropped < 140
+    assert all(o["video_feat"] is not None for o in outs if not o.get("unconditional"))
+    assert flow.drop_conditions(f, 0.0, None, g) == f
+
+
+def test_loss_backward_and_batched_training_grad(model):
+    m = VSSFlow(model.config)
+    c = m.encode_conditions(**feats())
+    loss = flow.flow_matching_loss(m, torch.randn(2, 128, 50), c, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.item() > 0
+    assert m.lip_proj[0].weight.grad.abs().sum() > 0 and m.cond_proj[0].weight.grad.abs().sum() > 0
+    assert m.vaflow.transformer_blocks[0].attn2.to_k.weight.grad.abs().sum() > 0

@@ -1,0 +1,132 @@
+"""Official checkpoint compatibility: size inference, strict key report, conversion to our file."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.model import VSSFlow
+from vssflow_core.official import check_keys, convert_checkpoint, infer_config, load_official, split_state_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def full_keys(official_fixtures):
+    """Meta tensors with the shapes of the full-size official Lightning state_dict."""
+    listing = json.load(open(official_fixtures / "full_size_keys.json"))["vaflow_full"]["keys"]
+    return {key: torch.empty(shape, device="meta") for key, shape, _dtype in listing}
+
+
+@pytest.fixture(scope="module")
+def reduced_state(official_fixtures):
+    t = load_file(str(official_fixtures / "vaflow_condition.safetensors"))
+    return t, {k[len("weights."):]: v for k, v in t.items() if k.startswith("weights.")}
+
+
+def _with_layers(state: dict, n: int) -> dict:
+    """The same state_dict with n DiT blocks (copies of block 0 for new indices)."""
+    out = {k: v for k, v in state.items() if not k.startswith("vaflow.transformer_blocks.")}
+    block0 = {k[len("vaflow.transformer_blocks.0."):]: v for k, v in state.items() if k.startswith("vaflow.transformer_blocks.0.")}
+    for i in range(n):
+        out.update({f"vaflow.transformer_blocks.{i}.{k}": v for k, v in block0.items()})
+    return out
+
+
+@pytest.mark.parametrize("layers", [5, 10, 15])
+def test_full_size_keys_match(full_keys, layers):
+    model_keys, frozen = split_state_dict(_with_layers(full_keys, layers))
+    assert {k.split(".")[0] for k in frozen} == {"image_encoder", "vae", "vocoder"}
+    cfg = infer_config(model_keys, attention_head_dim=64)
+    assert (cfg.dit.num_layers, cfg.dit.width, cfg.dit.num_heads, cfg.dit.num_kv_heads, cfg.dit.cross_dim,
+            cfg.dit.ff_inner_dim, cfg.in_channels) == (layers, 1536, 24, 12, 768, 6144, 1952)
+    with torch.device("meta"):
+        model = VSSFlow(cfg)
+    assert check_keys(model.state_dict(), model_keys) == []
+    if layers == 10:
+        assert cfg.dit == __import__("vssflow_core.config", fromlist=["x"]).preset("official").dit
+        assert sorted(model.state_dict()) == sorted(model_keys)
+
+
+def test_reduced_fixture_sizes(reduced_state):
+    cfg = load_official(reduced_state[1], attention_head_dim=32).config
+    assert (cfg.dit.num_layers, cfg.dit.num_heads, cfg.dit.num_kv_heads, cfg.dit.cross_dim, cfg.in_channels) == (2, 4, 2, 64, 256)
+    assert [c.out_dim for c in cfg.conditions] == [64, 16, 48, 64, 64]
+
+
+def test_strict_key_report(reduced_state):
+    state = dict(reduced_state[1])
+    del state["vaflow.transformer_blocks.1.attn2.to_v.weight"]
+    state["vaflow.extra_head.weight"] = torch.zeros(3)
+    with pytest.raises(VSSFlowError) as err:
+        load_official(state, attention_head_dim=32)
+    msg = str(err.value)
+    assert "missing     vaflow.transformer_blocks.1.attn2.to_v.weight" in msg
+    assert "unexpected  vaflow.extra_head.weight" in msg
+    with pytest.raises(VSSFlowError, match="attention_head_dim 48 does not divide"):
+        load_official(reduced_state[1], attention_head_dim=48)
+    with pytest.raises(VSSFlowError, match="heads 129 = 257"):
+        load_official({**reduced_state[1], "lip_proj.2.weight": torch.zeros(65, 128)}, attention_head_dim=32)
+    with pytest.raises(VSSFlowError, match="lacks 'vaflow.proj_in.weight'"):
+        load_official({"foo": torch.zeros(1)})
+
+
+def test_mis_shaped_key_reported(reduced_state):
+    state = dict(reduced_state[1])
+    state["vaflow.transformer_blocks.0.norm2.bias"] = torch.zeros(129)
+    with pytest.raises(VSSFlowError, match=r"shape       vaflow.transformer_blocks.0.norm2.bias: checkpoint \[129\], model \[128\]"):
+        load_official(state, attention_head_dim=32)
+
+
+class NotAllowed:  # a pickled object that weights_only loading must refuse
+    pass
+
+
+def test_convert_roundtrip(tmp_path, reduced_state):
+    from vssflow_core.model.checkpoint import load_model_file
+
+    t, state = reduced_state
+    ckpt = tmp_path / "epoch=0001.ckpt"
+    torch.save({"state_dict": state, "epoch": 1, "global_step": 10, "optimizer_states": [{"state": {}, "param_groups": []}]}, ckpt)
+    out = convert_checkpoint(ckpt, tmp_path / "vssflow.safetensors", attention_head_dim=32)
+    model, extras, meta = load_model_file(out)
+    assert set(extras) == {k for k in state if k.startswith(("image_encoder.", "vae.", "vocoder."))}
+    assert meta["source_file"] == "epoch=0001.ckpt" and len(meta["source_sha256"]) == 64
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    with pytest.raises(VSSFlowError, match="already exists"):
+        convert_checkpoint(ckpt, out, attention_head_dim=32)
+    cond = model.encode_conditions(video_feat=t["input.video_feat"], ref_audio_ebd=t["input.ref_audio_ebd"],
+                                   lip_feat=t["input.lip_feat"], phone_id=t["input.phone_id"], synch_feat=t["input.synch_feat"])
+    with torch.no_grad():
+        v = model.velocity(t["input.x_t_audio"], t["input.t_per_sample"], cond)
+    torch.testing.assert_close(v, t["output.velocity"][:, :128], atol=1e-5, rtol=0)
+
+
+def test_convert_refuses_pickled_objects(tmp_path, reduced_state):
+    ckpt = tmp_path / "unsafe.ckpt"
+    torch.save({"state_dict": reduced_state[1], "hyper_parameters": NotAllowed()}, ckpt)
+    with pytest.raises(VSSFlowError, match=r"(?s)weights_only=True.*NotAllowed.*refuse"):
+        convert_checkpoint(ckpt, tmp_path / "x.safetensors", attention_head_dim=32)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_convert_cli(tmp_path, reduced_state, capsys):
+    import argparse
+
+    from vssflow_core.official import add_convert_arguments, run_convert
+
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": reduced_state[1]}, ckpt)
+    parser = argparse.ArgumentParser()
+    add_convert_arguments(parser)
+    args = parser.parse_args([str(ckpt), str(tmp_path / "m.safetensors"), "--attention-head-dim", "32"])
+    assert run_convert(args) == 0
+    assert "official-2l" in capsys.readouterr().out

@@ -1,0 +1,162 @@
+"""Every node's execute, without the ComfyUI server (the nodes' import shim), on a tiny random model
+and generated media."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.frontend import LipCondition, TextCondition, num_frames
+
+import media_factory
+from tiny_models import make_model_file, one_thread
+
+nodes = pytest.importorskip("nodes")  # the pack's nodes/ package (repo root on sys.path)
+from nodes import _comfy, loader  # noqa: E402
+from nodes.conditions import VSSFlowExtractLipFeatures, VSSFlowTextCondition  # noqa: E402
+from nodes.loader import EMBEDDED, VSSFlowModelLoader  # noqa: E402
+from nodes.sampler import VSSFlowSampler  # noqa: E402
+from nodes.video import VSSFlowLoadVideo, VSSFlowMuxAudio  # noqa: E402
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+
+@pytest.fixture
+def comfy_dirs(tmp_path, monkeypatch):
+    dirs = {k: tmp_path / k for k in ("input", "output", "temp", _comfy.MODEL_FOLDER)}
+    for d in dirs.values():
+        d.mkdir()
+    monkeypatch.setattr(_comfy, "FALLBACK_DIRS", dirs)
+    monkeypatch.setattr(loader, "_CACHE", {})
+    return dirs
+
+
+@pytest.fixture
+def model(comfy_dirs):
+    make_model_file(comfy_dirs[_comfy.MODEL_FOLDER] / "tiny.safetensors", "embedded", duration_s=2.0)
+    return VSSFlowModelLoader.execute("tiny.safetensors", "cpu", "fp32")[0]
+
+
+def test_all_six_nodes_have_schemas_with_tooltips(comfy_dirs):
+    ids = []
+    for node in nodes.NODES:
+        schema = node.define_schema()
+        ids.append(schema.node_id)
+        assert schema.kwargs["category"] == "audio/VSSFlow"
+        for item in schema.inputs + schema.outputs:
+            assert item.kwargs.get("tooltip"), f"{schema.node_id}.{item.id} has no tooltip"
+    assert ids == ["VSSFlowModelLoader", "VSSFlowLoadVideo", "VSSFlowExtractLipFeatures", "VSSFlowTextCondition",
+                   "VSSFlowSampler", "VSSFlowMuxAudio"]
+
+
+def test_model_loader_lists_loads_and_caches(comfy_dirs, model):
+    options = VSSFlowModelLoader.define_schema().inputs[0].kwargs["options"]
+    assert options == [EMBEDDED, "tiny.safetensors"]
+    assert model.bundle.config.name == "tiny-embedded" and model.patcher is None
+    assert VSSFlowModelLoader.execute("tiny.safetensors", "cpu", "fp32")[0] is model
+    with pytest.raises(VSSFlowError, match=r"'gone.safetensors' not found in .*models/vssflow|not found in"):
+        VSSFlowModelLoader.execute("gone.safetensors", "cpu", "fp32")
+    (comfy_dirs[_comfy.MODEL_FOLDER] / "broken.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(VSSFlowError, match="safetensors"):
+        VSSFlowModelLoader.execute("broken.safetensors", "cpu", "fp32")
+
+
+def test_load_video_whole_file_and_window(comfy_dirs):
+    media_factory.make_video(comfy_dirs["input"] / "clip.mp4", fps=30000 / 1001, duration_s=2.0, audio="tone")
+    assert "clip.mp4" in VSSFlowLoadVideo.define_schema().inputs[0].kwargs["options"]
+    images, fps, audio, duration, video = VSSFlowLoadVideo.execute("clip.mp4").args
+    assert images.dtype == torch.float32 and images.shape[-1] == 3 and 0 <= images.min() and images.max() <= 1
+    assert fps == pytest.approx(30000 / 1001) and duration == pytest.approx(images.shape[0] / fps, abs=0.04)
+    assert audio["waveform"].dim() == 3 and audio["sample_rate"] == 16000
+    assert video.get_stream_source().endswith("clip.mp4")
+
+    images, fps, audio, duration, video = VSSFlowLoadVideo.execute("clip.mp4", start_s=1.0, duration_s=0.5,
+                                                                   fps=10.0).args
+    assert fps == 10.0 and images.shape[0] == 5 and duration == pytest.approx(0.5)
+    first = (images[0].numpy() * 255).round().astype(np.uint8)
+    assert media_factory.decode_index(first) == math.floor(1.0 * 30000 / 1001 + 1e-6)  # frame shown at 1.0 s
+    assert audio["waveform"].shape[-1] == round(0.5 * 16000)
+    assert video.get_components().images.shape[0] == 5
+
+    with pytest.raises(VSSFlowError, match="outside the video"):
+        VSSFlowLoadVideo.execute("clip.mp4", start_s=5.0)
+    assert "not found" in VSSFlowLoadVideo.validate_inputs("nope.mp4")
+    assert VSSFlowLoadVideo.validate_inputs("clip.mp4") is True
+
+
+def test_load_video_silence_for_silent_video(comfy_dirs):
+    media_factory.make_video(comfy_dirs["input"] / "mute.mp4", fps=25.0, duration_s=1.0)
+    images, fps, audio, duration, _ = VSSFlowLoadVideo.execute("mute.mp4").args
+    assert audio["waveform"].abs().sum() == 0 and audio["waveform"].shape[-1] == num_frames(duration, 44100)
+
+
+def test_text_condition(comfy_dirs):
+    voice = {"waveform": torch.randn(1, 2, 8000) * 0.1, "sample_rate": 16000}
+    text = VSSFlowTextCondition.execute("Hello there, friend.", 0.5, 2.0, voice)[0]
+    assert isinstance(text, TextCondition) and text.speech_end_s == 2.0 and text.voice[0].shape == (2, 8000)
+    with pytest.raises(VSSFlowError, match="VSSFlowTextCondition: transcript is empty"):
+        VSSFlowTextCondition.execute("   ")
+    with pytest.raises(VSSFlowError, match="after its start"):
+        VSSFlowTextCondition.execute("hi", 2.0, 1.0)
+
+
+def test_extract_lip_features_on_a_rendered_face(comfy_dirs):
+    pytest.importorskip("mediapipe")
+    from vssflow_core.features.lips import render_talking_face
+
+    openings = np.sin(np.arange(20) / 3.0)
+    frames = render_talking_face(openings, size=192)
+    images = torch.from_numpy(frames).float() / 255.0
+    lips, preview = VSSFlowExtractLipFeatures.execute(images, 25.0, "largest").args
+    assert isinstance(lips, LipCondition) and lips.features.shape == (20, 6) and lips.fps == 25.0
+    assert lips.features[:, 5].min() == 1.0  # found in every frame
+    assert preview.shape[0] == 20 and preview.dtype == torch.float32
+    blank = torch.full((5, 64, 64, 3), 0.5)
+    with pytest.raises(VSSFlowError, match="no face"):
+        VSSFlowExtractLipFeatures.execute(blank, 25.0, "largest")
+
+
+def test_sampler_images_and_video(comfy_dirs, model):
+    images = torch.from_numpy(np.stack([media_factory.pattern_frame(i, i / 24.0) for i in range(60)])).float() / 255
+    text = VSSFlowTextCondition.execute("a cat sat", 0.2, 2.0)[0]
+    calls = []
+    audio = VSSFlowSampler.execute(model, images=images, fps=24.0, text=text, seed=3, steps=1, variations=2)[0]
+    assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (2, 1, num_frames(2.5, 16000))
+
+    path = media_factory.make_video(comfy_dirs["input"] / "v.mp4", fps=25.0, duration_s=1.2)
+    video = _comfy.InputImpl.VideoFromFile(str(path))
+    audio = VSSFlowSampler.execute(model, video=video, steps=1)[0]
+    assert audio["waveform"].shape == (1, 1, num_frames(1.2, 16000))
+    with pytest.raises(VSSFlowError, match="connect IMAGE"):
+        VSSFlowSampler.execute(model)
+    del calls
+
+
+def test_mux_audio_file_and_images(comfy_dirs):
+    from vssflow_core.media.video import probe_video, read_audio
+
+    src = media_factory.make_video(comfy_dirs["input"] / "m.mp4", fps=25.0, duration_s=1.0, audio="tone")
+    audio = {"waveform": torch.zeros(2, 1, 16000) + 0.1, "sample_rate": 16000}
+    video = _comfy.InputImpl.VideoFromFile(str(src))
+    out1 = VSSFlowMuxAudio.execute(audio, video=video, filename_prefix="VSSFlow/t")
+    out2 = VSSFlowMuxAudio.execute(audio, video=video, filename_prefix="VSSFlow/t", mode="mix", variation=1)
+    files = sorted((comfy_dirs["output"] / "VSSFlow").iterdir())
+    assert [f.name for f in files] == ["t_00001_.mp4", "t_00002_.mp4"]
+    assert out1[0].get_stream_source() == str(files[0])
+    assert out1.ui.as_dict()["images"][0]["filename"] == "t_00001_.mp4"
+    assert out1.ui.as_dict()["images"][0]["subfolder"] == "VSSFlow"
+    info = probe_video(files[0])
+    assert info.has_audio and info.duration_s == pytest.approx(1.0, abs=0.05)
+    wave, sr = read_audio(files[0])
+    assert wave.abs().mean() > 0.05
+    del out2
+
+    images = torch.rand(10, 32, 48, 3)
+    VSSFlowMuxAudio.execute(audio, images=images, fps=10.0, filename_prefix="img")
+    assert (comfy_dirs["output"] / "img_00001_.mp4").is_file()
+    assert not [p for p in comfy_dirs["output"].rglob("*") if p.name.startswith(".")]  # no temp left
+    with pytest.raises(VSSFlowError, match="variation 5 does not exist"):
+        VSSFlowMuxAudio.execute(audio, video=video, variation=5)
+    with pytest.raises(VSSFlowError, match="connect a VIDEO"):
+        VSSFlowMuxAudio.execute(audio)

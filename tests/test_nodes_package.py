@@ -1,0 +1,55 @@
+"""The pack's root __init__ (ComfyUI entry point) and the sample clips the loader offers."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _import_pack(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def test_pack_imports_outside_comfyui_with_six_nodes():
+    pack = _import_pack("vssflow_pack_under_test")
+    assert [n.__name__ for n in pack.NODES] == ["VSSFlowModelLoader", "VSSFlowLoadVideo",
+                                                "VSSFlowExtractLipFeatures", "VSSFlowTextCondition",
+                                                "VSSFlowSampler", "VSSFlowMuxAudio"]
+    assert not hasattr(pack, "comfy_entrypoint")  # only defined inside ComfyUI
+    assert "torch" not in vars(pack)
+
+
+def test_pack_import_never_raises(monkeypatch, caplog):
+    """A broken library import is logged with the fix; ComfyUI's start goes on."""
+    monkeypatch.setitem(sys.modules, "vssflow_core", None)  # makes `import vssflow_core` fail
+    pack = _import_pack("vssflow_pack_broken")
+    assert pack.NODES == []
+    assert "could not be loaded" in caplog.text and "requirements.txt" in caplog.text
+
+
+def test_sample_clips_are_copied_once_and_listed(tmp_path, monkeypatch):
+    from nodes import _comfy, video
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "a.mp4").write_bytes(b"sample a")
+    (samples / "notes.txt").write_text("not a video")
+    input_dir = tmp_path / "input"
+    monkeypatch.setattr(video, "PACK_SAMPLES", samples)
+    monkeypatch.setattr(_comfy, "FALLBACK_DIRS", dict(_comfy.FALLBACK_DIRS, input=input_dir))
+    (input_dir).mkdir()
+    (input_dir / "mine.mov").write_bytes(b"user file")
+    assert video.input_videos() == ["a.mp4", "mine.mov"]
+    (input_dir / "a.mp4").write_bytes(b"user edited")
+    video.install_samples()
+    assert (input_dir / "a.mp4").read_bytes() == b"user edited"  # never overwritten
+    assert not (input_dir / "notes.txt").exists()

@@ -1,0 +1,73 @@
+"""pipeline on video files: streaming windows equal in-memory frames, clip windows by timestamp, muxing."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.frontend import num_frames
+from vssflow_core.media.video import probe_video, read_audio, read_frames
+from vssflow_core.pipeline import clip_from_frames, generate, load_bundle, load_clip, write_with_audio
+
+import media_factory
+from tiny_models import make_model_file, one_thread
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(make_model_file(tmp_path_factory.mktemp("m") / "tiny.safetensors", "embedded", duration_s=2.0))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return media_factory.make_video(tmp_path_factory.mktemp("v") / "c.mp4", fps=30000 / 1001, duration_s=5.2,
+                                    audio="clicks", click_times_s=(1.0, 3.0))
+
+
+def test_streamed_file_equals_frames_in_memory(bundle, clip):
+    """3 windows decoded one by one from the file give the same audio as the same frames in memory."""
+    info = probe_video(clip)
+    from_file, sr = generate(bundle, str(clip), seed=2, steps=1)
+    frames = read_frames(clip, info.fps).frames
+    from_memory, _ = generate(bundle, frames=frames, fps=info.fps, seed=2, steps=1)
+    assert from_file.shape == (1, 1, num_frames(info.duration_s, sr))
+    torch.testing.assert_close(from_file, from_memory, atol=1e-5, rtol=1e-4)
+
+
+def test_load_clip_window_by_timestamp(clip):
+    c = load_clip(clip, start_s=2.0, duration_s=1.0, fps=25.0)
+    assert c.frames.shape[0] == 25 and c.fps == 25.0 and c.source_fps == pytest.approx(30000 / 1001)
+    # frame k of the window is the source frame shown at 2.0 + k / 25
+    shown = [media_factory.decode_index(f) for f in c.frames[:5]]
+    assert shown == [math.floor((2.0 + k / 25) * 30000 / 1001 + 1e-6) for k in range(5)]
+    assert c.audio.shape[-1] == 16000 and c.sample_rate == 16000
+    capped = load_clip(clip, max_frames=10)
+    assert capped.frames.shape[0] == 10 and capped.duration_s == pytest.approx(10 / (30000 / 1001))
+    with pytest.raises(VSSFlowError, match="outside the video"):
+        load_clip(clip, start_s=6.0)
+    with pytest.raises(VSSFlowError, match="not found"):
+        load_clip(clip.with_name("missing.mp4"))
+
+
+def test_clip_from_frames_matches_timestamps():
+    frames = (np.arange(50) * 5).astype(np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    audio = (torch.arange(32000, dtype=torch.float32)[None] / 32000, 16000)
+    c = clip_from_frames(frames, 25.0, audio, start_s=1.0, duration_s=0.5, out_fps=10.0)
+    assert c.frames[:, 0, 0, 0].tolist() == [125, 135, 150, 160, 175]  # frames 25, 27, 30, 32, 35
+    assert c.audio.shape == (1, 8000) and float(c.audio[0, 0]) == pytest.approx(0.5)
+
+
+def test_write_with_audio_never_overwrites(tmp_path, clip):
+    audio = torch.full((1, 16000 * 5), 0.2)
+    first = write_with_audio(audio, 16000, tmp_path, "out/x", video_path=clip)
+    second = write_with_audio(audio, 16000, tmp_path, "out/x", video_path=clip, mode="mix")
+    assert (first.name, second.name) == ("x_00001_.mp4", "x_00002_.mp4")
+    assert probe_video(first).num_frames == probe_video(clip).num_frames
+    wave, _ = read_audio(first)
+    assert abs(wave.abs().mean() - 0.2) < 0.05
+    with pytest.raises(VSSFlowError, match="mode"):
+        write_with_audio(audio, 16000, tmp_path, "bad", video_path=clip, mode="overlay")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_00001_.mp4", "x_00002_.mp4"]

@@ -1,0 +1,65 @@
+"""features/visual.py: shapes, exact values on frames whose content gives away position/time."""
+
+import numpy as np
+import pytest
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.features.visual import (APPEARANCE_DIM, MOTION_DIM, MOTION_GAIN, appearance_features,
+                                          motion_features, thumbnails)
+
+
+def _frames(count=6, size=32, value=0):
+    return np.full((count, size, size, 3), value, dtype=np.uint8)
+
+
+def test_shapes_and_dtypes():
+    frames = _frames(7, 48)
+    m = motion_features(frames)
+    a = appearance_features(frames[:3])
+    assert m.shape == (7, MOTION_DIM) == (7, 256) and m.dtype == np.float32
+    assert a.shape == (3, APPEARANCE_DIM) == (3, 768) and a.dtype == np.float32
+    assert motion_features(_frames(0)).shape == (0, 256)
+    assert motion_features(_frames(1)).shape == (1, 256)
+
+
+def test_motion_row_k_marks_change_in_frame_k_at_its_cell():
+    frames = _frames(6, 64, 100)
+    frames[3:, :4, :4] = 200  # top-left cell (64 px / 16 = 4 px per cell) brightens in frame 3
+    m = motion_features(frames)
+    assert np.all(m[[0, 1, 2, 4, 5]] == 0)
+    d = 100 / 255.0
+    expected = np.log1p(MOTION_GAIN * d) / np.log1p(MOTION_GAIN)
+    assert m[3, 0] == pytest.approx(expected, rel=1e-5)
+    assert np.all(m[3, 1:] == 0)
+    frames[5, :4, :4] = 0  # darkening -> negative
+    assert motion_features(frames)[5, 0] < 0
+
+
+def test_features_do_not_depend_on_resolution_or_aspect_scaling():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(small, 8, axis=1), 5, axis=2)  # 128 x 80 px, blocky
+    np.testing.assert_allclose(motion_features(big), motion_features(small), atol=1e-6)
+    np.testing.assert_allclose(appearance_features(big), appearance_features(small), atol=1e-6)
+
+
+def test_appearance_layout_rgb_innermost_row_major():
+    frames = _frames(1, 32)
+    frames[0, :, :16] = (255, 0, 0)  # left half red
+    frames[0, :, 16:] = (0, 0, 255)  # right half blue
+    a = appearance_features(frames).reshape(16, 16, 3)
+    hi, lo = (1 - 0.45) / 0.25, (0 - 0.45) / 0.25
+    np.testing.assert_allclose(a[:, :8], np.broadcast_to([hi, lo, lo], (16, 8, 3)), atol=1e-6)
+    np.testing.assert_allclose(a[:, 8:], np.broadcast_to([lo, lo, hi], (16, 8, 3)), atol=1e-6)
+    assert thumbnails(frames).max() <= 1.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((4, 8, 8), np.uint8), "expected video frames uint8"),
+    (np.zeros((4, 8, 8, 3), np.float32), "expected dtype uint8"),
+])
+def test_bad_frames_raise(bad, match):
+    with pytest.raises(VSSFlowError, match=match):
+        motion_features(bad)
+    with pytest.raises(VSSFlowError, match=match):
+        appearance_features(bad)

@@ -1,0 +1,60 @@
+"""The embedded default model: a small VSSFlow trained by this project on synthetic data.
+
+Same code as the official layout (:mod:`vssflow_core.model`), different condition table and codec:
+
+* audio: :class:`vssflow_core.audio.mel_patch.MelPatchCodec`, 80-band log-mel at 22.05 kHz for the
+  pretrained HiFi-GAN "universal" vocoder, 4 mel frames per latent frame -> 320 channels at
+  22050 / 256 / 4 = 21.53 Hz (172 frames per 8 s window);
+* time-dense conditions, channel-concatenated (resampled 25 Hz -> 21.53 Hz by nearest-exact):
+  ``lip_feat`` [B, N, 6] (features/lip_space.py, normalised per clip), ``phone_id`` [B, N]
+  (official ARPAbet ids, 0 = none), ``motion_feat`` [B, N, 256] (features/visual.py);
+* semantic conditions, cross-attention: ``ref_audio_ebd`` [B, 256] (one speaker token, first) and
+  ``appearance_feat`` [B, N, 768] at 10 Hz (features/visual.py).
+
+The weights ship in ``vssflow_core/weights/embedded.safetensors`` (fp16, config in the metadata,
+see ``weights/MODEL_CARD.md``); they are produced by ``python -m vssflow_core train``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vssflow_core.config import CodecConfig, ConditionSpec, DiTConfig, ModelConfig
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "embedded.safetensors"
+DURATION_S = 8.0
+
+
+def embedded_codec() -> CodecConfig:
+    """The mel-patch codec config: 22050 Hz, n_fft 1024, hop 256, 80 mels 0-8000 Hz, patch 4."""
+    return CodecConfig(kind="mel_patch", sample_rate=22050, n_fft=1024, hop_length=256, win_length=1024, n_mels=80,
+                       f_min=0.0, f_max=8000.0, patch=4, latent_channels=320)
+
+
+def embedded_conditions() -> tuple[ConditionSpec, ...]:
+    """Condition table of the embedded model (concat order: lip | phone | motion; context: ref | appearance)."""
+    return (
+        ConditionSpec("lip", "lip_proj", 6, 32, "concat", 25.0, "nearest-exact", "mlp2", 64, feature_key="lip_feat"),
+        ConditionSpec("phone", "phone_embedding", 200, 64, "concat", 25.0, "nearest-exact", "embedding",
+                      feature_key="phone_id"),
+        ConditionSpec("motion", "motion_proj", 256, 64, "concat", 25.0, "nearest-exact", "mlp2", 128,
+                      feature_key="motion_feat"),
+        ConditionSpec("ref", "ref_proj", 256, 256, "cross", None, "nearest", "mlp2", 256, feature_key="ref_audio_ebd"),
+        ConditionSpec("appearance", "appearance_proj", 768, 256, "cross", 10.0, "nearest", "mlp2", 256,
+                      feature_key="appearance_feat"),
+    )
+
+
+def embedded_config() -> ModelConfig:
+    """The embedded default :class:`ModelConfig` (6 layers x 256 wide, about 8 M parameters, 8 s window)."""
+    return ModelConfig(
+        name="embedded",
+        dit=DiTConfig(num_layers=6, num_heads=4, head_dim=64, num_kv_heads=2, cross_dim=256, time_proj_dim=256,
+                      ff_inner_dim=1024),
+        codec=embedded_codec(),
+        conditions=embedded_conditions(),
+        duration_s=DURATION_S,
+        guidance_scale=3.0,
+        solver="euler",
+        steps=10,
+        frontend="embedded",
+    )
