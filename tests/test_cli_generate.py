@@ -46,8 +46,9 @@ def test_generate_writes_video_with_new_audio(files, capsys, tmp_path):
     assert abs(wave.shape[-1] / sr - src.duration_s) < 0.05
 
 
-@pytest.mark.parametrize("case", ["missing video", "not a video", "bad model", "existing out", "bad steps",
-                                  "bad window", "empty text", "unknown command"])
+@pytest.mark.parametrize("case", ["missing video", "not a video", "audio only", "zero frames", "bad model",
+                                  "existing out", "bad steps", "bad window", "empty text", "unknown command",
+                                  "bad voice", "bad out name"])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case):
     out = tmp_path / "out.mp4"
     args = ["generate", files["video"], "--out", out, "--model", files["model"], "--steps", "1"]
@@ -55,6 +56,15 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
         args[1] = tmp_path / "nope.mp4"
     elif case == "not a video":
         args[1] = media_factory.make_not_video(tmp_path / "x.mp4")
+    elif case == "audio only":
+        args[1] = media_factory.make_audio_only(tmp_path / "a.m4a")
+    elif case == "zero frames":
+        args[1] = media_factory.make_zero_frames(tmp_path / "z.mp4")
+    elif case == "bad voice":
+        args += ["--voice", tmp_path / "no_voice.wav"]
+    elif case == "bad out name":
+        out = tmp_path / "out.txt"
+        args[3] = out
     elif case == "bad model":
         (tmp_path / "m.safetensors").write_bytes(b"garbage" * 10)
         args[5] = tmp_path / "m.safetensors"

@@ -25,6 +25,12 @@ def test_roundtrip(tmp_path, tiny):
     for k, v in tiny.state_dict().items():
         assert torch.equal(model.state_dict()[k].float(), v), k
     assert model.vaflow.proj_in.weight.dtype == torch.float64
+    video = torch.randn(1, 100, 768)
+    with torch.no_grad():  # a float64 model takes float32 latents; batch-1 conditions serve 2 rows
+        v64 = model.velocity(torch.ones(2, 128, 250), 0.5, model.encode_conditions(video_feat=video), guidance_scale=2.0)
+        v32 = tiny.velocity(torch.ones(2, 128, 250), 0.5, tiny.encode_conditions(video_feat=video), guidance_scale=2.0)
+    assert v64.dtype == torch.float32
+    torch.testing.assert_close(v64, v32, atol=1e-4, rtol=1e-4)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
 
 

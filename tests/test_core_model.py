@@ -194,3 +194,30 @@ def test_loss_backward_and_batched_training_grad(model):
     assert loss.item() > 0
     assert m.lip_proj[0].weight.grad.abs().sum() > 0 and m.cond_proj[0].weight.grad.abs().sum() > 0
     assert m.vaflow.transformer_blocks[0].attn2.to_k.weight.grad.abs().sum() > 0
+
+
+def test_training_after_inference_mode(model):
+    """ComfyUI samples under torch.inference_mode(); caches built there must not break training later."""
+    m = VSSFlow(model.config)
+    m.load_state_dict(model.state_dict())
+    m.set_precision("fp32-fused")
+    c = m.encode_conditions(**feats(1))
+    with torch.inference_mode():
+        m.sample(torch.randn(1, 128, 50), c, steps=2)
+    m.set_precision("fp32")
+    with torch.inference_mode():
+        before = m.sample(torch.ones(1, 128, 50), c, steps=2)
+    torch.testing.assert_close(before, model.sample(torch.ones(1, 128, 50), model.encode_conditions(**feats(1)), steps=2))
+    m.train()
+    loss = flow.flow_matching_loss(m, torch.randn(2, 128, 50), m.encode_conditions(**feats()),
+                                   generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    assert m.vaflow.transformer_blocks[0].attn1.to_k.weight.grad.abs().sum() > 0
+    m.eval()
+    with torch.no_grad():  # the fused q|k|v weights follow the update
+        after = m.sample(torch.ones(1, 128, 50), m.encode_conditions(**feats(1)), steps=2)
+        m.vaflow.transformer_blocks[0].attn1.fuse_qkv = False
+        unfused = m.sample(torch.ones(1, 128, 50), m.encode_conditions(**feats(1)), steps=2)
+    assert (after - before).abs().max() > 1e-3
+    torch.testing.assert_close(after, unfused, atol=1e-5, rtol=1e-5)

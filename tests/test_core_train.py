@@ -3,8 +3,6 @@
 Task: an 8-bin "spectrogram" latent [B, 8, 16] holding a tone; its pitch (bin) per frame follows a
 concat condition (25 Hz track) and its loudness follows a global cross-attention condition.
 """
-import time
-
 import pytest
 import torch
 
@@ -49,7 +47,6 @@ def toy_batch(b: int, g: torch.Generator):
 
 
 def test_toy_training_learns_conditions():
-    start = time.time()
     torch.manual_seed(0)
     model = VSSFlow(toy_config())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -77,4 +74,3 @@ def test_toy_training_learns_conditions():
     # without conditions the pitch is not recoverable (the condition is what carries it)
     uncond = model.sample(noise, model.encode_conditions(unconditional=True, batch_size=64), steps=8, guidance_scale=None)
     assert (uncond.argmax(dim=1) == pitch).float().mean().item() < pitch_acc - 0.3
-    assert time.time() - start < 60

@@ -29,10 +29,14 @@ def frames_by_index(n, h=16, w=24):
 def test_plan_windows_known_answers():
     assert plan_windows(3.0, 10.0) == [Window(0.0, 3.0)]
     assert plan_windows(10.0, 10.0) == [Window(0.0, 10.0)]
-    ws = plan_windows(18.5, 10.0, 2.0)
+    ws = plan_windows(18.5, 10.0, 2.0)  # explicit overlap
     assert [w.start_s for w in ws] == [0.0, 8.0, 16.0]
     assert ws[-1].end_s == pytest.approx(18.5) and ws[-1].duration_s > 2.0
-    assert len(plan_windows(600.0, 10.0)) == 75  # hop 8 s: 0..584 full, then 592..600
+    assert len(plan_windows(600.0, 10.0, 2.0)) == 75  # hop 8 s: 0..584 full, then 592..600
+    assert len(plan_windows(600.0, 10.0)) == 69  # default overlap 1.25 s: hop 8.75 s, 68 full + 595..600
+    ws = plan_windows(5.2052, 2.0)  # hop 1.75 s rounds to 44 frames at 25 Hz = 1.76 s
+    assert [w.start_s for w in ws] == [0.0, 1.76, 3.52]
+    assert all(abs(w.start_s * 25 - round(w.start_s * 25)) < 1e-9 for w in plan_windows(600.0, 8.0, 1.3))
 
 
 @pytest.mark.parametrize("duration_s", [10.5, 18.5, 37.3333, 600.0])

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
 from vssflow_core.features.text import (
-    BLANK_ID,
     clean_text,
     phoneme_ids,
     place_phonemes,

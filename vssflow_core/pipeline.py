@@ -30,7 +30,7 @@ from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, TextCondition, num_frames
 
 SOLVERS = ("euler", "midpoint", "heun", "dopri5")
-DEFAULT_OVERLAP_FRACTION = 0.2  # default window overlap: a fifth of the window (2 s of 10 s)
+DEFAULT_OVERLAP_FRACTION = 0.125  # default window overlap: an eighth of the window (1 s of 8 s, 1.25 s of 10 s)
 
 
 @dataclass
@@ -235,8 +235,8 @@ def plan_windows(duration_s: float, window_s: float, overlap_s: float | None = N
     """Cover ``[0, duration_s)`` with windows of at most ``window_s`` overlapping by ``overlap_s``.
 
     A video no longer than one window is one window of its own duration. Otherwise windows of
-    ``window_s`` start every ``window_s - overlap_s`` seconds and the last one ends at
-    ``duration_s`` (it is shorter, but longer than the overlap). Overlaps are at most half a window,
+    ``window_s`` start every ``window_s - overlap_s`` seconds (rounded to the 25 Hz frame grid) and
+    the last one ends at ``duration_s`` (it is shorter, but longer than the overlap). Overlaps are at most half a window,
     so no sample is covered by more than two windows.
     """
     if not duration_s > 0:
@@ -246,11 +246,13 @@ def plan_windows(duration_s: float, window_s: float, overlap_s: float | None = N
     overlap_s = window_s * DEFAULT_OVERLAP_FRACTION if overlap_s is None else overlap_s
     if not 0 <= overlap_s <= window_s / 2:
         raise VSSFlowError(f"window overlap must be in [0, {window_s / 2}] s (half a window), got {overlap_s}")
-    hop = window_s - overlap_s
-    windows, start = [], 0.0
-    while start + window_s < duration_s - 1e-9:
-        windows.append(Window(start, float(window_s)))
-        start += hop
+    # Starts on the 25 Hz frame grid, so a window's own grid (start + k/25) is the video's grid.
+    hop_frames = max(1, round((window_s - overlap_s) * frontend.LIP_RATE_HZ))
+    windows, k = [], 0
+    while k * hop_frames / frontend.LIP_RATE_HZ + window_s < duration_s - 1e-9:
+        windows.append(Window(k * hop_frames / frontend.LIP_RATE_HZ, float(window_s)))
+        k += 1
+    start = k * hop_frames / frontend.LIP_RATE_HZ
     windows.append(Window(start, float(duration_s - start)))
     return windows
 
@@ -323,7 +325,7 @@ def _as_lips(lips) -> LipCondition | None:
     raise VSSFlowError(f"lips must be a LipCondition (from extract_lip_condition), got {type(lips).__name__}")
 
 
-def _scan_lips(source, window_s: float, face) -> LipCondition | None:
+def _scan_lips(source, window_s: float, face, check: Callable[[], None] | None = None) -> LipCondition | None:
     """Lip track of a whole video, decoded window by window at 25 fps (None without mediapipe)."""
     import importlib.util
 
@@ -334,6 +336,8 @@ def _scan_lips(source, window_s: float, face) -> LipCondition | None:
     rows = []
     windows = plan_windows(source.duration_s, window_s, 0.0)
     for frames in source.iter_frames(windows, frontend.LIP_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE):
+        if check is not None:
+            check()  # lets a caller cancel between windows
         rows.append(frontend.extract_lip_condition(frames, frontend.LIP_RATE_HZ, face).features)
     features = np.concatenate(rows)
     if not features[:, -1].any():  # the `found` column
@@ -373,7 +377,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         callback: ``callback(done, total)`` after each solver step over all windows (total None for
             dopri5); raising from it cancels.
         duration_s: generate for the first seconds only (None/0 = the whole video).
-        overlap_s: overlap of consecutive windows (s; default a fifth of the window). face: which face the lips come from.
+        overlap_s: overlap of consecutive windows (s; default an eighth of the window). face: which face the lips come from.
         timings: if a dict, seconds spent per stage are added to it (decode, lips, features, sampling, vocoder).
     Returns:
         (audio float32 [B, 1, S] in -1..1, sample_rate Hz) with S = ceil(duration * sample_rate).
@@ -390,23 +394,24 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     if text_cond is not None and not text_cond.automatic_window and text_cond.speech_start_s >= duration_s:
         raise VSSFlowError(f"speech window starts at {text_cond.speech_start_s:.2f} s but the video lasts "
                            f"{duration_s:.2f} s; set speech start/end inside the video (or 0/0 for automatic)")
+    windows = plan_windows(duration_s, cfg.duration_s, overlap_s)
+    total_steps = None if solver == "dopri5" else steps * len(windows)
     wants_lips = frontend.needs(cfg, "lip_feat") and cfg.frontend == "embedded"
     if text_cond is not None and lip_cond is None and (wants_lips or text_cond.automatic_window):
         with _Clock(timings)("lips"):
-            lip_cond = _scan_lips(source, cfg.duration_s, face)
+            lip_cond = _scan_lips(source, cfg.duration_s, face,
+                                  check=(lambda: callback(0, total_steps)) if callback is not None else None)
     phones = None
     if text_cond is not None and frontend.needs(cfg, "phone_id"):
         phones, _ = frontend.phoneme_track(text_cond, duration_s, lip_cond)
     speaker = frontend.speaker_from_voice(cfg, text_cond.voice if text_cond else None, bundle.extras)
 
-    windows = plan_windows(duration_s, cfg.duration_s, overlap_s)
     total_samples = num_frames(duration_s, sample_rate)
     spans = window_spans(windows, sample_rate, total_samples)
     gains = crossfade_gains(spans)
     total_latent = num_frames(duration_s, latent_rate) + 1
     noise = _latent_noise(bundle, seed, variations, total_latent)
     out = torch.zeros(variations, 1, total_samples)
-    total_steps = None if solver == "dopri5" else steps * len(windows)
     progress = {"done": 0}
 
     def on_step(done, total):

@@ -6,7 +6,7 @@
 //   node tests/browser/author_workflows.js --url http://127.0.0.1:8188 --out workflows \
 //        --sfx SAMPLE_SFX.mp4 --talking SAMPLE_TALKING.mp4 --mixed SAMPLE_MIXED.mp4 \
 //        --talking-text "words spoken in the talking clip" --mixed-text "words spoken in the mixed clip" \
-//        [--only name,name] [--run] [--png] [--docs docs/workflow.png] [--model FILE (trial runs only)]
+//        [--only name,name] [--run] [--png] [--docs docs/workflow.png] [--model FILE (used for the --run only)]
 // --run also queues each graph and waits for it (the thumbnail then shows the result preview).
 'use strict';
 
@@ -134,7 +134,7 @@ async function main() {
   const outDir = a.out || 'workflows';
   const args = { sfx: a.sfx, talking: a.talking, mixed: a.mixed || a.talking,
     talkingText: a['talking-text'] || '', mixedText: a['mixed-text'] || a['talking-text'] || '',
-    modelWidgets: a.model ? { model: a.model } : {} };  // --model FILE: only for trying graphs out
+    modelWidgets: {} };
   for (const k of ['sfx', 'talking']) if (!args[k]) throw new Error(`--${k} CLIP is required`);
   const all = specs(args);
   const only = a.only ? a.only.split(',') : Object.keys(all);
@@ -153,18 +153,30 @@ async function main() {
       // the graph was built in this page; load the serialised form back so what we save is what users load
       await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, wf);
       await fitView(page);
+      // What is saved is the graph as built (before any trial run).
+      const serialised = await page.evaluate(() => window.app.graph.serialize());
+      fs.writeFileSync(path.join(outDir, name + '.json'), JSON.stringify(serialised, null, 2) + '\n');
       let run = null;
       if (a.run !== undefined) {
+        if (a.model) {  // trial runs with another model file; the saved workflow keeps the default
+          await page.evaluate((model) => {
+            for (const n of window.app.graph._nodes || window.app.graph.nodes) {
+              if (n.type === 'VSSFlowModelLoader') n.widgets.find((w) => w.name === 'model').value = model;
+            }
+          }, a.model);
+        }
         const t0 = Date.now();
         run = await runAndWait(page, timeoutMs);
         run.elapsed_s = (Date.now() - t0) / 1000;
         await page.waitForTimeout(2500);
       }
-      const serialised = await page.evaluate(() => window.app.graph.serialize());
-      fs.writeFileSync(path.join(outDir, name + '.json'), JSON.stringify(serialised, null, 2) + '\n');
+      await closeDialogs(page);
       await fitView(page);
       const clip = await graphClip(page);
-      await page.screenshot({ path: path.join(outDir, name + '.jpg'), type: 'jpeg', quality: 85, clip });
+      // Templates-browser cards are square: keep the right-hand end of the graph (sampler -> result preview).
+      const side = Math.min(clip.width, clip.height);
+      const thumb = { x: clip.x + clip.width - side, y: clip.y + (clip.height - side) / 2, width: side, height: side };
+      await page.screenshot({ path: path.join(outDir, name + '.jpg'), type: 'jpeg', quality: 85, clip: thumb });
       if (a.png !== undefined) await page.screenshot({ path: path.join(outDir, name + '.png'), clip });
       if (a.docs && name === (a['docs-workflow'] || 'vssflow_talking_video_to_speech')) {
         await page.screenshot({ path: a.docs });

@@ -209,7 +209,8 @@ function parseArgs(argv) {
     if (a.startsWith('--')) {
       const eq = a.indexOf('=');
       if (eq > 0) out[a.slice(2, eq)] = a.slice(eq + 1);
-      else out[a.slice(2)] = argv[++i];
+      else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) out[a.slice(2)] = argv[++i];
+      else out[a.slice(2)] = true;  // a flag
     } else out._.push(a);
   }
   return out;

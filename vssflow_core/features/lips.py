@@ -99,14 +99,20 @@ class _SolutionsBackend:
 
     box_scale = 1.6  # detector boxes are tight: the mesh crop is 1.6x their side
 
-    def __init__(self, min_confidence: float):
+    def __init__(self, min_confidence: float, tracking: bool = False):
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self._det = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
-        # static mode: mediapipe's video mode smooths landmarks internally in crop coordinates, which lags
-        # (measured: correlation with the true opening 0.78 vs 0.99) when the crop follows the face
-        self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                                        min_detection_confidence=0.5)
+        # tracking (video) mode derives each frame's region from the previous landmarks; that is only
+        # valid while the crop it sees stays put, so extract_lips keeps the crop fixed and calls reset()
+        # when it has to move it (a crop that follows the face every frame lagged: correlation 0.78)
+        self._tracking = tracking
+        self._mesh = face_mesh.FaceMesh(static_image_mode=not tracking, max_num_faces=1, refine_landmarks=False,
+                                        min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def reset(self):
+        if self._tracking:
+            self._mesh.reset()
 
     def faces(self, rgb):
         """Relative boxes (x0, y0, x1, y1) of the faces in an RGB uint8 image."""
@@ -203,6 +209,9 @@ class _TasksBackend:
                 return boxes
         return []
 
+    def reset(self):
+        pass
+
     def landmarks(self, rgb):
         res = self._run(self._one, rgb)
         if not res:
@@ -214,14 +223,14 @@ class _TasksBackend:
         self._one.close()
 
 
-def _make_backend(name: str, min_confidence: float):
+def _make_backend(name: str, min_confidence: float, tracking: bool = False):
     """``"auto"``: legacy solutions if their models are importable, else the tasks FaceLandmarker."""
     if name not in ("auto", "solutions", "tasks"):
         raise VSSFlowError(f"extract_lips: backend must be 'auto', 'solutions' or 'tasks', got {name!r}.")
     errors = []
     if name in ("auto", "solutions"):
         try:
-            return _SolutionsBackend(min_confidence)
+            return _SolutionsBackend(min_confidence, tracking)
         except Exception as exc:  # noqa: BLE001 - newer mediapipe: no solutions module or no models
             errors.append(f"mediapipe solutions: {exc}")
             if name == "solutions":
@@ -360,7 +369,7 @@ def _smooth_runs(points: np.ndarray, ok: np.ndarray, window: int) -> np.ndarray:
 def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0.5,
                  detect_max_side: int = 640, redetect_every: int = 10, smooth_frames: int = 1,
                  preview: bool = True, preview_max_side: int = 512, min_confidence: float = 0.5,
-                 progress=None, backend: str = "auto") -> LipTrack:
+                 progress=None, backend: str = "auto", tracking: bool = False) -> LipTrack:
     """Find one face per frame and measure its mouth.
 
     Args:
@@ -383,6 +392,9 @@ def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0
         progress: optional callable ``progress(done, total)`` called every 25 frames.
         backend: ``"auto"`` (legacy mediapipe face mesh if available, else the tasks FaceLandmarker),
             ``"solutions"`` or ``"tasks"``.
+        tracking: legacy backend only: track landmarks inside a fixed crop instead of a full mesh
+            detection per frame. Measured: ~1.5x faster on still faces, slower on moving ones (crop
+            resets), opening correlation 0.96-0.97 vs 0.97-0.98 for the default per-frame detection.
 
     Returns:
         ``LipTrack`` (features [T,6] raw, crops [T,88,88], found [T], boxes [T,4], missing_frames,
@@ -397,7 +409,7 @@ def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0
     arr = _as_frames(frames)
     t_total, h, w = arr.shape[0], arr.shape[1], arr.shape[2]
     cv2 = _import_cv2()
-    engine = _make_backend(backend, min_confidence)
+    engine = _make_backend(backend, min_confidence, tracking)
 
     pts = np.full((t_total, len(_KEEP), 2), np.nan, dtype=np.float64)
     detected = np.zeros(t_total, dtype=bool)
@@ -407,42 +419,52 @@ def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0
     prev_lm = None  # previous frame landmarks (full-res px)
     since_detect = 0
     absent_run = 0
+    crop = None  # (center, side) of the square the mesh sees; kept fixed while the face stays inside
     try:
         for t in range(t_total):
             frame = np.ascontiguousarray(arr[t])
-            box = None
-            do_detect = prev_lm is None or since_detect >= redetect_every
-            if do_detect:
-                box = _detect(engine, frame, det_scale, prev_box, face, cv2)
-                since_detect = 0
-                if box is None:
-                    prev_lm = None
-                    absent_run += 1
-                    if absent_run > 2 * max(1, int(round(max_gap_s * fps))):
-                        prev_box = None  # the face is gone for long: choose afresh when one appears
-                    _maybe_progress(progress, t, t_total)
-                    continue
-                prev_box = box
-                center = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2 + 0.05 * (box[3] - box[1]))
-                side = engine.box_scale * max(box[2] - box[0], box[3] - box[1])
-            else:
+            lm_box = None
+            if prev_lm is not None:
                 oval = prev_lm[[_IDX[k] for k in _FACE_OVAL]]
                 lo, hi = oval.min(0), oval.max(0)
-                center = ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2)
-                side = 1.45 * max(hi[0] - lo[0], hi[1] - lo[1])
+                lm_box = (lo[0], lo[1], hi[0], hi[1])
+            box = None
+            if prev_lm is None or since_detect >= redetect_every:
+                box = _detect(engine, frame, det_scale, prev_box if prev_box is not None else lm_box, face, cv2)
+                since_detect = 0
+                if box is not None:
+                    prev_box = box
             since_detect += 1
-            lm = _mesh_on_crop(engine, frame, center, side, cv2, keep)
-            if lm is None and not do_detect:
+            if lm_box is not None and (box is None or _box_iou(box, lm_box) > 0.2):
+                want = (((lm_box[0] + lm_box[2]) / 2, (lm_box[1] + lm_box[3]) / 2),
+                        1.45 * max(lm_box[2] - lm_box[0], lm_box[3] - lm_box[1]))
+            elif box is not None:
+                want = (((box[0] + box[2]) / 2, (box[1] + box[3]) / 2 + 0.05 * (box[3] - box[1])),
+                        engine.box_scale * max(box[2] - box[0], box[3] - box[1]))
+            else:
+                prev_lm = None
+                absent_run += 1
+                if absent_run > 2 * max(1, int(round(max_gap_s * fps))):
+                    prev_box = None  # the face is gone for long: choose afresh when one appears
+                _maybe_progress(progress, t, t_total)
+                continue
+            crop, moved = _follow(crop, want)
+            if moved:
+                engine.reset()
+            lm = _mesh_on_crop(engine, frame, crop[0], crop[1], cv2, keep)
+            if lm is None and box is None:
                 # tracking lost: try a fresh detection on this frame
                 box = _detect(engine, frame, det_scale, prev_box, face, cv2)
                 since_detect = 1
                 if box is not None:
                     prev_box = box
-                    center = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2 + 0.05 * (box[3] - box[1]))
-                    lm = _mesh_on_crop(engine, frame, center,
-                                       engine.box_scale * max(box[2] - box[0], box[3] - box[1]), cv2, keep)
+                    crop = (((box[0] + box[2]) / 2, (box[1] + box[3]) / 2 + 0.05 * (box[3] - box[1])),
+                            engine.box_scale * max(box[2] - box[0], box[3] - box[1]))
+                    engine.reset()
+                    lm = _mesh_on_crop(engine, frame, crop[0], crop[1], cv2, keep)
             if lm is None:
                 prev_lm = None
+                crop = None
                 absent_run += 1
                 _maybe_progress(progress, t, t_total)
                 continue
@@ -461,6 +483,17 @@ def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0
 def _maybe_progress(progress, t, total):
     if progress is not None and ((t + 1) % 25 == 0 or t + 1 == total):
         progress(t + 1, total)
+
+
+def _follow(crop, want, tol: float = 0.1):
+    """Keep the mesh crop fixed unless the wanted one moved > tol x side or changed size > 15 %."""
+    if crop is None:
+        return want, True
+    (cx, cy), side = crop
+    (wx, wy), wside = want
+    if np.hypot(wx - cx, wy - cy) > tol * side or not (0.87 < wside / side < 1.15):
+        return want, True
+    return crop, False
 
 
 def _detect(engine, frame, scale, prev_box, face, cv2):
@@ -496,7 +529,6 @@ def _track_from_points(arr, pts, detected, fps, max_gap_s, smooth_frames, previe
     max_gap = max(0, int(round(max_gap_s * fps)))
     pts, found = _interp_gaps(pts, detected, max_gap)
     mouth_idx = [_IDX[k] for k in _MOUTH_OUTER] + [_IDX[k] for p in _INNER_PAIRS for k in p]
-    stable_idx = [_IDX[k] for k in _EYE_L + _EYE_R + (_NOSE,)]
     mouth = _smooth_runs(pts, found, smooth_frames)
     stable = _smooth_runs(pts, found, 12)
 

@@ -102,8 +102,6 @@ def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device:
         ``torch.FloatTensor [256]`` (L2-normalised), or ``None`` with a ``warnings.warn`` when the
         reference is silent or has less than ``min_speech_s`` of speech (no speaker condition).
     """
-    import torch
-
     if not sample_rate or int(sample_rate) <= 0:
         raise VSSFlowError(f"speaker reference: sample_rate must be a positive number of Hz, got {sample_rate}.")
     x = _to_mono_float(wave)

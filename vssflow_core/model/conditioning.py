@@ -47,14 +47,18 @@ class Conditions:
         return self.concat is None and self.context is None
 
     def expand(self, batch_size: int) -> "Conditions":
-        """Repeat batch-1 conditions for ``batch_size`` rows (e.g. several seeds of one clip)."""
+        """Repeat batch-1 conditions for ``batch_size`` rows (e.g. several seeds of one clip).
+        The expanded object is kept, so its caches survive across solver steps."""
         if batch_size == self.batch_size:
             return self
         if self.batch_size != 1:
             raise VSSFlowError(f"conditions have batch size {self.batch_size}, the latent has {batch_size}; "
                                "encode the conditions for the same batch (or for one clip, batch 1)")
-        rep = lambda x: None if x is None else x.expand(batch_size, *x.shape[1:])
-        return replace(self, concat=rep(self.concat), context=rep(self.context), batch_size=batch_size, cache={})
+        key = ("expand", batch_size)
+        if key not in self.cache:
+            rep = lambda x: None if x is None else x.expand(batch_size, *x.shape[1:])
+            self.cache[key] = replace(self, concat=rep(self.concat), context=rep(self.context), batch_size=batch_size, cache={})
+        return self.cache[key]
 
 
 def build_projection(spec: ConditionSpec) -> nn.Module:

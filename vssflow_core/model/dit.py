@@ -46,7 +46,8 @@ class DiT(nn.Module):
         """Cached rotary tables (cos, sin) [S, rot] float32 for S tokens (time token = position 0)."""
         key = (num_tokens, str(device))
         if key not in self._rope_cache:
-            self._rope_cache[key] = rotary_table(num_tokens, self.cfg.rope_dim, self.cfg.rope_theta, device)
+            with torch.inference_mode(False):  # normal tensors: usable by training after inference
+                self._rope_cache[key] = rotary_table(num_tokens, self.cfg.rope_dim, self.cfg.rope_theta, device)
         return self._rope_cache[key]
 
     def time_token(self, t: torch.Tensor) -> torch.Tensor:
@@ -70,14 +71,20 @@ class DiT(nn.Module):
         ws = (self.preprocess_conv.weight, self.proj_in.weight, self.proj_out.weight, self.postprocess_conv.weight)
         key = (weights_key(*ws), audio_channels)
         if self._io is None or self._io[0] != key:
-            dtype = self.proj_in.weight.dtype
-            p_in, w_pre = self.proj_in.weight.double(), self.preprocess_conv.weight[:, :, 0].double()
-            m = p_in + p_in @ w_pre  # [D, C]
-            p_out, w_post = self.proj_out.weight.double(), self.postprocess_conv.weight[:audio_channels, :, 0].double()
-            n = p_out[:audio_channels] + w_post @ p_out  # [Ca, D]
-            self._io = (key, m[:, :audio_channels].to(dtype).contiguous(), m[:, audio_channels:].to(dtype).contiguous(),
-                        n.to(dtype).contiguous())
+            with torch.inference_mode(False):
+                self._io = (key, *self._fold_io(audio_channels))
         return self._io[1:]
+
+    @torch.no_grad()
+    def _fold_io(self, audio_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(M_a, M_c, N) of :meth:`fused_io`, computed in float64."""
+        dtype = self.proj_in.weight.dtype
+        p_in, w_pre = self.proj_in.weight.double(), self.preprocess_conv.weight[:, :, 0].double()
+        m = p_in + p_in @ w_pre  # [D, C]
+        p_out, w_post = self.proj_out.weight.double(), self.postprocess_conv.weight[:audio_channels, :, 0].double()
+        n = p_out[:audio_channels] + w_post @ p_out  # [Ca, D]
+        return (m[:, :audio_channels].to(dtype).contiguous(), m[:, audio_channels:].to(dtype).contiguous(),
+                n.to(dtype).contiguous())
 
     def context_kv(self, context: torch.Tensor, blocks: nn.ModuleList | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-block cross-attention keys/values of a context [B, N, Dc] (cacheable per clip)."""

@@ -102,7 +102,8 @@ class Attention(nn.Module):
             step = fused.stride(0) * fused.element_size()
             valid = all(lin.weight.data_ptr() == fused.data_ptr() + o * step for lin, o in zip(layers, offsets))
         if not valid:
-            fused = torch.cat([lin.weight.detach() for lin in layers], dim=0)
+            with torch.inference_mode(False):  # a normal tensor, so training can follow inference
+                fused = torch.cat([lin.weight.detach() for lin in layers], dim=0)
             for lin, part in zip(layers, fused.split(rows, dim=0)):
                 lin.weight.data = part
             self._fused = fused

@@ -146,6 +146,8 @@ class VSSFlow(nn.Module):
         if use_uncond:
             parts.append(x_t if zeros is None else torch.cat([x_t, zeros], dim=1))
         x = torch.cat(parts) if len(parts) > 1 else parts[0]  # [B or 2B, C, L]
+        if self.autocast_dtype is None:
+            x = x.to(self.vaflow.proj_in.weight.dtype)
         with self._autocast():
             h = self.vaflow.forward_tokens(self.vaflow.embed_input(x), t, kv, n_ctx)
             out = self.vaflow.project_output(h, ca)

@@ -91,7 +91,7 @@ class ClipSource:
             raise VSSFlowError(f"clip {path}: cannot read ({e}); regenerate it with make-data") from e
         if "wave" not in t:
             raise VSSFlowError(f"clip {path}: has no 'wave' tensor; expected a make-data clip")
-        feats = {k: t[k] for k in (*FEATURE_RATES, "ref_audio_ebd") if k in t}
+        feats = {k: v for k, v in t.items() if k != "wave"}
         return Clip(row, t["wave"].astype(np.float32), feats)
 
 

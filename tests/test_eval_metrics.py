@@ -1,0 +1,66 @@
+"""Evaluation metrics on signals with known answers."""
+import numpy as np
+import pytest
+
+from vssflow_core.train import metrics as M
+
+SR = 22050
+
+
+def test_text_normalisation_and_wer():
+    pytest.importorskip("jiwer")
+    assert M.normalise_text("Hello, World!  It's  fine-tuned.") == "hello world it's fine tuned"
+    assert M.word_error_rate(["the cat sat", "a dog"], ["The cat sat.", "a frog"]) == pytest.approx(1 / 5)
+    assert np.isnan(M.word_error_rate([""], ["x"]))
+
+
+def speechy(mouth: np.ndarray, lag: int) -> np.ndarray:
+    """Noise whose loudness follows ``mouth`` delayed by ``lag`` frames (25 fps)."""
+    env = np.roll(mouth, lag)
+    if lag > 0:
+        env[:lag] = 0
+    hop = SR // 25
+    rng = np.random.default_rng(0)
+    return (np.repeat(env, hop) * rng.normal(size=len(env) * hop) * 0.3 + 1e-4 * rng.normal(size=len(env) * hop)).astype(np.float32)
+
+
+@pytest.mark.parametrize("lag", [0, 3, -2])
+def test_lip_offset_recovers_lag(lag):
+    rng = np.random.default_rng(1)
+    mouth = np.clip(np.convolve(rng.random(200), np.ones(5) / 5, mode="same") - 0.4, 0, None)
+    mouth[rng.random(200) < 0.3] = 0
+    wave = speechy(mouth, lag)
+    loud = M.frame_loudness(wave, SR, 200)
+    assert loud.shape == (200,)
+    assert M.lip_offset_frames(mouth, loud) == lag
+
+
+def test_onset_matching_and_f1():
+    assert M.onset_counts([1.0, 2.0, 3.0], [1.04, 2.2, 3.0, 3.01]) == (2, 3, 4)
+    assert M.f1_from_counts(2, 3, 4) == pytest.approx(4 / 7)
+    assert M.f1_from_counts(0, 0, 0) == 1.0
+
+
+def test_detected_onsets_of_clicks():
+    pytest.importorskip("librosa")
+    times = [0.5, 1.2, 2.0, 2.9]
+    wave = np.zeros(int(3.5 * SR), np.float32)
+    rng = np.random.default_rng(0)
+    for t in times:
+        i = int(t * SR)
+        wave[i: i + 2000] += rng.normal(size=2000).astype(np.float32) * np.exp(-np.arange(2000) / 300)
+    hits, n_ref, n_est = M.onset_counts(times, M.detect_onsets(wave, SR))
+    assert hits == 4 and M.f1_from_counts(hits, n_ref, n_est) >= 0.85
+
+
+def test_nearest_centroid_and_frechet():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20, 8)) + np.eye(8)[0] * 5
+    b = rng.normal(size=(20, 8)) + np.eye(8)[1] * 5
+    x = np.concatenate([a, b])
+    y = ["a"] * 20 + ["b"] * 20
+    assert M.nearest_centroid_accuracy(x, y, x, y) == 1.0
+    assert M.nearest_centroid_accuracy(x, y, b[:5], ["a"] * 5) == 0.0
+    same = M.frechet_distance(a[:10], a[10:])
+    far = M.frechet_distance(a, b)
+    assert same < far and far > 40  # means 5*sqrt(2) apart -> about 50

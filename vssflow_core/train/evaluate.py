@@ -1,0 +1,241 @@
+"""``python -m vssflow_core eval --model embedded|PATH|run:NAME --n N --seed S --json OUT.json``.
+
+Generates N fresh synthetic clips with the data generator (seed S, never a training seed), runs the
+model on each clip's own features (lips, phonemes, motion, appearance, speaker), decodes with the
+model's codec and scores the audio:
+
+* ``wer``: Whisper tiny.en transcript vs the transcript, speech and mixed clips (corpus WER);
+* ``lip_offset_ok_frac``: share of speech clips whose mouth-opening / loudness cross-correlation
+  peaks within 1 frame (25 fps) of zero;
+* ``onset_f1``: detected onsets vs the true event times, 50 ms tolerance, sound clips;
+* ``class_acc``: nearest-centroid class (aisfx embedding; centroids from the real clips of the
+  eval split) of each generated sound clip vs its true class;
+* ``fd``: Fréchet distance of aisfx embeddings, generated vs real sound clips.
+
+The same metrics on the real clips (``reference``) and on their vocoder resynthesis (real mel ->
+vocoder, ``vocoder_ceiling``) bound what the model can reach.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vssflow_core.errors import VSSFlowError
+
+TRAIN_SEEDS = (1,)  # seeds of the shipped training data (make-data --seed 1)
+DEFAULT_CACHE = os.environ.get("VSSFLOW_EVAL_CACHE", "/work/train_state/eval_data")
+METRICS = ("wer", "lip", "onset", "class", "fd")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the ``eval`` options on ``p``."""
+    p.add_argument("--model", default="embedded", help="'embedded', a model file, or run:NAME (EMA of a training run)")
+    p.add_argument("--n", type=int, default=12, help="number of fresh clips (40%% speech, 40%% sound, 20%% mixed)")
+    p.add_argument("--seed", type=int, default=1000, help="data seed of the eval clips (must not be a training seed)")
+    p.add_argument("--json", default=None, help="write the results here (JSON)")
+    p.add_argument("--data", default=None, help="use this make-data folder instead of generating one")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where generated eval sets are kept for reuse")
+    p.add_argument("--state-dir", default="/work/train_state", help="training runs (for --model run:NAME)")
+    p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
+    p.add_argument("--solver", default=None, help="euler, midpoint, heun, dopri5 (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--vocoder", default="hifigan", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
+    p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the reference / vocoder-ceiling rows")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--save-audio", default=None, help="folder for the generated wavs (optional)")
+
+
+def load_model(spec: str, state_dir: str = "/work/train_state"):
+    """(model, codec) for 'embedded', a model file path or 'run:NAME' (EMA weights of a run)."""
+    from vssflow_core.audio.codec import build_codec
+
+    if spec.startswith("run:"):
+        from vssflow_core.train.trainer import Run
+
+        path = Path(state_dir) / spec[4:] / "last.pt"
+        if not path.is_file():
+            raise VSSFlowError(f"--model {spec}: {path} does not exist; train that run first")
+        model = Run.load(path, 1e-4, 0.0).ema.eval()
+        return model, build_codec(model.config.codec).eval()
+    from vssflow_core.model.checkpoint import load_model_file
+
+    if spec == "embedded":
+        from vssflow_core.embedded import EMBEDDED_WEIGHTS
+
+        spec = str(EMBEDDED_WEIGHTS)
+    model, extra, _ = load_model_file(spec, dtype=torch.float32)
+    return model.eval(), build_codec(model.config.codec, extra or None).eval()
+
+
+def eval_data(args) -> Path:
+    """The eval clips' folder: ``--data`` or a cached make-data run with ``--seed`` and ``--n``."""
+    if args.data:
+        return Path(args.data)
+    if args.seed in TRAIN_SEEDS:
+        raise VSSFlowError(f"--seed {args.seed} is a training seed {TRAIN_SEEDS}; evaluate on fresh clips (e.g. --seed 1000)")
+    out = Path(args.cache_dir) / f"seed{args.seed}"
+    from vssflow_core.data.generate import main as make_data
+
+    rc = make_data(["--out", str(out), "--n", str(args.n), "--seed", str(args.seed), "--kind", "all"])
+    if rc != 0:
+        raise VSSFlowError(f"make-data failed for the eval set in {out}")
+    return out
+
+
+def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float) -> np.ndarray:
+    """Sample audio for one cropped clip (features at native rates) -> waveform [S] at the codec rate."""
+    cfg = model.config
+    length = cfg.latent_length
+    keys = {c.feature_key for c in cfg.conditions}
+    feats = {}
+    for k in keys:
+        v = clip.get(k)
+        if v is None:
+            continue
+        feats[k] = torch.from_numpy(np.asarray(v))[None]
+    with torch.no_grad():
+        cond = model.encode_conditions(length, batch_size=1, **feats)
+        noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed))
+        latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance)
+        return codec.decode(latent)[0].numpy()
+
+
+def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dict:
+    """Metrics over ``items`` (each: row, wave [S], mouth [F] or None); see the module docstring."""
+    from vssflow_core.train import metrics as M
+
+    out: dict = {}
+    speech = [it for it in items if it["row"]["kind"] in ("speech", "mixed") and it["row"].get("transcript")]
+    if "wer" in metrics and speech:
+        hyps = [tools["asr"](it["wave"], sample_rate) for it in speech]
+        for it, h in zip(speech, hyps):
+            it["asr"] = h
+        out["wer"] = M.word_error_rate([it["row"]["transcript"] for it in speech], hyps)
+    lips = [it for it in items if it["row"]["kind"] == "speech" and it.get("mouth") is not None]
+    if "lip" in metrics and lips:
+        offs = [M.lip_offset_frames(it["mouth"], M.frame_loudness(it["wave"], sample_rate, len(it["mouth"]))) for it in lips]
+        out["lip_offsets"] = offs
+        out["lip_offset_ok_frac"] = float(np.mean([abs(o) <= 1 for o in offs]))
+    sfx = [it for it in items if it["row"]["kind"] == "sfx"]
+    if "onset" in metrics and sfx:
+        counts = np.array([M.onset_counts([e["time_s"] for e in it["row"].get("events", []) if e["time_s"] < it["dur"]],
+                                          M.detect_onsets(it["wave"], sample_rate)) for it in sfx])
+        out["onset_f1"] = M.f1_from_counts(*counts.sum(axis=0).tolist())
+        out["onset_precision"] = float(counts[:, 0].sum() / max(1, counts[:, 2].sum()))
+        out["onset_recall"] = float(counts[:, 0].sum() / max(1, counts[:, 1].sum()))
+    if ("class" in metrics or "fd" in metrics) and sfx:
+        for it in sfx:
+            it["emb"] = tools["sfx"](it["wave"], sample_rate)
+    return out
+
+
+def run(args) -> int:
+    """Evaluate and print a table; writes ``--json`` if given."""
+    from vssflow_core.train.data import ClipSource, crop_clip
+    from vssflow_core.train import metrics as M
+
+    torch.set_num_threads(max(1, args.threads))
+    metrics = {m.strip() for m in args.metrics.split(",") if m.strip()}
+    unknown = metrics - set(METRICS)
+    if unknown:
+        raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
+    t_start = time.time()
+    model, codec = load_model(args.model, args.state_dir)
+    if hasattr(codec, "set_vocoder"):
+        codec.set_vocoder(args.vocoder)
+    cfg = model.config
+    steps, solver = args.steps or cfg.steps, args.solver or cfg.solver
+    guidance = cfg.guidance_scale if args.guidance is None else args.guidance
+    source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
+    rows = source.rows[: args.n]
+    num_samples = cfg.latent_length * codec.samples_per_latent
+    dur = num_samples / codec.sample_rate
+    tools = {}
+    if "wer" in metrics:
+        tools["asr"] = M.Transcriber(threads=args.threads)
+    if metrics & {"class", "fd"}:
+        tools["sfx"] = M.SfxEmbedder()
+    generated, reference, resynth = [], [], []
+    gen_seconds = 0.0
+    for i, row in enumerate(rows):
+        clip = source.load(row)
+        crop = crop_clip(clip, 0.0, cfg.duration_s, num_samples, codec.sample_rate)
+        mouth = None
+        if "lip_raw" in clip.features:
+            mouth = clip.features["lip_raw"][: len(crop["lip_feat"]), 0]
+        elif row["kind"] == "speech":
+            mouth = crop["lip_feat"][:, 0]
+        t0 = time.time()
+        wave = generate_clip(model, codec, crop, args.seed * 1000 + i, steps, solver, guidance)
+        gen_seconds += time.time() - t0
+        base = {"row": row, "mouth": mouth, "dur": dur}
+        generated.append({**base, "wave": wave})
+        if not args.no_ceiling:
+            reference.append({**base, "wave": crop["wave"]})
+            with torch.no_grad():
+                resynth.append({**base, "wave": codec.decode(codec.encode(torch.from_numpy(crop["wave"])[None]))[0].numpy()})
+        if args.save_audio:
+            import soundfile as sf
+
+            Path(args.save_audio).mkdir(parents=True, exist_ok=True)
+            sf.write(str(Path(args.save_audio) / f"{row['id']}_{row['kind']}.wav"), wave, codec.sample_rate)
+        print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    sr = codec.sample_rate
+    results = {"model": args.model, "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
+               "guidance": guidance, "vocoder": args.vocoder, "window_s": dur,
+               "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
+               "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
+    results.update(score(generated, metrics, tools, sr))
+    sets = {"generated": generated}
+    if not args.no_ceiling:
+        results["reference"] = score(reference, metrics, tools, sr)
+        results["vocoder_ceiling"] = score(resynth, metrics, tools, sr)
+        sets.update(reference=reference, vocoder_ceiling=resynth)
+    ref_sfx = [it for it in reference if "emb" in it] if reference else []
+    if ref_sfx:
+        ref_x, ref_y = np.stack([it["emb"] for it in ref_sfx]), [it["row"]["classes"][0] if it["row"].get("classes") else "?" for it in ref_sfx]
+        for name, items in sets.items():
+            with_emb = [it for it in items if "emb" in it]
+            target = results if name == "generated" else results[name]
+            if "class" in metrics and with_emb:
+                # leave-one-out centroids for the real clips themselves
+                accs = []
+                for j, it in enumerate(with_emb):
+                    keep = [k for k in range(len(ref_sfx)) if not (name == "reference" and k == j)]
+                    accs.append(M.nearest_centroid_accuracy(ref_x[keep], [ref_y[k] for k in keep], it["emb"][None], [ref_y[j]]))
+                target["class_acc"] = float(np.nanmean(accs))
+            if "fd" in metrics and with_emb and name != "reference":
+                target["fd"] = M.frechet_distance(np.stack([it["emb"] for it in with_emb]), ref_x)
+    results["transcripts"] = [{"id": it["row"]["id"], "ref": it["row"]["transcript"], "asr": it.get("asr")}
+                              for it in generated if "asr" in it]
+    results["wall_seconds"] = time.time() - t_start
+    keys = ("wer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd")
+    print(f"{'':18}" + "".join(f"{k:>20}" for k in keys))
+    for name, res in (("generated", results), ("reference", results.get("reference", {})),
+                      ("vocoder_ceiling", results.get("vocoder_ceiling", {}))):
+        print(f"{name:18}" + "".join(f"{res[k]:>20.3f}" if isinstance(res.get(k), float) and math.isfinite(res[k])
+                                     else f"{'-':>20}" for k in keys))
+    if args.json:
+        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
+        tmp.write_text(json.dumps(results, indent=1, default=float))
+        os.replace(tmp, args.json)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vssflow_core.train.evaluate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

