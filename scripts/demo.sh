@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then generate sound + speech for the bundled sample video with the
-# embedded default model and write out/demo.mp4 (no downloads).
+# Set up .venv if needed, then generate sound effects + speech for the bundled sample video
+# (workflows/input/speech_and_sounds.mp4: a talking face and falling boxes) with the embedded
+# default model, and write out/demo_NNNNN.mp4 (no downloads; existing files are never overwritten).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p out
-OUT=${1:-out/demo.mp4}
-exec .venv/bin/python -m vssflow_core generate workflows/input/talking_and_events.mp4 \
-  --text "$(cat workflows/input/talking_and_events.txt)" --out "$OUT"
+n=1; while [ -e "$(printf 'out/demo_%05d.mp4' $n)" ]; do n=$((n+1)); done
+OUT=${1:-$(printf 'out/demo_%05d.mp4' $n)}
+TEXT=$(.venv/bin/python -c "import json; print(next(s['transcript'] for s in json.load(open('workflows/input/samples.json')) if s['video'] == 'speech_and_sounds.mp4'))")
+# No --speech-start/--speech-end: the speech window is found from the lips.
+.venv/bin/python -m vssflow_core generate workflows/input/speech_and_sounds.mp4 --text "$TEXT" --out "$OUT"
+echo "wrote $OUT"
