@@ -10,13 +10,14 @@ MARK="$VENV/.vssflow-installed"
 HASH=$(cat requirements*.txt install.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$MARK" ] && [ "$(cat "$MARK")" = "$HASH" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip"
-$PIP install -q --upgrade pip
+# pip on some machines warns about every missing local index folder: keep only real messages.
+PIP() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+PIP install -q --upgrade pip
 # torch is ComfyUI's to choose inside ComfyUI; this standalone venv uses the version tested here.
-$PIP install -q "torch==${VSSFLOW_TORCH_VERSION:-2.14.1}"
-$PIP install -q --no-deps "torchaudio==${VSSFLOW_TORCHAUDIO_VERSION:-2.11.0}"
-$PIP install -q numpy
-"$VENV/bin/python" install.py >/dev/null
+PIP install -q "torch==${VSSFLOW_TORCH_VERSION:-2.14.1}"
+PIP install -q --no-deps "torchaudio==${VSSFLOW_TORCHAUDIO_VERSION:-2.11.0}"
+PIP install -q numpy
+"$VENV/bin/python" install.py > /dev/null 2> >(grep -v "^WARNING: Location" >&2)
 # keep protobuf < 5 for mediapipe even if a dev tool (onnx) would pull a newer one
-$PIP install -q -r requirements-dev.txt "protobuf>=4.25.3,<5"
+PIP install -q -r requirements-dev.txt "protobuf>=4.25.3,<5"
 echo "$HASH" > "$MARK"
