@@ -13,6 +13,8 @@ import torch
 
 from vssflow_core.errors import VSSFlowError
 
+from ._comfy import InputImpl
+
 
 def image_to_uint8(images, node: str) -> np.ndarray:
     """ComfyUI IMAGE [F, H, W, C] float 0..1 -> uint8 [F, H, W, 3] (alpha dropped)."""
@@ -56,10 +58,15 @@ def audio_item(audio: dict, node: str, index: int = 0) -> tuple[torch.Tensor, in
 
 def video_file(video) -> str | None:
     """The file behind a VIDEO value when it has one (a loaded file), else None."""
-    get = getattr(video, "get_stream_source", None)
-    if get is None:
+    # Only a VIDEO made from a file has one. For other kinds (core CreateVideo's components)
+    # ComfyUI's default get_stream_source() encodes to memory and can fail ("Could not determine
+    # output format"), so it is not asked; their frames come from video_components().
+    if not isinstance(video, InputImpl.VideoFromFile):
         return None
-    source = get()
+    try:
+        source = video.get_stream_source()
+    except (ValueError, OSError):
+        return None
     return source if isinstance(source, str) else None
 
 

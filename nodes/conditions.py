@@ -1,7 +1,7 @@
 """VSSFlowExtractLipFeatures (frames -> VSSFLOW_LIPS + preview) and VSSFlowTextCondition (-> VSSFLOW_TEXT)."""
 from __future__ import annotations
 
-from . import _convert
+from . import _comfy, _convert
 from ._comfy import io
 
 LipsType = io.Custom("VSSFLOW_LIPS")
@@ -52,7 +52,8 @@ class VSSFlowExtractLipFeatures(io.ComfyNode):
         from vssflow_core.frontend import extract_lip_condition
 
         frames, fps = frames_and_fps(images, fps, video, "VSSFlowExtractLipFeatures")
-        lips = extract_lip_condition(frames, fps, int(face) if face.isdigit() else face, require_face=True)
+        lips = extract_lip_condition(frames, fps, int(face) if face.isdigit() else face, require_face=True,
+                                     progress=_comfy.progress(len(frames)))
         preview = lips.track.preview if lips.track is not None and len(lips.track.preview) else frames
         return io.NodeOutput(lips, _convert.uint8_to_image(preview))
 

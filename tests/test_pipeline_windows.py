@@ -153,3 +153,49 @@ def test_official_layout_without_extractor_weights_warns_and_runs(tmp_path):
         audio, sr = generate(official, frames=frames_by_index(40), fps=25.0, steps=1, text="hello",
                              speech_start_s=0.2, speech_end_s=1.4)
     assert audio.shape == (1, 1, num_frames(1.6, sr))
+
+
+def test_every_window_is_sampled_at_the_trained_length(bundle, monkeypatch):
+    """A short clip and the short last window are padded to the model's window (as in training)."""
+    seen = []
+    real_encode = bundle.model.encode_conditions
+
+    def encode(latent_length=None, **features):
+        seen.append((latent_length, {k: tuple(v.shape) for k, v in features.items()}))
+        return real_encode(latent_length=latent_length, **features)
+
+    monkeypatch.setattr(bundle.model, "encode_conditions", encode)
+    audio, sr = generate(bundle, frames=frames_by_index(80), fps=25.0, steps=1, text="hi there",
+                         speech_start_s=0.5, speech_end_s=2.5)  # 3.2 s: windows [0, 2) and [1.76, 3.2)
+    assert audio.shape[-1] == num_frames(3.2, sr)
+    assert [length for length, _ in seen] == [50, 50]
+    for _, shapes in seen:
+        assert shapes["motion_feat"] == (1, 50, 256) and shapes["appearance_feat"] == (1, 20, 768)
+        assert shapes["phone_id"] == (1, 50)
+
+
+def test_pad_to_window_zero_pads_sequences_only(bundle):
+    from vssflow_core.frontend import pad_to_window
+
+    feats = {"motion_feat": torch.ones(1, 7, 256), "ref_audio_ebd": torch.ones(1, 256),
+             "phone_id": torch.ones(1, 60, dtype=torch.long)}
+    out = pad_to_window(bundle.config, feats)
+    assert out["motion_feat"].shape == (1, 50, 256) and out["motion_feat"][:, 7:].abs().sum() == 0
+    assert out["ref_audio_ebd"].shape == (1, 256) and out["phone_id"].shape == (1, 50)
+
+
+def test_reference_voice_reaches_the_model(bundle, monkeypatch):
+    pytest.importorskip("resemblyzer")
+    seen = []
+    real_encode = bundle.model.encode_conditions
+
+    def encode(latent_length=None, **features):
+        seen.append(features.get("ref_audio_ebd"))
+        return real_encode(latent_length=latent_length, **features)
+
+    monkeypatch.setattr(bundle.model, "encode_conditions", encode)
+    t = torch.arange(16000 * 3) / 16000
+    voice = (0.3 * torch.sin(2 * math.pi * 140 * t * (1 + 0.1 * torch.sin(3 * t))))[None], 16000
+    generate(bundle, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1,
+             speech_end_s=1.5, voice=voice)
+    assert seen and seen[0] is not None and seen[0].shape == (1, 256) and torch.isfinite(seen[0]).all()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -135,7 +135,7 @@ class WindowInputs:
     """Everything the front-ends need for one generation window.
 
     Attributes:
-        start_s, duration_s: the window in video time (s).
+        start_s, duration_s: the part of the video in this window (s); at most ``window_s``.
         frames: uint8 [F, H, W, 3] at 25 fps over the window (row k at start_s + k/25), or None.
         lips_raw: float32 [F25, 6] raw lip features on the window's 25 Hz grid, or None.
         phone_ids: int64 [F25] phoneme ids on the window's 25 Hz grid (0 = none), or None.
@@ -148,7 +148,7 @@ class WindowInputs:
     lips_raw: np.ndarray | None = None
     phone_ids: torch.Tensor | None = None
     speaker: torch.Tensor | None = None
-    extras: dict = field(default_factory=dict)
+    window_s: float = 0.0  # the model's window (s): features are padded to it (official extractors pad themselves)
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -232,9 +232,10 @@ def _official_visual(kind: str) -> Callable:
         from vssflow_core.features.official import clip, synchformer
 
         with torch.inference_mode():
+            full_s = max(w.window_s, w.duration_s)  # black frames past the video's end, as official
             if kind == "clip":
-                return clip.clip_features(extractor, w.frames, LIP_RATE_HZ, w.duration_s)[None]  # [1, N10, 768]
-            return synchformer.synch_features(extractor, w.frames, w.duration_s)[None]  # [1, S, 8, 768]
+                return clip.clip_features(extractor, w.frames, LIP_RATE_HZ, full_s)[None]  # [1, N10, 768]
+            return synchformer.synch_features(extractor, w.frames, full_s)[None]  # [1, S, 8, 768]
 
     return build
 
@@ -283,11 +284,32 @@ def window_features(config, window: WindowInputs, extras: dict | None = None) ->
     return out
 
 
+def pad_to_window(config, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Zero-pad (or crop) each sequence feature [1, N, ...] to the model's window at its rate.
+
+    Training crops clips into windows of ``config.duration_s`` and zero-pads what a clip lacks, so the
+    last, shorter window of a video is padded the same way (zeros = absent / phoneme id 0).
+    """
+    out = dict(features)
+    for spec in config.conditions:
+        key = feature_key(spec)
+        if key not in out or spec.rate_hz is None or spec.fold_segments:
+            continue
+        value, n = out[key], num_frames(config.duration_s, spec.rate_hz)
+        if value.shape[1] < n:
+            pad = torch.zeros((value.shape[0], n - value.shape[1]) + tuple(value.shape[2:]), dtype=value.dtype)
+            value = torch.cat([value, pad], dim=1)
+        out[key] = value[:, :n]
+    return out
+
+
 def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "largest",
-                          start_s: float = 0.0, require_face: bool = False) -> LipCondition:
+                          start_s: float = 0.0, require_face: bool = False,
+                          progress: Callable[[int, int], None] | None = None) -> LipCondition:
     """Measure the lips of a frame batch uint8 [F, H, W, 3] at ``fps`` (mediapipe face mesh).
 
     ``require_face``: raise when no face is found in any frame (else an all-absent track).
+    ``progress(done, total)`` is called every 25 frames (raising from it cancels).
     """
     from vssflow_core.features.lips import extract_lips
 
@@ -295,7 +317,7 @@ def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "lar
         raise VSSFlowError("extract lips: the video has 0 frames; check the loader's start/duration window")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no face" is raised here or left to the caller
-        track = extract_lips(frames, fps=fps, face=face)
+        track = extract_lips(frames, fps=fps, face=face, progress=progress)
     if require_face and not np.any(track.found):
         raise VSSFlowError(f"extract lips: no face found in any of the {len(frames)} frames; use a video where a "
                            "face is visible (frontal, at least ~60 px wide), or leave lips unconnected")

@@ -394,7 +394,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     if text_cond is not None and not text_cond.automatic_window and text_cond.speech_start_s >= duration_s:
         raise VSSFlowError(f"speech window starts at {text_cond.speech_start_s:.2f} s but the video lasts "
                            f"{duration_s:.2f} s; set speech start/end inside the video (or 0/0 for automatic)")
-    windows = plan_windows(duration_s, cfg.duration_s, overlap_s)
+    latent_len = int(cfg.latent_length)  # every window is sampled at the trained length (L frames)
+    windows = plan_windows(duration_s, latent_len / latent_rate, overlap_s)
     total_steps = None if solver == "dopri5" else steps * len(windows)
     wants_lips = frontend.needs(cfg, "lip_feat") and cfg.frontend == "embedded"
     if text_cond is not None and lip_cond is None and (wants_lips or text_cond.automatic_window):
@@ -409,7 +410,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     total_samples = num_frames(duration_s, sample_rate)
     spans = window_spans(windows, sample_rate, total_samples)
     gains = crossfade_gains(spans)
-    total_latent = num_frames(duration_s, latent_rate) + 1
+    total_latent = max(int(round(w.start_s * latent_rate)) for w in windows) + latent_len
     noise = _latent_noise(bundle, seed, variations, total_latent)
     out = torch.zeros(variations, 1, total_samples)
     progress = {"done": 0}
@@ -426,12 +427,12 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         with clock("decode"):
             frames25 = next(window_frames) if window_frames is not None else None
         with clock("features"):
-            inputs = _window_inputs(window, frames25, lip_cond, phones, speaker)
-            feats = frontend.window_features(cfg, inputs, bundle.extras)
+            inputs = _window_inputs(window, frames25, lip_cond, phones, speaker, cfg.duration_s)
+            feats = frontend.pad_to_window(cfg, frontend.window_features(cfg, inputs, bundle.extras))
         count = end_sample - first_sample
-        latent_len = max(1, num_frames(count / sample_rate, latent_rate))
-        first = min(int(round(window.start_s * latent_rate)), total_latent - latent_len)
+        first = int(round(window.start_s * latent_rate))
         x0 = noise[:, :, first:first + latent_len].to(bundle.device, bundle.dtype)  # [B, Ca, L]
+        needed = min(latent_len, num_frames(count / sample_rate, latent_rate) + 4)  # + context for the vocoder
         with torch.inference_mode():
             with clock("sampling"):
                 feats = {k: _batch(v, variations).to(bundle.device) for k, v in feats.items()}
@@ -441,7 +442,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                                              callback=on_step)
             with clock("vocoder"):
                 codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
-                wave = codec.decode(latent.to(codec_dtype)).float().cpu()  # [B, S_w]
+                wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]
         out[:, 0, first_sample:end_sample] += _fit(wave, count) * gain
     return out.clamp_(-1.0, 1.0), sample_rate
 
@@ -476,7 +477,7 @@ def _fit(wave: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def _window_inputs(window: Window, frames: np.ndarray | None, lips: LipCondition | None,
-                   phones: torch.Tensor | None, speaker) -> frontend.WindowInputs:
+                   phones: torch.Tensor | None, speaker, window_s: float | None = None) -> frontend.WindowInputs:
     """The window's slice of every track, on its own 25 Hz grid (row k at window.start_s + k / 25)."""
     rate = frontend.LIP_RATE_HZ
     count = num_frames(window.duration_s, rate)
@@ -487,7 +488,8 @@ def _window_inputs(window: Window, frames: np.ndarray | None, lips: LipCondition
     if phones is not None:
         phone_ids = frontend.sample_track(phones.numpy(), rate, 0.0, window.start_s, count, rate)
         phone_ids = torch.from_numpy(phone_ids)
-    return frontend.WindowInputs(window.start_s, window.duration_s, frames, lips_raw, phone_ids, speaker)
+    return frontend.WindowInputs(window.start_s, window.duration_s, frames, lips_raw, phone_ids, speaker,
+                                 window_s=window_s or window.duration_s)
 
 
 def audio_duration_s(audio: torch.Tensor, sample_rate: int) -> float:

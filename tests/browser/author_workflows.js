@@ -27,7 +27,7 @@ function specs(a) {
     vssflow_video_to_sound_effects: {
       nodes: [
         { key: 'load', type: 'VSSFlowLoadVideo', pos: [40, 80], widgets: { video: a.sfx } },
-        { key: 'model', type: 'VSSFlowModelLoader', pos: [40, 660], widgets: a.modelWidgets },
+        { key: 'model', type: 'VSSFlowModelLoader', pos: [40, 660], size: [320, 110], widgets: a.modelWidgets },
         { key: 'sampler', type: 'VSSFlowSampler', pos: [400, 80], widgets: sampler() },
         { key: 'mux', type: 'VSSFlowMuxAudio', pos: [760, 80],
           widgets: { filename_prefix: 'VSSFlow/sound_effects' }, size: [360, 560] },
@@ -47,17 +47,18 @@ function specs(a) {
     vssflow_talking_video_to_speech: {
       nodes: [
         { key: 'load', type: 'VSSFlowLoadVideo', pos: [40, 80], widgets: { video: a.talking } },
-        { key: 'model', type: 'VSSFlowModelLoader', pos: [40, 660], widgets: a.modelWidgets },
+        { key: 'model', type: 'VSSFlowModelLoader', pos: [40, 660], size: [320, 110], widgets: a.modelWidgets },
         { key: 'lips', type: 'VSSFlowExtractLipFeatures', pos: [400, 80] },
         { key: 'text', type: 'VSSFlowTextCondition', pos: [400, 300], size: [320, 200],
           widgets: { transcript: a.talkingText, speech_start_s: 0.0, speech_end_s: 0.0 } },
         { key: 'sampler', type: 'VSSFlowSampler', pos: [760, 80], widgets: sampler() },
         { key: 'mux', type: 'VSSFlowMuxAudio', pos: [1120, 80],
           widgets: { filename_prefix: 'VSSFlow/speech' }, size: [360, 560] },
-        { key: 'preview', type: 'PreviewImage', pos: [760, 480], size: [320, 300] },
+        { key: 'frames', type: 'ImageFromBatch', pos: [760, 440], widgets: { batch_index: 40, length: 4 } },
+        { key: 'preview', type: 'PreviewImage', pos: [760, 590], size: [320, 330] },
         note('note', [400, 560], [320, 220],
           'Talking video + transcript -> speech -> video.\n\nThe lips are tracked in every frame (preview: ' +
-          'mouth boxes) and the words follow them. Speech start/end 0 and 0 = found from the lips; set them ' +
+          'mouth boxes on 4 frames) and the words follow them. Speech start/end 0 and 0 = found from the lips; set them ' +
           '(seconds) to place the words yourself. Connect a short recording to "voice" on the Text ' +
           'Condition to imitate a voice.'),
       ],
@@ -65,7 +66,8 @@ function specs(a) {
         ['model', 'model', 'sampler', 'model'],
         ['load', 'images', 'lips', 'images'],
         ['load', 'fps', 'lips', 'fps'],
-        ['lips', 'preview', 'preview', 'images'],
+        ['lips', 'preview', 'frames', 'image'],
+        ['frames', 'IMAGE', 'preview', 'images'],
         ['load', 'images', 'sampler', 'images'],
         ['load', 'fps', 'sampler', 'fps'],
         ['lips', 'lips', 'sampler', 'lips'],
@@ -77,7 +79,7 @@ function specs(a) {
     vssflow_sound_and_speech: {
       nodes: [
         { key: 'load', type: 'VSSFlowLoadVideo', pos: [40, 80], widgets: { video: a.mixed } },
-        { key: 'model', type: 'VSSFlowModelLoader', pos: [40, 660], widgets: a.modelWidgets },
+        { key: 'model', type: 'VSSFlowModelLoader', pos: [40, 660], size: [320, 110], widgets: a.modelWidgets },
         { key: 'lips', type: 'VSSFlowExtractLipFeatures', pos: [400, 80] },
         { key: 'text', type: 'VSSFlowTextCondition', pos: [400, 300], size: [320, 200],
           widgets: { transcript: a.mixedText, speech_start_s: 0.0, speech_end_s: 0.0 } },
@@ -106,7 +108,7 @@ function specs(a) {
         { key: 'core_load', type: 'LoadVideo', pos: [40, 80], widgets: { file: a.sfx }, size: [300, 420] },
         { key: 'components', type: 'GetVideoComponents', pos: [380, 80] },
         { key: 'create', type: 'CreateVideo', pos: [380, 260] },
-        { key: 'model', type: 'VSSFlowModelLoader', pos: [380, 440], widgets: a.modelWidgets },
+        { key: 'model', type: 'VSSFlowModelLoader', pos: [380, 440], size: [320, 110], widgets: a.modelWidgets },
         { key: 'sampler', type: 'VSSFlowSampler', pos: [740, 80], widgets: sampler() },
         { key: 'mux', type: 'VSSFlowMuxAudio', pos: [1100, 80],
           widgets: { filename_prefix: 'VSSFlow/after_create_video' }, size: [360, 560] },
@@ -153,21 +155,28 @@ async function main() {
       // the graph was built in this page; load the serialised form back so what we save is what users load
       await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, wf);
       await fitView(page);
+      await page.waitForTimeout(2000);  // video previews resize their nodes once loaded
       // What is saved is the graph as built (before any trial run).
       const serialised = await page.evaluate(() => window.app.graph.serialize());
       fs.writeFileSync(path.join(outDir, name + '.json'), JSON.stringify(serialised, null, 2) + '\n');
       let run = null;
       if (a.run !== undefined) {
-        if (a.model) {  // trial runs with another model file; the saved workflow keeps the default
-          await page.evaluate((model) => {
-            for (const n of window.app.graph._nodes || window.app.graph.nodes) {
-              if (n.type === 'VSSFlowModelLoader') n.widgets.find((w) => w.name === 'model').value = model;
-            }
-          }, a.model);
-        }
+        const setModel = (model) => page.evaluate((model) => {
+          let before = null;
+          for (const n of window.app.graph._nodes || window.app.graph.nodes) {
+            if (n.type !== 'VSSFlowModelLoader') continue;
+            const w = n.widgets.find((x) => x.name === 'model');
+            before = w.value;
+            if (model !== null) w.value = model;
+          }
+          return before;
+        }, model);
+        // trial runs may use another model file; the saved workflow and the pictures keep the default
+        const saved = a.model ? await setModel(a.model) : null;
         const t0 = Date.now();
         run = await runAndWait(page, timeoutMs);
         run.elapsed_s = (Date.now() - t0) / 1000;
+        if (a.model) await setModel(saved);
         await page.waitForTimeout(2500);
       }
       await closeDialogs(page);
@@ -179,7 +188,7 @@ async function main() {
       await page.screenshot({ path: path.join(outDir, name + '.jpg'), type: 'jpeg', quality: 85, clip: thumb });
       if (a.png !== undefined) await page.screenshot({ path: path.join(outDir, name + '.png'), clip });
       if (a.docs && name === (a['docs-workflow'] || 'vssflow_talking_video_to_speech')) {
-        await page.screenshot({ path: a.docs });
+        await page.screenshot({ path: a.docs, clip });  // the whole graph after the run (README picture)
       }
       results[name] = { nodes: serialised.nodes.length, links: serialised.links.length, run };
       console.log(JSON.stringify({ name, ...results[name] }));

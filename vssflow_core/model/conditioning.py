@@ -10,6 +10,7 @@ condition channels, T context tokens, Dc context width.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -73,8 +74,6 @@ def build_projection(spec: ConditionSpec) -> nn.Module:
 
 def expected_frames(spec: ConditionSpec, latent_length: int, latent_rate_hz: float) -> int:
     """Native frames covering the window of ``latent_length`` latent frames (ceil rule)."""
-    import math
-
     return math.ceil(latent_length / latent_rate_hz * spec.rate_hz - 1e-6)
 
 

@@ -48,8 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", default=None, help="euler, midpoint, heun, dopri5 (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--vocoder", default="hifigan", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
+    p.add_argument("--kinds", default="speech,sfx,mixed", help="which clip kinds of the first N to evaluate")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
     p.add_argument("--no-ceiling", action="store_true", help="skip the reference / vocoder-ceiling rows")
+    p.add_argument("--centroid-data", default="/work/data/train",
+                   help="make-data folder whose real sound clips give the class centroids (fallback: leave-one-out on the eval clips)")
+    p.add_argument("--centroid-n", type=int, default=48, help="sound clips used for the class centroids")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--save-audio", default=None, help="folder for the generated wavs (optional)")
 
@@ -64,7 +68,9 @@ def load_model(spec: str, state_dir: str = "/work/train_state"):
         path = Path(state_dir) / spec[4:] / "last.pt"
         if not path.is_file():
             raise VSSFlowError(f"--model {spec}: {path} does not exist; train that run first")
-        model = Run.load(path, 1e-4, 0.0).ema.eval()
+        state = Run.load(path, 1e-4, 0.0)
+        model = state.ema.eval()
+        model.training_info = {"run": spec[4:], "steps": state.step, "train_hours": round(state.train_seconds / 3600, 3)}
         return model, build_codec(model.config.codec).eval()
     from vssflow_core.model.checkpoint import load_model_file
 
@@ -72,7 +78,11 @@ def load_model(spec: str, state_dir: str = "/work/train_state"):
         from vssflow_core.embedded import EMBEDDED_WEIGHTS
 
         spec = str(EMBEDDED_WEIGHTS)
-    model, extra, _ = load_model_file(spec, dtype=torch.float32)
+    model, extra, meta = load_model_file(spec, dtype=torch.float32)
+    try:
+        model.training_info = json.loads(meta.get("training", "null"))
+    except ValueError:
+        model.training_info = None
     return model.eval(), build_codec(model.config.codec, extra or None).eval()
 
 
@@ -156,7 +166,8 @@ def run(args) -> int:
     steps, solver = args.steps or cfg.steps, args.solver or cfg.solver
     guidance = cfg.guidance_scale if args.guidance is None else args.guidance
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
-    rows = source.rows[: args.n]
+    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
+    rows = [r for r in source.rows[: args.n] if r["kind"] in kinds]
     num_samples = cfg.latent_length * codec.samples_per_latent
     dur = num_samples / codec.sample_rate
     tools = {}
@@ -190,7 +201,7 @@ def run(args) -> int:
             sf.write(str(Path(args.save_audio) / f"{row['id']}_{row['kind']}.wav"), wave, codec.sample_rate)
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
-    results = {"model": args.model, "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
+    results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
                "guidance": guidance, "vocoder": args.vocoder, "window_s": dur,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
@@ -201,20 +212,35 @@ def run(args) -> int:
         results["vocoder_ceiling"] = score(resynth, metrics, tools, sr)
         sets.update(reference=reference, vocoder_ceiling=resynth)
     ref_sfx = [it for it in reference if "emb" in it] if reference else []
-    if ref_sfx:
-        ref_x, ref_y = np.stack([it["emb"] for it in ref_sfx]), [it["row"]["classes"][0] if it["row"].get("classes") else "?" for it in ref_sfx]
-        for name, items in sets.items():
-            with_emb = [it for it in items if "emb" in it]
-            target = results if name == "generated" else results[name]
-            if "class" in metrics and with_emb:
-                # leave-one-out centroids for the real clips themselves
+    label = lambda row: row["classes"][0] if len(set(row.get("classes") or [])) == 1 else None  # single-class clips only
+    cent_x, cent_y = None, None
+    if "class" in metrics and args.centroid_data and (Path(args.centroid_data) / "manifest.jsonl").is_file():
+        csrc = ClipSource(args.centroid_data, "v2s", sample_rate=sr)
+        crow = [r for r in csrc.rows if label(r)][: args.centroid_n]
+        cent_x = np.stack([tools["sfx"](csrc.load(r).wave, sr) for r in crow]) if crow else None
+        cent_y = [label(r) for r in crow]
+        results["class_centroids"] = {"data": str(args.centroid_data), "clips": len(crow)}
+    for name, items in sets.items():
+        with_emb = [it for it in items if "emb" in it]
+        target = results if name == "generated" else results[name]
+        labelled = [it for it in with_emb if label(it["row"])]
+        if "class" in metrics and labelled:
+            if cent_x is not None:
+                target["class_acc"] = M.nearest_centroid_accuracy(cent_x, cent_y, np.stack([it["emb"] for it in labelled]),
+                                                                  [label(it["row"]) for it in labelled])
+            else:  # leave-one-out centroids from the eval set's real single-class clips
+                ref_l = [it for it in ref_sfx if label(it["row"])]
                 accs = []
-                for j, it in enumerate(with_emb):
-                    keep = [k for k in range(len(ref_sfx)) if not (name == "reference" and k == j)]
-                    accs.append(M.nearest_centroid_accuracy(ref_x[keep], [ref_y[k] for k in keep], it["emb"][None], [ref_y[j]]))
-                target["class_acc"] = float(np.nanmean(accs))
-            if "fd" in metrics and with_emb and name != "reference":
-                target["fd"] = M.frechet_distance(np.stack([it["emb"] for it in with_emb]), ref_x)
+                for it in labelled:
+                    keep = [r for r in ref_l if r["row"]["id"] != it["row"]["id"]]
+                    if keep:
+                        accs.append(M.nearest_centroid_accuracy(np.stack([r["emb"] for r in keep]), [label(r["row"]) for r in keep],
+                                                                it["emb"][None], [label(it["row"])]))
+                if accs:
+                    target["class_acc"] = float(np.mean(accs))
+            target["class_clips"] = len(labelled)
+        if "fd" in metrics and with_emb and name != "reference" and len(ref_sfx) > 1:
+            target["fd"] = M.frechet_distance(np.stack([it["emb"] for it in with_emb]), np.stack([it["emb"] for it in ref_sfx]))
     results["transcripts"] = [{"id": it["row"]["id"], "ref": it["row"]["transcript"], "asr": it.get("asr")}
                               for it in generated if "asr" in it]
     results["wall_seconds"] = time.time() - t_start

@@ -116,7 +116,9 @@ def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float
     meta = {"training": {"run": Path(run_dir).name, "steps": run.step, "examples": run.examples,
                          "train_hours": round(run.train_seconds / 3600, 3), "task": args.get("task"),
                          "command": args.get("command")}}
-    return save_model_file(out_path, ema, metadata=meta, overwrite=overwrite)
+    path = save_model_file(out_path, ema, metadata=meta, overwrite=overwrite)
+    os.chmod(path, 0o644)  # the temp-file route creates 0600; a shipped model file is world-readable
+    return path
 
 
 def _setup_distributed() -> tuple[int, int]:
