@@ -6,16 +6,6 @@ from vssflow_core.audio.codec import AudioCodec, build_codec, split_prefixed
 from vssflow_core.config import CodecConfig
 from vssflow_core.errors import VSSFlowError
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on the shared 2-core CI box this is much faster than two (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 @pytest.fixture(scope="module")
 def tensors(official_fixtures):
     from safetensors.torch import load_file

@@ -10,14 +10,6 @@ from vssflow_core.errors import VSSFlowError
 from vssflow_core.model import VSSFlow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -221,3 +213,21 @@ def test_training_after_inference_mode(model):
         unfused = m.sample(torch.ones(1, 128, 50), m.encode_conditions(**feats(1)), steps=2)
     assert (after - before).abs().max() > 1e-3
     torch.testing.assert_close(after, unfused, atol=1e-5, rtol=1e-5)
+
+
+def test_non_finite_inputs_are_refused(model):
+    L, ca = model.config.latent_length, model.config.audio_channels
+    cond = model.encode_conditions(latent_length=L)
+    nan = torch.full((1, ca, L), float("nan"))
+    with pytest.raises(VSSFlowError, match="x_t contains NaN"):
+        model.velocity(nan, 0.5, cond, guidance_scale=3.0)
+    with pytest.raises(VSSFlowError, match="guidance_scale must be a finite"):
+        model.sample(torch.zeros(1, ca, L), cond, steps=1, guidance_scale=float("nan"))
+    with pytest.raises(VSSFlowError, match="flow_matching_loss: x1 must be finite"):
+        flow.flow_matching_loss(model, nan, cond)
+    video = torch.zeros(1, 20, model.config.condition("video").input_dim)
+    video[0, 3, 5] = float("inf")
+    with pytest.raises(VSSFlowError, match="video_feat"):
+        model.encode_conditions(video_feat=video)
+    with pytest.raises(VSSFlowError, match="unknown model preset"):
+        preset("huge")

@@ -10,14 +10,6 @@ from vssflow_core.model import VSSFlow
 from vssflow_core.official import check_keys, convert_checkpoint, infer_config, load_official, split_state_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def full_keys(official_fixtures):
     """Meta tensors with the shapes of the full-size official Lightning state_dict."""
@@ -128,5 +120,75 @@ def test_convert_cli(tmp_path, reduced_state, capsys):
     parser = argparse.ArgumentParser()
     add_convert_arguments(parser)
     args = parser.parse_args([str(ckpt), str(tmp_path / "m.safetensors"), "--attention-head-dim", "32"])
+    assert args.synchformer is None and args.rawnet3 is None
     assert run_convert(args) == 0
     assert "official-2l" in capsys.readouterr().out
+
+
+def _extractor_files(official_fixtures, tmp_path):
+    """Synchformer and RawNet3 weights saved as their upstream projects ship them (plain .pth / {"model": sd})."""
+    def strip(name):
+        t = load_file(str(official_fixtures / f"{name}.safetensors"))
+        return {k[len("weights."):]: v for k, v in t.items() if k.startswith("weights.")}
+
+    sync = strip("synchformer")
+    sync["afeat_extractor.dummy.weight"] = torch.zeros(2)  # audio branch: not needed, must be dropped
+    torch.save(sync, tmp_path / "synchformer_state_dict.pth")
+    torch.save({"model": strip("rawnet3")}, tmp_path / "model.pt")
+    return tmp_path / "synchformer_state_dict.pth", tmp_path / "model.pt"
+
+
+def test_convert_with_extractors(tmp_path, reduced_state, official_fixtures):
+    from vssflow_core.features import official as ofeat
+    from vssflow_core.model.checkpoint import load_model_file
+
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": reduced_state[1]}, ckpt)
+    sync_path, rn_path = _extractor_files(official_fixtures, tmp_path)
+    out = convert_checkpoint(ckpt, tmp_path / "m.safetensors", attention_head_dim=32,
+                             synchformer=sync_path, rawnet3=rn_path)
+    _, extras, meta = load_model_file(out)
+    assert meta["synchformer_file"] == "synchformer_state_dict.pth" and len(meta["rawnet3_sha256"]) == 64
+    assert any(k.startswith("synchformer.vfeat_extractor.") for k in extras)
+    assert not any("afeat_extractor" in k for k in extras)
+    assert any(k.startswith("image_encoder.visual.") for k in extras)
+    # the stored weights drive the same extractors as the original files
+    import numpy as np
+
+    assert ofeat.build_extractor("synchformer", extras, heads=2)(np.zeros((16, 32, 32, 3), np.uint8)).shape == (1, 1, 8, 64)
+    original = torch.load(rn_path, weights_only=True)["model"]
+    assert {k[len("rawnet3."):] for k in extras if k.startswith("rawnet3.")} == set(original)
+    assert all(torch.equal(extras[f"rawnet3.{k}"], v) for k, v in original.items())
+    emb = ofeat.build_extractor("rawnet3", extras)(torch.sin(torch.arange(16000) / 7.0), 16000)
+    assert emb.shape == (256,) and torch.isfinite(emb).all()
+
+
+def test_convert_refuses_wrong_extractor_file(tmp_path, reduced_state, official_fixtures):
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": reduced_state[1]}, ckpt)
+    sync_path, rn_path = _extractor_files(official_fixtures, tmp_path)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(VSSFlowError, match=r"--synchformer .*model\.pt.*vfeat_extractor"):
+        convert_checkpoint(ckpt, out, attention_head_dim=32, synchformer=rn_path)
+    with pytest.raises(VSSFlowError, match=r"--rawnet3 .*synchformer_state_dict\.pth"):
+        convert_checkpoint(ckpt, out, attention_head_dim=32, rawnet3=sync_path)
+    (tmp_path / "fake.pt").write_bytes(b"not a pickle at all")
+    with pytest.raises(VSSFlowError, match="fake.pt"):
+        convert_checkpoint(ckpt, out, attention_head_dim=32, rawnet3=tmp_path / "fake.pt")
+    assert not out.exists()
+
+
+def test_read_checkpoint_non_safetensors(tmp_path):
+    from vssflow_core.official import read_checkpoint
+
+    bad = tmp_path / "state.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(VSSFlowError, match="state.safetensors"):
+        read_checkpoint(bad)
+    with pytest.raises(VSSFlowError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+    (tmp_path / "video.ckpt").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100)  # an mp4 renamed .ckpt
+    with pytest.raises(VSSFlowError, match="not a readable PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "video.ckpt")
+    with pytest.raises(VSSFlowError, match="expected the checkpoint's state_dict"):
+        load_official(torch.zeros(3))

@@ -6,15 +6,6 @@ from safetensors.torch import load_file
 from vssflow_core.official import load_official
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on the shared 2-core CI machine two threads spin against other jobs (20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def vaflow(official_fixtures):
     t = load_file(str(official_fixtures / "vaflow_condition.safetensors"))

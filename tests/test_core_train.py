@@ -3,7 +3,6 @@
 Task: an 8-bin "spectrogram" latent [B, 8, 16] holding a tone; its pitch (bin) per frame follows a
 concat condition (25 Hz track) and its loudness follows a global cross-attention condition.
 """
-import pytest
 import torch
 
 from vssflow_core import flow
@@ -11,14 +10,6 @@ from vssflow_core.config import CodecConfig, ConditionSpec, DiTConfig, ModelConf
 from vssflow_core.model import VSSFlow
 
 BINS, FRAMES = 8, 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def toy_config() -> ModelConfig:

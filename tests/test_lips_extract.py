@@ -118,6 +118,8 @@ def test_float_frames_and_bad_shape():
     assert tr.found.all()
     with pytest.raises(VSSFlowError, match=r"\[T, H, W, 3\]"):
         extract_lips(np.zeros((3, 10, 10), np.uint8)[..., None])
+    with pytest.raises(VSSFlowError, match="frame batch is empty"):
+        extract_lips(np.zeros((0, 10, 10, 3), np.uint8))
 
 
 def test_small_face_in_hd_frame_no_lag():

@@ -8,15 +8,6 @@ from vssflow_core.features import official
 from vssflow_core.features.official import rawnet3 as orn
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on the shared 2-core CI box this is much faster than two (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _load(official_fixtures, name):
     from safetensors.torch import load_file
 

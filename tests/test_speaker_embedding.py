@@ -72,3 +72,7 @@ def test_silent_or_short_reference_warns_and_gives_none(voices):
         assert speaker_embedding(pauses, sr) is None
     with pytest.raises(VSSFlowError, match="sample_rate"):
         speaker_embedding(a[None], 0)
+    broken = a[None].copy()
+    broken[0, 100] = np.nan
+    with pytest.raises(VSSFlowError, match="NaN or infinite"):
+        speaker_embedding(broken, sr)

@@ -80,10 +80,12 @@ def setup(tmp_path):
 def test_train_resume_export(setup):
     tmp, data, cfg_path = setup
     base = ["--data", str(data), "--run", "r1", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
-            "--batch-size", "2", "--warmup", "2"]
+            "--batch-size", "2", "--warmup", "2", "--snapshot-steps", "2"]
     assert run_trainer(base + ["--max-steps", "2"]) == 0
     rows = [json.loads(l) for l in (tmp / "state" / "r1" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2] and all(np.isfinite(row["loss"]) for row in rows)
+    snap = torch.load(tmp / "state" / "r1" / "ema_step0000002.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in snap.values() if v.is_floating_point())
     assert run_trainer(base + ["--max-steps", "3"]) == 0  # resumes at step 2
     rows = [json.loads(l) for l in (tmp / "state" / "r1" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]

@@ -114,6 +114,7 @@ class DiTConfig:
 
     @property
     def width(self) -> int:
+        """Model width in channels (heads x head_dim; official 1536)."""
         return self.num_heads * self.head_dim
 
     @property
@@ -146,10 +147,12 @@ class CodecConfig:
 
     @property
     def mel_rate_hz(self) -> float:
+        """Mel frames per second (Hz), sample_rate / hop_length (official 100 Hz)."""
         return self.sample_rate / self.hop_length
 
     @property
     def latent_rate_hz(self) -> float:
+        """Latent frames per second (Hz): official 25 Hz; mel_patch mel rate / patch."""
         if self.kind == "audioldm_vae":
             return self.mel_rate_hz / 4.0  # VAE downsamples time by 4: 100 Hz -> 25 Hz
         return self.mel_rate_hz / self.patch
@@ -185,10 +188,12 @@ class ModelConfig:
 
     @property
     def audio_channels(self) -> int:
+        """Channels Ca of the audio latent [B, Ca, L] the flow runs on."""
         return self.codec.latent_channels
 
     @property
     def latent_rate_hz(self) -> float:
+        """Latent frames per second (Hz) of the codec."""
         return self.codec.latent_rate_hz
 
     @property
@@ -198,6 +203,7 @@ class ModelConfig:
 
     @property
     def concat_conditions(self) -> tuple[ConditionSpec, ...]:
+        """Conditions channel-concatenated with the noisy latent, in table order."""
         return tuple(c for c in self.conditions if c.route == "concat")
 
     @property
@@ -208,27 +214,39 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
+        """DiT input channels: audio channels + every concat condition's out_dim (official 1952)."""
         return self.audio_channels + sum(c.out_dim for c in self.concat_conditions)
 
     def condition(self, name: str) -> ConditionSpec:
+        """The condition spec called ``name`` (KeyError listing the names if absent)."""
         for c in self.conditions:
             if c.name == name:
                 return c
         raise KeyError(f"model {self.name!r} has no condition {name!r}; it has {[c.name for c in self.conditions]}")
 
     def to_json(self) -> str:
+        """The config as a JSON string (stored in model-file metadata)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> "ModelConfig":
-        d = json.loads(text)
-        return ModelConfig(
-            name=d["name"],
-            dit=DiTConfig(**d["dit"]),
-            codec=CodecConfig(**d["codec"]),
-            conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
-            **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend") if k in d},
-        )
+        """Inverse of :meth:`to_json`; a damaged or foreign config raises VSSFlowError."""
+        from vssflow_core.errors import VSSFlowError
+
+        try:
+            d = json.loads(text)
+            return ModelConfig(
+                name=d["name"],
+                dit=DiTConfig(**d["dit"]),
+                codec=CodecConfig(**d["codec"]),
+                conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
+                **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend") if k in d},
+            )
+        except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
+            if isinstance(e, VSSFlowError):
+                raise
+            raise VSSFlowError(f"model config JSON is not a valid VSSFlow config ({type(e).__name__}: {e}); "
+                               "the model file was written by an incompatible version or is damaged") from None
 
 
 def official_conditions(lip_dim: int = 1024, phone_dim: int = 32, synch_dim: int = 768, cond_dim: int = 768) -> tuple[ConditionSpec, ...]:
@@ -282,5 +300,7 @@ def preset(name: str) -> ModelConfig:
     try:
         factory = PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}") from None
+        from vssflow_core.errors import VSSFlowError
+
+        raise VSSFlowError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}") from None
     return factory()

@@ -99,6 +99,9 @@ def flow_matching_loss(model, x1: torch.Tensor, cond, generator: torch.Generator
         x0, t: optional fixed noise [B, Ca, L] and times [B].
     Returns: scalar loss (mean over B, Ca, L).
     """
+    if x1.dim() != 3 or not torch.isfinite(x1).all():
+        raise VSSFlowError(f"flow_matching_loss: x1 must be finite audio latents [B, Ca, L], got shape {list(x1.shape)}"
+                           + ("" if x1.dim() != 3 else " with NaN/Inf values; check the codec's encode output"))
     b = x1.shape[0]
     if x0 is None:
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)

@@ -5,6 +5,10 @@ An official checkpoint is a PyTorch-Lightning ``.ckpt`` whose ``state_dict`` hol
 ``ref_proj``, ``cond_proj``) and the frozen sub-models (``image_encoder.*`` CLIP, ``vae.*``,
 ``vocoder.*``). Every size is read from tensor shapes except the head split, which the weights
 cannot tell (``attention_head_dim``, 64 for the released models).
+
+``convert_checkpoint`` (CLI ``python -m vssflow_core convert``) writes one model file holding the DiT,
+the codec and CLIP, and optionally the Synchformer and RawNet3 extractor weights (``--synchformer``,
+``--rawnet3``), i.e. everything the official front-end needs.
 """
 from __future__ import annotations
 
@@ -108,6 +112,9 @@ def load_official(state_dict: dict, attention_head_dim: int = 64):
     """
     from vssflow_core.model import VSSFlow
 
+    if not isinstance(state_dict, dict):
+        raise VSSFlowError(f"load_official: expected the checkpoint's state_dict (a dict of tensors), got "
+                           f"{type(state_dict).__name__}; read a .ckpt with vssflow_core.official.read_checkpoint")
     weights, _frozen = split_state_dict(state_dict)
     config = infer_config(weights, attention_head_dim)
     model = VSSFlow(config)
@@ -126,9 +133,9 @@ def read_checkpoint(path) -> dict:
     if not path.is_file():
         raise VSSFlowError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from vssflow_core.features.official.extractors import load_weights
 
-        return load_file(str(path))
+        return load_weights(path)  # clear VSSFlowError for a damaged or non-safetensors file
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
@@ -149,7 +156,11 @@ def _load_weights_only(path):
 
 def _unsafe_error(path, e) -> VSSFlowError:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if "Unsupported global" in ln or "GLOBAL" in ln), lines[0] if lines else repr(e))
+    detail = next((ln for ln in lines if "Unsupported global" in ln or "GLOBAL" in ln), None)
+    if detail is None:  # not a pickle with foreign objects: a damaged or non-PyTorch file
+        return VSSFlowError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                            f"{lines[0] if lines else repr(e)}); expected an official VSSFlow .ckpt, check the file "
+                            "is complete (re-download it)")
     return VSSFlowError(
         f"checkpoint {path} cannot be read with torch.load(weights_only=True): {detail}\n"
         "It stores Python objects besides tensors, and unpickling them could run arbitrary code, so we refuse. "
@@ -166,23 +177,77 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def convert_checkpoint(ckpt_path, out_path, attention_head_dim: int = 64) -> Path:
+def extractor_extras(synchformer=None, rawnet3=None) -> dict:
+    """Extractor weights for a model file: ``synchformer.vfeat_extractor.*`` and ``rawnet3.*`` tensors.
+
+    ``synchformer``: MMAudio's ``synchformer_state_dict.pth`` (or any file/state dict holding
+    ``vfeat_extractor.*``); ``rawnet3``: RawNet3's ``model.pt`` (``{"model": ...}``). Each file is read
+    safely (safetensors or ``torch.load(weights_only=True)``, see
+    :func:`vssflow_core.features.official.load_weights`), renamed with
+    :func:`~vssflow_core.features.official.extractor_tensors`, and checked by building the extractor
+    once, so a wrong file fails here and not at generation time. ``None`` skips that extractor.
+    """
+    from vssflow_core.features.official.extractors import extractor_tensors, load_weights
+
+    extras: dict = {}
+    for kind, source in (("synchformer", synchformer), ("rawnet3", rawnet3)):
+        if source is None:
+            continue
+        weights = load_weights(source) if isinstance(source, (str, Path)) else source
+        renamed = extractor_tensors(kind, weights)
+        if not renamed:
+            raise VSSFlowError(f"--{kind} {source}: no {kind} weights found in it; expected "
+                               f"{'vfeat_extractor.*' if kind == 'synchformer' else 'RawNet3 (conv1.*, layer1.*, fc6.*)'} tensors")
+        _check_extractor(kind, renamed, source)
+        extras.update(renamed)
+    return extras
+
+
+def _check_extractor(kind: str, renamed: dict, source) -> None:
+    """Build the extractor from ``renamed`` (strict keys) or raise a VSSFlowError naming ``source``."""
+    prefix = "synchformer." if kind == "synchformer" else "rawnet3."
+    sd = {k[len(prefix):]: v for k, v in renamed.items()}
+    try:
+        if kind == "synchformer":
+            from vssflow_core.features.official.synchformer import SynchformerVisual
+
+            SynchformerVisual.from_state_dict(sd, heads=1)  # the head split does not change any shape
+        else:
+            from vssflow_core.features.official.rawnet3 import RawNet3
+
+            RawNet3.from_state_dict(sd)
+    except VSSFlowError as e:
+        raise VSSFlowError(f"--{kind} {source}: the weights do not form a {kind} extractor: {e}") from None
+
+
+def convert_checkpoint(ckpt_path, out_path, attention_head_dim: int = 64, synchformer=None, rawnet3=None) -> Path:
     """Convert an official Lightning ``.ckpt`` into our model file (safetensors).
 
     The file holds the DiT and condition heads under their official keys, the frozen ``vae.*``,
-    ``vocoder.*`` and ``image_encoder.*`` tensors as extra tensors, and metadata (config, source
-    file name and sha256). Refuses to overwrite ``out_path``. Returns the written path.
+    ``vocoder.*`` and ``image_encoder.*`` tensors as extra tensors, optionally the Synchformer and
+    RawNet3 extractor weights (``synchformer``/``rawnet3``: weights file paths, see
+    :func:`extractor_extras`), and metadata (config, source file names and sha256). Everything is
+    read and checked before anything is written. Refuses to overwrite ``out_path``. Returns the
+    written path.
     """
     from vssflow_core.model.checkpoint import save_model_file
 
     out_path = Path(out_path)
     if out_path.exists():
         raise VSSFlowError(f"output {out_path} already exists; choose another name")
+    for kind, source in (("synchformer", synchformer), ("rawnet3", rawnet3)):  # fail before the slow part
+        if isinstance(source, (str, Path)) and not Path(source).is_file():
+            raise VSSFlowError(f"--{kind} {source}: file does not exist")
     state = read_checkpoint(ckpt_path)
     model = load_official(state, attention_head_dim)
     _, frozen = split_state_dict(state)
+    frozen.update(extractor_extras(synchformer, rawnet3))
     meta = {"source_file": Path(ckpt_path).name, "source_sha256": _sha256(ckpt_path),
             "source_format": "vssflow-lightning", "attention_head_dim": str(attention_head_dim)}
+    for kind, source in (("synchformer", synchformer), ("rawnet3", rawnet3)):
+        if isinstance(source, (str, Path)):
+            meta[f"{kind}_file"] = Path(source).name
+            meta[f"{kind}_sha256"] = _sha256(source)
     return save_model_file(out_path, model, extra_tensors=frozen, metadata=meta)
 
 
@@ -192,13 +257,20 @@ def add_convert_arguments(parser) -> None:
     parser.add_argument("output", help="output .safetensors model file (must not exist)")
     parser.add_argument("--attention-head-dim", type=int, default=64,
                         help="head width of the DiT (64 for the released models; the weights cannot tell)")
+    parser.add_argument("--synchformer", metavar="PATH", default=None,
+                        help="also store the Synchformer visual extractor (synchformer_state_dict.pth) in the output")
+    parser.add_argument("--rawnet3", metavar="PATH", default=None,
+                        help="also store the RawNet3 speaker extractor (RawNet3 model.pt) in the output")
 
 
 def run_convert(args) -> int:
     """Run the converter CLI; prints a one-line summary. Returns the exit code."""
-    out = convert_checkpoint(args.checkpoint, args.output, args.attention_head_dim)
+    out = convert_checkpoint(args.checkpoint, args.output, args.attention_head_dim,
+                             synchformer=getattr(args, "synchformer", None), rawnet3=getattr(args, "rawnet3", None))
     from vssflow_core.model.checkpoint import read_metadata
 
     meta = read_metadata(out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), config {ModelConfig.from_json(meta['config']).name}")
+    added = [k for k in ("synchformer", "rawnet3") if f"{k}_file" in meta]
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), config {ModelConfig.from_json(meta['config']).name}"
+          + (f", extractors: clip, {', '.join(added)}" if added else ""))
     return 0

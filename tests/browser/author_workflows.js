@@ -14,6 +14,7 @@ const fs = require('fs');
 const path = require('path');
 const { launch, openApp, closeDialogs, buildGraph, fitView, hideMinimap, graphClip, runAndWait, parseArgs } =
   require('./comfy_page');
+const { waitForVideoPreviews } = require('./comfy_page');
 
 const NOTE_COLOR = { color: '#432', bgcolor: '#653' };
 
@@ -177,6 +178,8 @@ async function main() {
         run = await runAndWait(page, timeoutMs);
         run.elapsed_s = (Date.now() - t0) / 1000;
         if (a.model) await setModel(saved);
+        await closeDialogs(page);
+        await waitForVideoPreviews(page);
         await page.waitForTimeout(2500);
       }
       await closeDialogs(page);

@@ -185,6 +185,15 @@ async function runAndWait(page, timeoutMs) {
   return await page.evaluate(() => window.__vssflowRun);
 }
 
+/** Wait (bounded) until every <video> preview on the page has a frame to show. */
+async function waitForVideoPreviews(page, timeoutMs = 20000) {
+  try {
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('video'))
+      .every((v) => !v.currentSrc || v.readyState >= 2), null, { timeout: timeoutMs, polling: 500 });
+  } catch (e) { /* screenshot anyway */ }
+  await page.waitForTimeout(500);
+}
+
 /** Open the Templates browser and load `stem` from the custom-node section `module`. */
 async function loadTemplateFromBrowser(page, module, stem) {
   await closeDialogs(page);
@@ -216,5 +225,5 @@ function parseArgs(argv) {
   return out;
 }
 
-module.exports = { launch, openApp, closeDialogs, buildGraph, fitView, hideMinimap, graphClip, runAndWait, loadTemplateFromBrowser,
+module.exports = { waitForVideoPreviews, launch, openApp, closeDialogs, buildGraph, fitView, hideMinimap, graphClip, runAndWait, loadTemplateFromBrowser,
   parseArgs, chromiumPath };

@@ -12,6 +12,7 @@ const fs = require('fs');
 const path = require('path');
 const { launch, openApp, closeDialogs, fitView, hideMinimap, runAndWait, loadTemplateFromBrowser, parseArgs } =
   require('./comfy_page');
+const { waitForVideoPreviews } = require('./comfy_page');
 
 async function main() {
   const a = parseArgs(process.argv.slice(2));
@@ -49,8 +50,8 @@ async function main() {
         const t0 = Date.now();
         res.run = await runAndWait(page, timeoutMs);
         res.run.elapsed_s = (Date.now() - t0) / 1000;
-        await page.waitForTimeout(2000);   // let previews (video/audio players) render
         await closeDialogs(page);
+        await waitForVideoPreviews(page);   // let the result players load before the screenshot
         res.screenshot = path.join(outDir, stem + '.png');
         await page.screenshot({ path: res.screenshot });
       } catch (e) {

@@ -5,9 +5,9 @@ each side, magnitude STFT (Hann ``win_length``, ``center=False``), Slaney mel fi
 layout: 64 bands, 0-8 kHz at 16 kHz), natural log of ``clamp(x, 1e-5)``. 160 samples per frame, so
 10 s at 16 kHz give exactly 1000 frames (100 Hz).
 
-The filterbank is torchaudio's ``melscale_fbanks`` computed in float64 with librosa's rounding order
-(triangles rounded to float32, then scaled by the Slaney area norm), which reproduces librosa's
-``filters.mel`` bit for bit; the STFT is ``torch.stft``.
+The filterbank is torchaudio's ``melscale_fbanks`` formula evaluated in float64 with librosa's rounding
+order (triangles rounded to float32, then scaled by the Slaney area norm), which reproduces librosa's
+``filters.mel`` bit for bit (tested against the fixture and torchaudio); the STFT is ``torch.stft``.
 """
 from __future__ import annotations
 
@@ -55,37 +55,39 @@ class MelParams:
         )
 
 
+# Slaney mel scale (librosa htk=False): linear below 1 kHz (200/3 Hz per mel), logarithmic above.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = math.log(6.4) / 27.0
+
+
 def _hz_to_mel_slaney(f: torch.Tensor | float) -> torch.Tensor:
+    """Hz -> Slaney mels (float64)."""
     f = torch.as_tensor(f, dtype=torch.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = math.log(6.4) / 27.0
-    return torch.where(f >= min_log_hz, min_log_mel + torch.log(torch.clamp(f, min=1e-10) / min_log_hz) / logstep, f / f_sp)
+    return torch.where(f >= _MIN_LOG_HZ, _MIN_LOG_MEL + torch.log(torch.clamp(f, min=1e-10) / _MIN_LOG_HZ) / _LOGSTEP,
+                       f / _F_SP)
 
 
 def _mel_to_hz_slaney(m: torch.Tensor) -> torch.Tensor:
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = math.log(6.4) / 27.0
-    return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
+    """Slaney mels -> Hz (float64)."""
+    return torch.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * torch.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), _F_SP * m)
 
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis_cached(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
-    import torchaudio.functional as AF
-
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # torchaudio builds its frequency grid with the default dtype
-    try:
-        tri = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="slaney").T
-    finally:
-        torch.set_default_dtype(old)
+    # torchaudio's melscale_fbanks triangles (same formula), built in float64 explicitly: torchaudio
+    # uses the global default dtype, and switching that from a library is not thread-safe.
+    all_freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1, dtype=torch.float64)
     m_pts = torch.linspace(float(_hz_to_mel_slaney(f_min)), float(_hz_to_mel_slaney(f_max)), n_mels + 2, dtype=torch.float64)
     f_pts = _mel_to_hz_slaney(m_pts)
-    enorm = 2.0 / (f_pts[2:] - f_pts[:-2])
-    return (tri.to(torch.float64).float().double() * enorm[:, None]).float()
+    slopes = f_pts[None, :] - all_freqs[:, None]  # [n_freqs, n_mels + 2]
+    f_diff = f_pts[1:] - f_pts[:-1]
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    tri = torch.clamp(torch.minimum(down, up), min=0.0).T  # [n_mels, n_freqs]
+    enorm = 2.0 / (f_pts[2:] - f_pts[:-2])  # Slaney area norm
+    return (tri.float().double() * enorm[:, None]).float()  # librosa's rounding order
 
 
 def mel_basis(params: MelParams = MelParams()) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Sample-rate conversion (band-limited sinc interpolation from torchaudio)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vssflow_core.errors import VSSFlowError
@@ -21,7 +23,7 @@ def resample(wave: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
     if not isinstance(wave, torch.Tensor):
         raise VSSFlowError(f"resample: wave must be a torch.Tensor [..., T], got {type(wave).__name__}; convert it with torch.as_tensor")
     for name, sr in (("sr_in", sr_in), ("sr_out", sr_out)):
-        if isinstance(sr, bool) or int(sr) != sr or int(sr) <= 0:
+        if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not math.isfinite(sr) or int(sr) != sr or int(sr) <= 0:
             raise VSSFlowError(f"resample: {name} must be a positive integer sample rate in Hz, got {sr!r}")
     sr_in, sr_out = int(sr_in), int(sr_out)
     if wave.dim() == 0:

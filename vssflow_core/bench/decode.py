@@ -62,7 +62,8 @@ def _yuv_frame(av, y, chroma):
     return frame
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; Linux ru_maxrss is in KiB)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
@@ -75,7 +76,7 @@ def measure(path: str, mode: str) -> dict:
     from vssflow_core.media.video import iter_windows, probe_video
 
     info = probe_video(path)
-    base_mb = _peak_rss_mb()
+    base_mb = peak_rss_mb()
     t0 = time.perf_counter()
     returned = 0
     if mode == "raw":
@@ -101,7 +102,7 @@ def measure(path: str, mode: str) -> dict:
         "seconds": round(seconds, 3),
         "source_fps_decoded": round(info.num_frames / seconds, 1),
         "realtime_factor": round(info.duration_s / seconds, 2),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_decode_mb": round(base_mb, 1),
     }
 
@@ -149,6 +150,7 @@ def run(json_out=None, durations_s=(60, 600), modes=MODES) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the decode benchmark (``--json``, ``--durations`` in seconds)."""
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--durations", type=float, nargs="+", default=[60, 600], help="clip lengths (s)")
 

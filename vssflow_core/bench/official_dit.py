@@ -24,17 +24,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import time
 from pathlib import Path
 
 import torch
 
+from vssflow_core.bench.decode import peak_rss_mb
+
 GUIDANCE = 3.0
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _has_bf16_units() -> bool:
@@ -156,7 +153,7 @@ def bench_eval(layers: int = 10, seconds: float = 10.0, rounds: int = 2, include
     out["guided_eval_speedup_fp32"] = round(out["official_two_pass_fp32_ms"] / out["batched_fp32_ms"], 2)
     out["guided_eval_speedup"] = round(out["official_two_pass_fp32_ms"] / timed[best], 2)
     out["guided_eval_best_mode"] = best[len("batched_"):-len("_ms")]
-    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
 

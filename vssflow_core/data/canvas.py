@@ -144,28 +144,54 @@ def _coverage(dist_px: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - dist_px, 0.0, 1.0)
 
 
+def _window(size: int, cx: float, cy: float, radius: float):
+    """Pixel window (y0, y1, x0, x1) covering a disc of ``radius`` (world units) + 1 px, or None if off-frame."""
+    r_px = radius * size + 1.5
+    x0, x1 = max(0, int(np.floor(cx * size - r_px))), min(size, int(np.ceil(cx * size + r_px)) + 1)
+    y0, y1 = max(0, int(np.floor(cy * size - r_px))), min(size, int(np.ceil(cy * size + r_px)) + 1)
+    return None if x0 >= x1 or y0 >= y1 else (y0, y1, x0, x1)
+
+
+def _paint(img: np.ndarray, win, cov: np.ndarray, color) -> None:
+    y0, y1, x0, x1 = win
+    sub = img[y0:y1, x0:x1]
+    sub *= 1 - cov
+    sub += cov * np.asarray(color, dtype=np.float32)
+
+
 def draw_ellipse(img: np.ndarray, cx: float, cy: float, rx: float, ry: float, color, alpha: float = 1.0) -> None:
-    """Paint a filled anti-aliased ellipse (world units) into img [S, S, 3] in place."""
+    """Paint a filled anti-aliased ellipse (world units) into img [S, S, 3] in place.
+
+    Only the pixels the shape can touch are computed (coverage is 0 elsewhere, so this is exact).
+    """
     size = img.shape[0]
+    reach = 1.0 + 0.5 / max(min(rx, ry) * size, 1e-6)  # normalised radius where coverage reaches 0
+    win = _window(size, cx, cy, max(rx, ry) * reach)
+    if win is None:
+        return
     ys, xs = grid(size)
+    ys, xs = ys[win[0]:win[1]], xs[:, win[2]:win[3]]
     d = np.sqrt(((xs - cx) / max(rx, 1e-6)) ** 2 + ((ys - cy) / max(ry, 1e-6)) ** 2)
     cov = _coverage((d - 1.0) * min(rx, ry) * size)[..., None] * alpha
-    img *= 1 - cov
-    img += cov * np.asarray(color, dtype=np.float32)
+    _paint(img, win, cov, color)
 
 
 def draw_rect(img: np.ndarray, cx: float, cy: float, w: float, h: float, color, alpha: float = 1.0,
               angle: float = 0.0) -> None:
-    """Paint a filled anti-aliased rectangle centred at (cx, cy), rotated by ``angle`` rad."""
+    """Paint a filled anti-aliased rectangle centred at (cx, cy), rotated by ``angle`` rad (in place)."""
     size = img.shape[0]
+    edge = 0.5 / size
+    win = _window(size, cx, cy, float(np.hypot(w / 2 + edge, h / 2 + edge)))
+    if win is None:
+        return
     ys, xs = grid(size)
+    ys, xs = ys[win[0]:win[1]], xs[:, win[2]:win[3]]
     ca, sa = np.cos(angle), np.sin(angle)
     u = (xs - cx) * ca + (ys - cy) * sa
     v = -(xs - cx) * sa + (ys - cy) * ca
     d = np.maximum(np.abs(u) - w / 2, np.abs(v) - h / 2) * size
     cov = _coverage(d)[..., None] * alpha
-    img *= 1 - cov
-    img += cov * np.asarray(color, dtype=np.float32)
+    _paint(img, win, cov, color)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

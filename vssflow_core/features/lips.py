@@ -265,6 +265,9 @@ def _as_frames(frames) -> np.ndarray:
             f"extract_lips: expected frames [T, H, W, 3] RGB, got shape {tuple(arr.shape)}. "
             "Pass video frames (an IMAGE batch or media.read_frames(...).frames)."
         )
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise VSSFlowError(f"extract_lips: the frame batch is empty (shape {tuple(arr.shape)}); the video "
+                           "window has no frames. Check the video file and the start/duration you asked for.")
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating):
             arr = np.nan_to_num(arr)
@@ -346,24 +349,22 @@ def _smooth_runs(points: np.ndarray, ok: np.ndarray, window: int) -> np.ndarray:
     if window <= 1:
         return points
     out = points.copy()
-    t = points.shape[0]
     half = window // 2
-    k = 0
-    while k < t:
-        if not ok[k]:
-            k += 1
-            continue
-        e = k
-        while e < t and ok[e]:
-            e += 1
+    for k, e in _true_runs(ok):
         run = points[k:e]
         csum = np.concatenate([np.zeros_like(run[:1]), np.cumsum(run, axis=0)], axis=0)
         n = e - k
         lo = np.clip(np.arange(n) - half, 0, n)
         hi = np.clip(np.arange(n) + (window - half), 0, n)
         out[k:e] = (csum[hi] - csum[lo]) / (hi - lo)[:, None, None]
-        k = e
     return out
+
+
+def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) index pairs (end exclusive) of the runs of True in a bool mask [T]."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(m[1:] != m[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0.5,
@@ -547,17 +548,9 @@ def _track_from_points(arr, pts, detected, fps, max_gap_s, smooth_frames, previe
                                        fps=fps, found=ok)
     # velocity across a found/absent boundary is meaningless: recompute inside runs only
     feats[:, 4] = 0.0
-    k = 0
-    while k < t_total:
-        if not ok[k]:
-            k += 1
-            continue
-        e = k
-        while e < t_total and ok[e]:
-            e += 1
+    for k, e in _true_runs(ok):
         if e - k >= 2:
             feats[k:e, 4] = np.gradient(inner[k:e]) * fps
-        k = e
 
     crops = np.zeros((t_total, CROP_SIZE, CROP_SIZE), dtype=np.uint8)
     boxes = np.full((t_total, 4), np.nan, dtype=np.float32)

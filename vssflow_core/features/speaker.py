@@ -57,15 +57,6 @@ def _to_mono_float(wave) -> np.ndarray:
     return arr.mean(axis=0)
 
 
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    if sr_in == sr_out:
-        return x
-    import torch
-    import torchaudio.functional as AF
-
-    return AF.resample(torch.from_numpy(np.ascontiguousarray(x)), int(sr_in), int(sr_out)).numpy()
-
-
 def _speech_mask(x16: np.ndarray, aggressiveness: int = 3) -> np.ndarray | None:
     """Per-sample speech mask from webrtcvad (30 ms frames, 0.3 s hangover). None if unavailable."""
     try:
@@ -105,7 +96,9 @@ def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device:
     if not sample_rate or int(sample_rate) <= 0:
         raise VSSFlowError(f"speaker reference: sample_rate must be a positive number of Hz, got {sample_rate}.")
     x = _to_mono_float(wave)
-    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.isfinite(x).all():
+        raise VSSFlowError(f"speaker reference: {int(np.sum(~np.isfinite(x)))} of {len(x)} samples are NaN or "
+                           "infinite; pass a clean recording (or a waveform from a working node).")
     dur = len(x) / float(sample_rate)
     if dur < min_speech_s:
         warnings.warn(f"speaker reference is too short ({dur:.2f} s < {min_speech_s:.2f} s); no speaker "
@@ -118,7 +111,11 @@ def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device:
                       f"{20 * np.log10(rms + 1e-12):.0f} dBFS < {20 * np.log10(_SILENCE_RMS):.0f} dBFS); "
                       "no speaker condition is used.", stacklevel=2)
         return None
-    x16 = _resample(x, int(sample_rate), ENCODER_RATE)
+    import torch
+
+    from vssflow_core.audio.resample import resample
+
+    x16 = resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(sample_rate), ENCODER_RATE).numpy()
     mask = _speech_mask(x16 * min(0.9 / max(peak, 1e-6), 10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20)))
     if mask is not None:
         speech = x16[mask]

@@ -18,16 +18,23 @@ _FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 _SUBTYPES = {"PCM_16", "PCM_24", "FLOAT"}
 
 
-def _as_channels_first(wave, what: str) -> np.ndarray:
-    if hasattr(wave, "detach"):
-        wave = wave.detach().to("cpu").float().numpy()
-    arr = np.asarray(wave, dtype=np.float32)
+def audio_as_array(audio, what: str = "audio", max_channels: int = 2) -> np.ndarray:
+    """Audio [S], [C, S] or [1, C, S] (torch or numpy) -> float32 numpy [C, S], finite, 1 <= C <= max_channels.
+
+    ``what`` names the input in the VSSFlowError raised for a wrong shape, no samples, or NaN/Inf.
+    """
+    if hasattr(audio, "detach"):
+        audio = audio.detach().to("cpu").float().numpy()
+    arr = np.asarray(audio, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim == 1:
         arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] == 0 or not 1 <= arr.shape[0] <= 8:
-        raise VSSFlowError(f"{what} has shape {tuple(np.shape(wave))}; expected [S], [C, S] or [1, C, S], 1-8 channels")
+    if arr.ndim != 2 or not 1 <= arr.shape[0] <= max_channels or arr.shape[1] == 0:
+        raise VSSFlowError(
+            f"{what} has shape {tuple(np.shape(audio))}; expected [S], [C, S] or [1, C, S] with C = 1.."
+            f"{max_channels} channels and S > 0 samples"
+        )
     if not np.isfinite(arr).all():
         raise VSSFlowError(f"{what} contains NaN or infinite samples; check the generator's output")
     return arr
@@ -51,7 +58,7 @@ def save_audio(path, wave, sample_rate: int, subtype: str | None = None) -> Path
     subtype = subtype or default_subtype
     if subtype not in _SUBTYPES or (fmt == "FLAC" and subtype == "FLOAT"):
         raise VSSFlowError(f"subtype={subtype!r} for {ext}; use PCM_16 or PCM_24 (or FLOAT for .wav)")
-    arr = _as_channels_first(wave, f"audio for {path}")
+    arr = audio_as_array(wave, f"audio for {path}", max_channels=8)
     if subtype != "FLOAT":
         arr = np.clip(arr, -1.0, 1.0)
     with atomic_output(path) as tmp:

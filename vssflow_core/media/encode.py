@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.audio_io import audio_as_array
 from vssflow_core.media.files import atomic_output
 
 __all__ = ["write_video", "frame_rate_fraction", "AUDIO_CODECS", "VIDEO_CODECS"]
@@ -47,25 +48,6 @@ def frame_rate_fraction(fps) -> Fraction:
         if abs(value - base * 1000 / 1001) < 2e-3:
             return Fraction(base * 1000, 1001)
     return Fraction(value).limit_denominator(1001)
-
-
-def audio_as_array(audio, what: str = "audio") -> np.ndarray:
-    """Audio [S], [C, S] or [1, C, S] (torch or numpy) -> float32 numpy [C, S], finite, C in {1, 2}."""
-    if hasattr(audio, "detach"):
-        audio = audio.detach().to("cpu").float().numpy()
-    arr = np.asarray(audio, dtype=np.float32)
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[0] not in (1, 2) or arr.shape[1] == 0:
-        raise VSSFlowError(
-            f"{what} has shape {tuple(np.shape(audio))}; expected [S], [C, S] or [1, C, S] with C = 1 or 2 "
-            "channels and S > 0 samples"
-        )
-    if not np.isfinite(arr).all():
-        raise VSSFlowError(f"{what} contains NaN or infinite samples; check the generator's output")
-    return arr
 
 
 def fit_length(wave: np.ndarray, target: int, length: str) -> np.ndarray:

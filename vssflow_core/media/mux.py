@@ -19,11 +19,11 @@ from vssflow_core.media.encode import (
     AUDIO_CODECS,
     Interleaver,
     add_audio_stream,
-    audio_as_array,
     audio_packets,
     fit_length,
     resample_array,
 )
+from vssflow_core.media.audio_io import audio_as_array
 from vssflow_core.media.files import atomic_output, unique_path
 from vssflow_core.media.video import probe_video, read_audio
 

@@ -146,6 +146,7 @@ def encode_features(model: nn.Module, cfg: ModelConfig, latent_length: int, feat
     batch_size = batch_size or 1
 
     def projected(spec: ConditionSpec) -> torch.Tensor:
+        """One condition projected on the latent grid: [B, L, out_dim] (global ones [B, 1, out_dim])."""
         x = checked.get(spec.feature_key)
         if x is None:  # absent: zeros (ids 0 = "no phoneme", the official no-transcript input)
             n = 1 if spec.rate_hz is None else latent_length

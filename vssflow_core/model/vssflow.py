@@ -10,6 +10,7 @@ frames (25 Hz in the official layout), T context tokens, D width.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import torch
@@ -189,6 +190,10 @@ class VSSFlow(nn.Module):
                 (as the official wrapper does).
         Returns: [B, Ca, L].
         """
+        _check_guidance(guidance_scale)
+        if not torch.isfinite(x_t).all():
+            raise VSSFlowError("x_t contains NaN or Inf values; check the noise / latent you pass (and, while "
+                               "sampling, lower the guidance scale or use fp32 if it diverged)")
         if guidance_scale is None or guidance_scale == 1.0:
             return self.predict(x_t, t, cond, "cond")
         if guidance_scale < 1.0:
@@ -212,6 +217,7 @@ class VSSFlow(nn.Module):
         Returns: the audio latent x_1 [B, Ca, L].
         """
         cond = self._check_latent(noise, cond)
+        _check_guidance(guidance_scale)
         fn = lambda t, x: self.velocity(x, t, cond, guidance_scale)
         # The official dopri5 integrates the full DiT input (audio + constant condition channels);
         # the step-size control sees those channels, so carry them for identical steps.
@@ -224,3 +230,16 @@ class VSSFlow(nn.Module):
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _check_guidance(guidance_scale) -> None:
+    """guidance_scale must be None or a finite number (w < 1 means unconditional)."""
+    if guidance_scale is None:
+        return
+    try:
+        ok = math.isfinite(float(guidance_scale))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise VSSFlowError(f"guidance_scale must be a finite number (official 3.0; 1.0 = no guidance) or None, "
+                           f"got {guidance_scale!r}")

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps in total")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this many minutes of this process (0 = no limit)")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="checkpoint interval in minutes")
+    p.add_argument("--snapshot-steps", type=int, default=500,
+                   help="also keep the EMA weights (fp16) every N steps as ema_stepNNNNNNN.pt, for equal-budget comparisons")
     p.add_argument("--refresh-steps", type=int, default=25, help="re-read the manifest every N steps (growing data)")
     p.add_argument("--seed", type=int, default=0, help="run seed (data order, noise)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
@@ -249,6 +251,11 @@ def run(args) -> int:
                 log.write(json.dumps({"step": state.step, "loss": round(loss, 5), "lr": lr_at(state.step - 1, args.lr, args.warmup),
                                       "sec": round(dt, 3), "clips": len(source.rows), "time": round(time.time(), 1)}) + "\n")
                 log.flush()
+                if args.snapshot_steps and state.step % args.snapshot_steps == 0:
+                    snap = run_dir / f"ema_step{state.step:07d}.pt"
+                    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.ema.state_dict().items()},
+                               snap.with_name(snap.name + ".tmp"))
+                    os.replace(snap.with_name(snap.name + ".tmp"), snap)
                 if time.time() - last_ckpt > args.ckpt_minutes * 60:
                     state.save(ckpt)
                     last_ckpt = time.time()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.features.official._weights import load_strict, require, strip_prefixes
+from vssflow_core.features.official._weights import check_frames, load_strict, require, strip_prefixes
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -134,17 +134,6 @@ def official_frame_indices(num_frames: int, source_fps: float, duration_s: float
     return [i for i in idx if 0 <= i <= num_frames - 1]
 
 
-def _check_frames(frames, what: str) -> np.ndarray:
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise VSSFlowError(f"{what}: frames must be uint8 RGB [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
-    if frames.shape[0] == 0:
-        raise VSSFlowError(f"{what}: no frames given")
-    return frames
-
-
 def resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic resize of uint8 frames ``[T, H, W, 3]`` to ``size = (h, w)``.
 
@@ -164,7 +153,7 @@ def resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def preprocess_frames(frames, size: int = CLIP_SIZE) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` -> CLIP pixels ``[T, 3, size, size]`` (straight resize, no crop; mean/std)."""
-    frames = resize_uint8(_check_frames(frames, "clip.preprocess_frames"), (size, size))
+    frames = resize_uint8(check_frames(frames, "clip.preprocess_frames"), (size, size))
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
@@ -183,7 +172,7 @@ def clip_features(encoder: ClipImageEncoder, frames, source_fps: float, duration
         ``[ceil(duration_s * 10), width]`` float32, 10 Hz, CLS before ``ln_post``; frames past the end
         of the clip are black frames (as official, they give non-zero features).
     """
-    frames = _check_frames(frames, "clip_features")
+    frames = check_frames(frames, "clip_features")
     if not source_fps or source_fps <= 0:
         raise VSSFlowError(f"clip_features: source_fps must be > 0 Hz, got {source_fps}")
     n = math.ceil(duration_s * CLIP_RATE_HZ - 1e-6)  # = int(duration * 10) for the official whole seconds

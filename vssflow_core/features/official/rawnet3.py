@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.features.official._weights import load_strict, require, strip_prefixes
+from vssflow_core.features.official._weights import load_strict, require
 
 SAMPLE_RATE = 16000
 WINDOW = 48000

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.features.official._weights import load_strict, require, strip_prefixes
+from vssflow_core.features.official._weights import check_frames, load_strict, require, strip_prefixes
 
 SYNC_FPS = 25.0
 SYNC_SIZE = 224
@@ -224,11 +224,7 @@ def preprocess_frames(frames, duration_s: float | None = 10.0, size: int = SYNC_
     (``duration_s=None`` keeps all). Resize short side to ``size`` (bicubic, antialiased, rounded to
     uint8 as torchvision does for uint8 input), centre crop, ``x * (1/255)``, ``(x - 0.5) / 0.5``.
     """
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
-        raise VSSFlowError(f"synchformer.preprocess_frames: frames must be uint8 RGB [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    frames = check_frames(frames, "synchformer.preprocess_frames")
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W] uint8
     if duration_s is not None:
         n = math.ceil(SYNC_FPS * duration_s - 1e-6)
