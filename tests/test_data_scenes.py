@@ -101,3 +101,19 @@ def test_objects_fit_half_frame_regions(cls):
         rng = np.random.default_rng(seed)
         for obj in scenes.make_objects(rng, [cls], (0.52, 0.98), 0.7, 3.0, 75, use_real_sounds=False):
             assert all(0 < k < 75 for k, _ in obj.events)
+
+
+def test_shapes_clip_at_frame_edges_and_cover_their_area():
+    from vssflow_core.data import canvas
+
+    img = np.zeros((40, 40, 3), np.float32)
+    canvas.draw_rect(img, 2.0, 2.0, 0.2, 0.2, (1, 1, 1))  # fully off-frame: nothing drawn
+    assert not img.any()
+    canvas.draw_ellipse(img, 0.0, 0.5, 0.25, 0.25, (1, 0, 0))  # half off the left edge
+    assert img[20, 0, 0] == 1.0 and img[20, 12, 0] == 0.0
+    area = img[..., 0].sum() / 40 ** 2
+    assert area == pytest.approx(np.pi * 0.25 ** 2 / 2, rel=0.05)
+    img[:] = 0
+    canvas.draw_rect(img, 0.5, 0.5, 0.5, 0.25, (0, 1, 0), angle=np.pi / 2)  # rotated: tall, narrow
+    cols, rows = np.flatnonzero(img[..., 1].max(axis=0) > 0.5), np.flatnonzero(img[..., 1].max(axis=1) > 0.5)
+    assert len(rows) == 20 and len(cols) == 10

@@ -196,35 +196,16 @@ def _speaker(w: WindowInputs, spec, extras) -> torch.Tensor | None:
     return None if w.speaker is None else w.speaker.to(torch.float32).reshape(1, -1)  # [1, 256]
 
 
-# Official extractor weights inside a model file: tensor-name prefix per extractor.
-OFFICIAL_EXTRACTOR_PREFIXES = {"clip": "image_encoder.", "synchformer": "synchformer.", "rawnet3": "rawnet3."}
-
-
-def official_extractor(kind: str, extras: dict):
-    """Build (once per model) the official ``clip``/``synchformer``/``rawnet3`` extractor from the
-    model file's extra tensors. Raises VSSFlowError when its weights are not in the file."""
-    cache = extras.setdefault("__extractors__", {})
-    if kind not in cache:
-        from vssflow_core.features.official import clip, rawnet3, synchformer
-
-        prefix = OFFICIAL_EXTRACTOR_PREFIXES[kind]
-        sd = {k[len(prefix):]: v for k, v in extras.items() if isinstance(k, str) and k.startswith(prefix)}
-        if not sd:
-            raise VSSFlowError(f"the model file has no {prefix}* tensors ({kind} weights)")
-        builder = {"clip": clip.ClipImageEncoder, "synchformer": synchformer.SynchformerVisual,
-                   "rawnet3": rawnet3.RawNet3}[kind]
-        cache[kind] = builder.from_state_dict(sd).eval()
-    return cache[kind]
-
-
 def _official_visual(kind: str) -> Callable:
     """CLIP (``video_feat``, 10 Hz) or Synchformer (``synch_feat``, 24 tokens/s) from the model file."""
 
     def build(w: WindowInputs, spec, extras) -> torch.Tensor | None:
         if w.frames is None or (kind == "synchformer" and len(w.frames) < 16):  # one 16-frame segment minimum
             return None
+        from vssflow_core.features.official.extractors import extractor_model
+
         try:
-            extractor = official_extractor(kind, extras)
+            extractor = extractor_model(kind, extras)
         except VSSFlowError as e:
             _warn_once(kind, f"official {kind} features unavailable ({e}); this condition is left at zeros, "
                              "which lowers quality. Convert a checkpoint that includes the extractor weights.")
@@ -332,9 +313,10 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
     if config.frontend == "official":
         from vssflow_core.audio.resample import resample
         from vssflow_core.features.official import rawnet3
+        from vssflow_core.features.official.extractors import extractor_model
 
         try:
-            model = official_extractor("rawnet3", extras if extras is not None else {})
+            model = extractor_model("rawnet3", extras if extras is not None else {})
         except VSSFlowError as e:
             _warn_once("rawnet3", f"official speaker encoder unavailable ({e}); the reference voice is ignored")
             return None

@@ -33,10 +33,9 @@ def clip_path(duration_s: float, fps: int = 30) -> Path:
 
 def measure(video: str, model: str = "embedded", steps: int | None = None, threads: int = 0) -> dict:
     """One end-to-end run in this process: generate for ``video`` and mux into a temporary mp4."""
-    import resource
-
     import torch
 
+    from vssflow_core.bench.decode import peak_rss_mb
     from vssflow_core.media.video import probe_video
     from vssflow_core.pipeline import generate_to_file, load_bundle
 
@@ -60,7 +59,7 @@ def measure(video: str, model: str = "embedded", steps: int | None = None, threa
         "load_s": round(load_s, 3),
         "wall_s": round(wall_s, 3),
         "rtf": round(info.duration_s / wall_s, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "stages_s": {k: round(v, 3) for k, v in timings.items()},
         "threads": torch.get_num_threads(),
     }

@@ -113,7 +113,9 @@ def _select(kind: str, extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return sd
 
 
-def _cached_model(kind: str, extras: Mapping[str, torch.Tensor], heads: int | None) -> torch.nn.Module:
+def extractor_model(kind: str, extras: Mapping[str, torch.Tensor], heads: int | None = None) -> torch.nn.Module:
+    """The ``clip``/``synchformer``/``rawnet3`` network built from a model file's extra tensors
+    (cached per weights). Raises VSSFlowError naming the expected keys when they are absent."""
     sd = _select(kind, extras)
     first = min(sd)
     key = (kind, first, sd[first].data_ptr(), len(sd), heads)
@@ -150,7 +152,7 @@ def build_extractor(kind: str, extras: Mapping[str, torch.Tensor], heads: int | 
     """
     if kind not in EXTRACTOR_PREFIXES:
         raise VSSFlowError(f"unknown extractor {kind!r}; expected one of {sorted(EXTRACTOR_PREFIXES)}")
-    model = _cached_model(kind, extras, heads)
+    model = extractor_model(kind, extras, heads)
     if device is not None:
         model.to(device)
 
