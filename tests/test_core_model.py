@@ -231,3 +231,19 @@ def test_non_finite_inputs_are_refused(model):
         model.encode_conditions(video_feat=video)
     with pytest.raises(VSSFlowError, match="unknown model preset"):
         preset("huge")
+
+
+def test_model_built_under_inference_mode_samples():
+    """ComfyUI runs nodes under torch.inference_mode(): weights created there are inference tensors."""
+    import torch
+
+    from vssflow_core.config import preset
+    from vssflow_core.model import VSSFlow
+
+    with torch.inference_mode():
+        model = VSSFlow(preset("tiny")).eval()
+        model.set_precision("fp32-fused")  # its folded-weight cache keys on the weights' versions
+        cond = model.encode_conditions(batch_size=1)
+        noise = torch.randn(1, model.config.audio_channels, model.config.latent_length)
+        out = model.sample(noise, cond, solver="euler", steps=2, guidance_scale=2.0)
+    assert out.shape == noise.shape and torch.isfinite(out).all()

@@ -57,8 +57,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def weights_key(*tensors: torch.Tensor) -> tuple:
-    """Identity of weights for derived-weight caches: storage, version counter, dtype, device."""
-    return tuple((t.data_ptr(), t._version, t.dtype, str(t.device)) for t in tensors)
+    """Identity of weights for derived-weight caches: storage, version counter, dtype, device.
+
+    Inference tensors (ComfyUI loads and runs nodes under ``torch.inference_mode()``) have no
+    version counter and cannot be modified in place, so their version is taken as 0.
+    """
+    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype, str(t.device)) for t in tensors)
 
 
 class Attention(nn.Module):
