@@ -22,9 +22,9 @@ import pytest
 
 from test_comfyui_harness import (
     REPO_ROOT,
-    ComfyServer,
     example_workflows,
     require_comfy,
+    running_server,
     ui_to_api,
 )
 
@@ -72,20 +72,9 @@ def require_browser() -> tuple[str, dict]:
 
 @pytest.fixture(scope="module")
 def browser_server(tmp_path_factory):
-    checkout, python = require_comfy()
+    require_comfy()
     require_browser()
-    workdir = tmp_path_factory.mktemp("comfy_browser")
-    models = workdir / "models" / "vssflow"
-    models.mkdir(parents=True)
-    model_file = os.environ.get("VSSFLOW_COMFY_MODEL_FILE")
-    if model_file:
-        shutil.copy(model_file, models / Path(model_file).name)
-    srv = ComfyServer(checkout, python, workdir, extra_model_dirs={"vssflow": models})
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from running_server(tmp_path_factory, "comfy_browser")
 
 
 def _strip(api: dict, object_info: dict) -> dict:

@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -371,6 +370,24 @@ class ComfyServer:
                         files.append(base / item.get("subfolder", "") / item["filename"])
         return files
 
+
+
+def running_server(tmp_path_factory, name: str):
+    """Generator for a module-scoped fixture: a started ComfyServer with its own work folder and a
+    ``models/vssflow`` folder (holding ``VSSFLOW_COMFY_MODEL_FILE`` when that is set)."""
+    checkout, python = require_comfy()
+    workdir = tmp_path_factory.mktemp(name)
+    models = workdir / "models" / "vssflow"
+    models.mkdir(parents=True)
+    model_file = os.environ.get("VSSFLOW_COMFY_MODEL_FILE")
+    if model_file:
+        shutil.copy(model_file, models / Path(model_file).name)
+    srv = ComfyServer(checkout, python, workdir, extra_model_dirs={"vssflow": models})
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 def history_error(entry: dict) -> dict | None:
     """The execution_error payload of a history entry, or None."""

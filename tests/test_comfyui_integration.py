@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -23,10 +22,10 @@ import pytest
 from test_comfyui_harness import (
     VSSFLOW_NODES,
     WORKFLOWS_DIR,
-    ComfyServer,
     example_workflows,
     history_error,
     require_comfy,
+    running_server,
     ui_to_api,
 )
 
@@ -42,18 +41,7 @@ MODEL_FILE = os.environ.get("VSSFLOW_COMFY_MODEL_FILE")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    checkout, python = require_comfy()
-    workdir = tmp_path_factory.mktemp("comfy_integration")
-    models = workdir / "models" / "vssflow"
-    models.mkdir(parents=True)
-    if MODEL_FILE:
-        shutil.copy(MODEL_FILE, models / Path(MODEL_FILE).name)
-    srv = ComfyServer(checkout, python, workdir, extra_model_dirs={"vssflow": models})
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from running_server(tmp_path_factory, "comfy_integration")
 
 
 @pytest.fixture(scope="module")

@@ -519,6 +519,23 @@ class Clip:
     path: str
 
 
+def _window_length(start_s: float, duration_s: float, max_frames: int, fps: float, total_s: float,
+                   what: str) -> float:
+    """Length (s) of the part of a video of ``total_s`` seconds that starts at ``start_s``: all of the
+    rest when ``duration_s`` is 0, at most ``max_frames`` frames at ``fps`` when that is > 0.
+    ``what`` describes the video in the error message (e.g. "clip.mp4 lasts")."""
+    if start_s < 0 or duration_s < 0 or max_frames < 0:
+        raise VSSFlowError(f"start ({start_s} s), duration ({duration_s} s) and frame cap ({max_frames}) "
+                           "must not be negative")
+    if start_s >= total_s:
+        raise VSSFlowError(f"window start {start_s:.3f} s is outside the video ({what} {total_s:.3f} s); "
+                           f"choose a start below {total_s:.3f}")
+    length = total_s - start_s if duration_s == 0 else min(duration_s, total_s - start_s)
+    if max_frames and num_frames(length, fps) > max_frames:
+        length = max_frames / fps
+    return length
+
+
 def load_clip(path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, max_frames: int = 0,
               fps: float = 0.0) -> Clip:
     """Read a window of a video file: frames by timestamp plus its audio.
@@ -537,15 +554,7 @@ def load_clip(path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, m
         raise VSSFlowError(f"video file not found: {path}")
     info = probe_video(path)
     fps = float(fps) if fps and fps > 0 else float(info.fps)
-    if start_s < 0 or duration_s < 0 or max_frames < 0:
-        raise VSSFlowError(f"start ({start_s} s), duration ({duration_s} s) and frame cap ({max_frames}) "
-                           "must not be negative")
-    if start_s >= info.duration_s:
-        raise VSSFlowError(f"window start {start_s:.3f} s is outside the video ({path} lasts "
-                           f"{info.duration_s:.3f} s); choose a start below {info.duration_s:.3f}")
-    length = info.duration_s - start_s if duration_s == 0 else min(duration_s, info.duration_s - start_s)
-    if max_frames and num_frames(length, fps) > max_frames:
-        length = max_frames / fps
+    length = _window_length(start_s, duration_s, max_frames, fps, info.duration_s, f"{path} lasts")
     clip = read_frames(path, fps, start_s=start_s, duration_s=length)
     if len(clip.frames) == 0:
         raise VSSFlowError(f"no frames in {path} between {start_s:.3f} s and {start_s + length:.3f} s")
@@ -563,15 +572,8 @@ def clip_from_frames(frames: np.ndarray, fps: float, audio: tuple[torch.Tensor, 
 
     source = _ArrayVideo(frames, fps)
     out_fps = float(out_fps) if out_fps and out_fps > 0 else float(fps)
-    if start_s < 0 or duration_s < 0 or max_frames < 0:
-        raise VSSFlowError(f"start ({start_s} s), duration ({duration_s} s) and frame cap ({max_frames}) "
-                           "must not be negative")
-    if start_s >= source.duration_s:
-        raise VSSFlowError(f"window start {start_s:.3f} s is outside the video ({len(frames)} frames at {fps} fps "
-                           f"= {source.duration_s:.3f} s); choose a start below {source.duration_s:.3f}")
-    length = source.duration_s - start_s if duration_s == 0 else min(duration_s, source.duration_s - start_s)
-    if max_frames and num_frames(length, out_fps) > max_frames:
-        length = max_frames / out_fps
+    length = _window_length(start_s, duration_s, max_frames, out_fps, source.duration_s,
+                            f"{len(frames)} frames at {fps} fps =")
     out = resample_frames(source.array, source.fps, out_fps, start_s=start_s, duration_s=length).frames
     wave = sample_rate = None
     if audio is not None:

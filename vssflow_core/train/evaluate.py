@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
     p.add_argument("--solver", default=None, help="euler, midpoint, heun, dopri5 (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--vocoder", default="hifigan", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
+    p.add_argument("--vocoder", default="griffinlim", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
     p.add_argument("--kinds", default="speech,sfx,mixed", help="which clip kinds of the first N to evaluate")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
     p.add_argument("--no-ceiling", action="store_true", help="skip the reference / vocoder-ceiling rows")
