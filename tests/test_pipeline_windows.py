@@ -199,3 +199,21 @@ def test_reference_voice_reaches_the_model(bundle, monkeypatch):
     generate(bundle, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1,
              speech_end_s=1.5, voice=voice)
     assert seen and seen[0] is not None and seen[0].shape == (1, 256) and torch.isfinite(seen[0]).all()
+
+
+def test_automatic_speech_window_comes_from_the_lips_and_says_so():
+    """0/0 speech window: found where the mouth moves (1.0-3.0 s here), and reported to the user."""
+    from vssflow_core.features.lip_space import lip_features_from_openings
+    from vssflow_core.frontend import LipCondition, make_text_condition, phoneme_track
+
+    fps, seconds = 25.0, 4.0
+    t = np.arange(int(fps * seconds)) / fps
+    speaking = (t >= 1.0) & (t < 3.0)
+    inner = np.where(speaking, 0.09 + 0.25 * (0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t)), 0.08)
+    raw = lip_features_from_openings(inner, inner + 0.17, np.full_like(inner, 1.0), fps=fps)
+    lips = LipCondition(np.asarray(raw, dtype=np.float32), fps)
+    with pytest.warns(UserWarning, match="speech window found from the lips"):
+        track, (start, end) = phoneme_track(make_text_condition("hello there"), seconds, lips)
+    assert abs(start - 1.0) < 0.2 and abs(end - 3.0) < 0.25
+    voiced = np.nonzero(track.numpy())[0] / fps
+    assert voiced.min() >= start - 0.05 and voiced.max() <= end + 0.05

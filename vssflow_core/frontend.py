@@ -350,6 +350,8 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
             try:
                 start, end = text_mod.speech_window_from_lips(lips.features, lips.fps)
                 start, end = start + lips.start_s, end + lips.start_s
+                _warn_once("window", f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
+                                     "(set the speech start/end to place the transcript yourself)")
             except VSSFlowError as e:
                 _warn_once("window", f"speech window not found from the lips ({e}); the transcript is spread over "
                                      "the whole video; set the speech start/end to place it")

@@ -205,6 +205,10 @@ def run(args) -> int:
         print(f"exported {export_weights(run_dir, args.export)}")
         return 0
     rank, world = _setup_distributed()
+    import signal
+
+    # SIGTERM (kill, shutdown) ends the loop through the finally below, which writes the checkpoint
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ckpt = run_dir / "last.pt"
     if ckpt.is_file():
         state = Run.load(ckpt, args.lr, args.weight_decay)
