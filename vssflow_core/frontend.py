@@ -33,16 +33,12 @@ import numpy as np
 import torch
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.probe import num_frames  # noqa: F401  (re-exported: the frame-count rule)
 
 LIP_RATE_HZ = 25.0  # lips, phonemes and motion are on the 25 Hz grid
 APPEARANCE_RATE_HZ = 10.0
 FRAME_SHORT_SIDE = 256  # frames decoded for features are scaled so the short side is this (px)
 LIP_FRAME_SHORT_SIDE = 480  # larger frames for the face-landmark detector (px)
-
-
-def num_frames(duration_s: float, rate_hz: float) -> int:
-    """Samples of a stream at ``rate_hz`` covering ``duration_s`` (k/rate for k = 0..n-1)."""
-    return max(0, math.ceil(duration_s * rate_hz - 1e-6))
 
 
 @dataclass(frozen=True)

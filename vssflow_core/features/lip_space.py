@@ -211,9 +211,9 @@ def openings_from_phoneme_timings(segments, duration_s: float, fps: float = 25.0
         articulation (targets at phoneme centres, ~40 ms low-pass), closed outside speech.
         Pass them to ``lip_features_from_openings``.
     """
-    import math
+    from vssflow_core.media.probe import num_frames
 
-    n = max(0, math.ceil(duration_s * fps - 1e-6))
+    n = num_frames(duration_s, fps)
     times = start_s + np.arange(n) / fps
     gain = 1.0 if rng is None else float(rng.uniform(0.75, 1.25))
     rest_w = TYPICAL_RANGES["width"][0] * (1.0 if rng is None else float(rng.uniform(0.9, 1.1)))
