@@ -1,4 +1,4 @@
-"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, train, eval, bench.
+"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, pack, train, eval, bench.
 
 Each command other than ``generate`` lives in its own module, imported only when that command runs
 (``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
@@ -15,6 +15,7 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "convert": ("vssflow_core.official", "add_convert_arguments", "run_convert",
                 "convert an official VSSFlow checkpoint to a model file"),
     "make-data": ("vssflow_core.data.generate", "add_arguments", "run", "write a synthetic training set"),
+    "pack": ("vssflow_core.train.pack", "add_arguments", "run", "pack a training set small for a remote (GPU) machine"),
     "train": ("vssflow_core.train.trainer", "add_arguments", "run", "train a model (resumable)"),
     "eval": ("vssflow_core.train.evaluate", "add_arguments", "run", "evaluate a model on fresh synthetic clips"),
     "bench": ("vssflow_core.bench", "add_arguments", "run", "measure speed and memory"),

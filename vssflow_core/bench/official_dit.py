@@ -42,8 +42,9 @@ def _has_bf16_units() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _random_official(layers: int):
-    """Official layout with random weights, N(0, 1/fan_in) (fast to build, sane activations)."""
+def _random_official(layers: int, device="cpu"):
+    """Official layout with random weights, N(0, 1/fan_in) (fast to build, sane activations),
+    initialised on ``device`` (the values depend on the device's random generator)."""
     import dataclasses
 
     from vssflow_core.config import preset
@@ -53,8 +54,8 @@ def _random_official(layers: int):
     cfg = dataclasses.replace(cfg, dit=dataclasses.replace(cfg.dit, num_layers=layers))
     with torch.device("meta"):
         model = VSSFlow(cfg)
-    model = model.to_empty(device="cpu")
-    g = torch.Generator().manual_seed(0)
+    model = model.to_empty(device=device)
+    g = torch.Generator(device).manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("time_proj.weight"):
@@ -66,11 +67,14 @@ def _random_official(layers: int):
     return model.eval()
 
 
-def _official_features(seconds: float, g: torch.Generator) -> dict:
+def _official_features(seconds: float, g: torch.Generator, device="cpu") -> dict:
+    """Random official raw features of one ``seconds`` clip (batch 1), drawn on the CPU by ``g``
+    and moved to ``device``."""
     n25, n10, segs = round(25 * seconds), round(10 * seconds), round(24 * seconds) // 8
-    return dict(video_feat=torch.randn(1, n10, 768, generator=g), synch_feat=torch.randn(1, segs, 8, 768, generator=g),
-                lip_feat=torch.randn(1, n25, 1024, generator=g), phone_id=torch.randint(1, 71, (1, n25), generator=g),
-                ref_audio_ebd=torch.randn(1, 256, generator=g))
+    feats = dict(video_feat=torch.randn(1, n10, 768, generator=g), synch_feat=torch.randn(1, segs, 8, 768, generator=g),
+                 lip_feat=torch.randn(1, n25, 1024, generator=g), phone_id=torch.randint(1, 71, (1, n25), generator=g),
+                 ref_audio_ebd=torch.randn(1, 256, generator=g))
+    return {k: v.to(device) for k, v in feats.items()}
 
 
 def official_two_pass(model, x, t, cond, w=GUIDANCE) -> torch.Tensor:
@@ -81,7 +85,7 @@ def official_two_pass(model, x, t, cond, w=GUIDANCE) -> torch.Tensor:
     for a in attns:
         a.fuse_qkv = False
     try:
-        tt = torch.as_tensor(t).expand(x.shape[0])
+        tt = torch.as_tensor(t, device=x.device).expand(x.shape[0])
         zeros = torch.zeros_like(cond.concat)
         ctx = cond.context if cond.context is not None else None
         v_c = dit(torch.cat([x, cond.concat], 1), tt, ctx)

@@ -29,7 +29,13 @@ P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appeara
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``train`` options on ``p``."""
-    p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/)")
+    p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/) or a `pack` folder")
+    p.add_argument("--val", default=None, metavar="PACK",
+                   help="packed held-out clips: log the EMA model's validation loss and keep the best EMA as best_ema.pt")
+    p.add_argument("--val-every", type=int, default=500, help="steps between validation losses (with --val)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda); a GPU needs --data to be a pack folder")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none", help="bf16 autocast for the forward pass (GPU)")
+    p.add_argument("--log-every", type=int, default=1, help="steps per log.jsonl row (the loss is their mean)")
     p.add_argument("--name", "--run", dest="run", required=True,
                    help="run name; state in STATE_DIR/NAME (resumes if present). Under torchrun spell it --name")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"folder of runs (default {DEFAULT_STATE_DIR})")
@@ -53,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--export", default=None, metavar="PATH",
                    help="write the run's EMA weights (fp16) to PATH as a model file and exit")
+    p.add_argument("--export-best", action="store_true",
+                   help="with --export: the EMA weights of the best validation loss (best_ema.pt) instead of the last")
 
 
 def lr_at(step: int, peak: float, warmup: int) -> float:
@@ -63,17 +71,18 @@ def lr_at(step: int, peak: float, warmup: int) -> float:
 class Run:
     """Model, EMA copy, optimiser and counters of one training run (the resumable state)."""
 
-    def __init__(self, config, lr: float, weight_decay: float):
+    def __init__(self, config, lr: float, weight_decay: float, device="cpu"):
         import copy
 
         from vssflow_core.model import VSSFlow
 
         self.config = config
-        self.model = VSSFlow(config).train()
+        self.model = VSSFlow(config).to(device).train()
         self.ema = copy.deepcopy(self.model).eval()
         for q in self.ema.parameters():
             q.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay,
+                                     fused=torch.device(device).type == "cuda")
         self.step = 0
         self.train_seconds = 0.0
         self.examples = 0
@@ -90,11 +99,11 @@ class Run:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, lr: float, weight_decay: float) -> "Run":
+    def load(cls, path: Path, lr: float, weight_decay: float, device="cpu") -> "Run":
         from vssflow_core.config import ModelConfig
 
-        st = torch.load(path, map_location="cpu", weights_only=True)
-        run = cls(ModelConfig.from_json(st["config"]), lr, weight_decay)
+        st = torch.load(path, map_location=device, weights_only=True)
+        run = cls(ModelConfig.from_json(st["config"]), lr, weight_decay, device)
         run.model.load_state_dict(st["model"])
         run.ema.load_state_dict(st["ema"])
         run.opt.load_state_dict(st["opt"])
@@ -104,19 +113,29 @@ class Run:
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         d = min(decay, (1 + self.step) / (10 + self.step))
-        for e, p in zip(self.ema.parameters(), self.model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - d)
 
 
-def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float16, overwrite: bool = False) -> Path:
-    """Write the EMA weights of ``run_dir/last.pt`` as a model file (fp16) with training metadata."""
+def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float16, overwrite: bool = False,
+                   best: bool = False) -> Path:
+    """Write the EMA weights of ``run_dir/last.pt`` (``best``: of ``best_ema.pt``, the lowest validation
+    loss) as a model file (fp16) with training metadata."""
+    from vssflow_core.errors import VSSFlowError
     from vssflow_core.model.checkpoint import save_model_file
 
     run = Run.load(Path(run_dir) / "last.pt", 1e-4, 0.0)
+    steps, val = run.step, None
+    if best:
+        if not (Path(run_dir) / "best_ema.pt").is_file():
+            raise VSSFlowError(f"--export-best: {run_dir} has no best_ema.pt; train with --val PACK first")
+        st = torch.load(Path(run_dir) / "best_ema.pt", map_location="cpu", weights_only=True)
+        run.ema.load_state_dict(st["ema"])
+        steps, val = int(st["step"]), float(st["val_loss"])
     ema = run.ema.to(dtype)
     args = json.loads((Path(run_dir) / "args.json").read_text()) if (Path(run_dir) / "args.json").is_file() else {}
-    meta = {"training": {"run": Path(run_dir).name, "steps": run.step, "examples": run.examples,
-                         "train_hours": round(run.train_seconds / 3600, 3), "task": args.get("task"),
+    meta = {"training": {"run": Path(run_dir).name, "steps": steps, "examples": run.examples * steps // max(1, run.step),
+                         "train_hours": round(run.train_seconds * steps / max(1, run.step) / 3600, 3),
+                         "task": args.get("task"), "device": args.get("device", "cpu"), "val_loss": val,
                          "command": args.get("command")}}
     path = save_model_file(out_path, ema, metadata=meta, overwrite=overwrite)
     os.chmod(path, 0o644)  # the temp-file route creates 0600; a shipped model file is world-readable
@@ -163,20 +182,30 @@ def _check_replicas(model) -> None:
         raise RuntimeError(f"data-parallel replicas diverged (weight sums {float(lo)} .. {float(hi)})")
 
 
-def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: int) -> float:
-    """One optimiser step on a collated batch; returns the (local) loss."""
+def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: int,
+               noise_gen: torch.Generator | None = None) -> torch.Tensor:
+    """One optimiser step on a collated batch (``wave`` [B, S] or ready ``latent`` [B, Ca, L]).
+
+    ``gen`` (CPU) draws the condition dropout and the times, ``noise_gen`` (on the model's device,
+    default ``gen``) the noise. Returns the (local) loss as a 0-d tensor on the device.
+    """
     from vssflow_core import flow
 
-    wave = batch.pop("wave")
-    with torch.no_grad():
-        x1 = codec.encode(wave)  # [B, Ca, L]
+    device = next(run.model.parameters()).device
     length = run.config.latent_length
-    x1 = x1[..., :length]
-    feats = {k: v for k, v in batch.items() if v is not None}
+    if "latent" in batch:
+        x1 = batch.pop("latent")
+    else:
+        with torch.no_grad():
+            x1 = codec.encode(batch.pop("wave"))  # [B, Ca, L]
+    x1 = x1[..., :length].to(device)
+    feats = {k: v.to(device) for k, v in batch.items() if v is not None}
     feats = flow.drop_conditions(feats, args.p_uncond, P_PER_KEY, gen)
-    cond = run.model.encode_conditions(length, batch_size=x1.shape[0], **feats)
-    t = torch.sigmoid(torch.randn((x1.shape[0],), generator=gen))  # logit-normal(0, 1)
-    loss = flow.flow_matching_loss(run.model, x1, cond, generator=gen, t=t)
+    t = torch.sigmoid(torch.randn((x1.shape[0],), generator=gen)).to(device)  # logit-normal(0, 1)
+    x0 = torch.randn(x1.shape, generator=noise_gen or gen, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=getattr(args, "amp", "none") == "bf16"):
+        cond = run.model.encode_conditions(length, batch_size=x1.shape[0], **feats)
+        loss = flow.flow_matching_loss(run.model, x1, cond, x0=x0, t=t)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for p in run.model.parameters() if p.requires_grad]
@@ -187,7 +216,83 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
     run.opt.step()
     run.step += 1
     run.update_ema(args.ema)
-    return float(loss.detach())
+    return loss.detach()
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _check_device(args) -> torch.device:
+    """The training device, refused with the fix when it cannot work."""
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.train.pack import is_packed
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise VSSFlowError(f"--device {args.device!r}: {e}; use cpu or cuda") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VSSFlowError(f"--device {args.device}: this torch sees no CUDA GPU; use --device cpu")
+    if device.type != "cpu" and not is_packed(args.data):
+        raise VSSFlowError(f"--device {device}: train from a pack folder (`python -m vssflow_core pack --data "
+                           f"{args.data} --out PACK`); a clip folder is read on the CPU")
+    return device
+
+
+def _batch_source(args, cfg, codec, rank: int, device):
+    """``(draw(base, gen) -> batch, describe() -> str)`` for a make-data folder or a pack folder."""
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.train.data import ClipSource, ExampleSampler, collate
+    from vssflow_core.train.pack import PackedClips, PackedSampler, is_packed
+
+    if is_packed(args.data):
+        clips = PackedClips(args.data, device)
+        if abs(float(clips.meta["duration_s"]) - cfg.duration_s) > 1e-6:
+            raise VSSFlowError(f"{args.data}: packed for {clips.meta['duration_s']} s windows, the model's is "
+                               f"{cfg.duration_s} s; pack again with that model's config")
+        sampler = PackedSampler(clips, args.task, codec, cfg.latent_length, p_mix=args.p_mix)
+        return (lambda base, gen: sampler.batch(args.batch_size, gen)), (lambda: f"{len(sampler.pool)} packed clips")
+    source = ClipSource(args.data, args.task, sample_rate=codec.sample_rate)
+    sampler = ExampleSampler(source, cfg.duration_s, cfg.latent_length * codec.samples_per_latent, p_mix=args.p_mix)
+
+    def draw(base, gen):
+        if args.refresh_steps and base[1] % args.refresh_steps == 0:
+            source.refresh()
+        return collate([sampler.example((*base, i)) for i in range(args.batch_size)])
+
+    return draw, (lambda: f"{len(source.rows)} clips")
+
+
+def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
+    """``validate(model) -> float``: mean flow-matching loss of ``model`` on the packed held-out clips
+    of the task (no mixing), every clip at ``times`` fixed t in [0.1, 0.9] with fixed noise, all conditions."""
+    from vssflow_core import flow
+    from vssflow_core.train.pack import PackedClips, PackedSampler
+
+    clips = PackedClips(args.val, device)
+    pool = PackedSampler(clips, args.task, codec, cfg.latent_length).pool.to(clips.log_mel.device)
+    keys = ("lip_feat", "phone_id", "motion_feat", "appearance_feat")
+    idx = pool.repeat_interleave(times)
+    t_all = torch.linspace(0.1, 0.9, times, device=device).repeat(len(pool))
+    g = torch.Generator().manual_seed(1234)
+    x1_all = codec.mel_to_latent(clips.log_mel[idx])[..., : cfg.latent_length]
+    x0_all = torch.randn(x1_all.shape, generator=g).to(device)
+
+    @torch.no_grad()
+    def validate(model) -> float:
+        total = 0.0
+        for i in range(0, len(idx), chunk):
+            sl = slice(i, i + chunk)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+                cond = model.encode_conditions(cfg.latent_length, batch_size=len(idx[sl]),
+                                               **{k: getattr(clips, k)[idx[sl]] for k in keys})
+                total += float(flow.flow_matching_loss(model, x1_all[sl], cond, x0=x0_all[sl], t=t_all[sl])) * len(idx[sl])
+        return total / len(idx)
+
+    return validate
 
 
 def run(args) -> int:
@@ -195,14 +300,12 @@ def run(args) -> int:
     from vssflow_core.audio.codec import build_codec
     from vssflow_core.config import ModelConfig, preset
     from vssflow_core.errors import VSSFlowError
-    from vssflow_core.train.data import ClipSource, ExampleSampler, collate
-
     torch.set_num_threads(max(1, args.threads))
     run_dir = Path(args.state_dir) / args.run
     if args.export:
         if not (run_dir / "last.pt").is_file():
             raise VSSFlowError(f"--export: run {run_dir} has no last.pt yet; train first")
-        print(f"exported {export_weights(run_dir, args.export)}")
+        print(f"exported {export_weights(run_dir, args.export, best=args.export_best)}")
         return 0
     rank, world = _setup_distributed()
     import signal
@@ -210,59 +313,72 @@ def run(args) -> int:
     # SIGTERM (kill, shutdown) ends the loop through the finally below, which writes the checkpoint
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ckpt = run_dir / "last.pt"
+    device = _check_device(args)
     if ckpt.is_file():
-        state = Run.load(ckpt, args.lr, args.weight_decay)
+        state = Run.load(ckpt, args.lr, args.weight_decay, device)
     else:
         config = ModelConfig.from_json(Path(args.config).read_text()) if args.config else preset(args.preset)
-        state = Run(config, args.lr, args.weight_decay)
+        state = Run(config, args.lr, args.weight_decay, device)
     cfg = state.config
     if world > 1:  # identical start on every rank
         import torch.distributed as dist
 
         for p in list(state.model.parameters()) + list(state.ema.parameters()):
             dist.broadcast(p.data, 0)
-    codec = build_codec(cfg.codec)
-    source = ClipSource(args.data, args.task, sample_rate=codec.sample_rate)
-    num_samples = cfg.latent_length * codec.samples_per_latent
-    sampler = ExampleSampler(source, cfg.duration_s, num_samples, p_mix=args.p_mix)
+    codec = build_codec(cfg.codec).to(device)
+    draw_batch, describe = _batch_source(args, cfg, codec, rank, device)
+    validate = _validator(args, cfg, codec, device) if args.val else None
+    best_val = float(torch.load(run_dir / "best_ema.pt", map_location="cpu", weights_only=True)["val_loss"]) \
+        if validate and (run_dir / "best_ema.pt").is_file() else math.inf
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
                 "command": " ".join([sys.executable, "-m", "vssflow_core.train.trainer", *sys.argv[1:]])}
         (run_dir / "args.json").write_text(json.dumps(meta, indent=1, default=str))
         print(f"run {run_dir}: step {state.step}, {state.model.num_parameters() / 1e6:.2f} M parameters, "
-              f"{len(source.rows)} clips ({args.task}), world {world}", flush=True)
+              f"{describe()} ({args.task}), world {world}, device {device}", flush=True)
     log = open(run_dir / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
     started = time.time()
     last_ckpt = time.time()
+    noise_gen = torch.Generator(device).manual_seed(args.seed * 1000 + state.step + rank) if device.type != "cpu" else None
+    losses, step_seconds = [], 0.0
     try:
         while state.step < args.max_steps:
             if args.max_minutes and time.time() - started > args.max_minutes * 60:
                 break
-            if args.refresh_steps and state.step % args.refresh_steps == 0:
-                source.refresh()
             t0 = time.time()
             base = (args.seed, state.step, rank)
-            batch = collate([sampler.example((*base, i)) for i in range(args.batch_size)])
             gen = torch.Generator().manual_seed(hash(base) & 0x7FFFFFFF)
-            loss = train_step(state, codec, batch, args, gen, world)
-            if not math.isfinite(loss):
-                raise RuntimeError(f"loss is {loss} at step {state.step}; lower --lr")
-            dt = time.time() - t0
-            state.train_seconds += dt
+            batch = draw_batch(base, gen)
+            losses.append(train_step(state, codec, batch, args, gen, world, noise_gen))
+            step_seconds += time.time() - t0
+            state.train_seconds += time.time() - t0
             state.examples += args.batch_size * world
-            if log is not None:
-                log.write(json.dumps({"step": state.step, "loss": round(loss, 5), "lr": lr_at(state.step - 1, args.lr, args.warmup),
-                                      "sec": round(dt, 3), "clips": len(source.rows), "time": round(time.time(), 1)}) + "\n")
+            if log is None:
+                continue
+            row = {}
+            if state.step % max(1, args.log_every) == 0:
+                loss = float(torch.stack(losses).float().mean())  # one device sync per logged row
+                if not math.isfinite(loss):
+                    raise RuntimeError(f"loss is {loss} at step {state.step}; lower --lr")
+                row = {"step": state.step, "loss": round(loss, 5), "lr": lr_at(state.step - 1, args.lr, args.warmup),
+                       "sec": round(step_seconds / len(losses), 4), "clips": describe(), "time": round(time.time(), 1)}
+                losses, step_seconds = [], 0.0
+            if validate and state.step % args.val_every == 0:
+                val = validate(state.ema)
+                row = {**row, "step": state.step, "val_loss": round(val, 5)}
+                if val < best_val:
+                    best_val = val
+                    _atomic_save({"ema": state.ema.state_dict(), "step": state.step, "val_loss": val}, run_dir / "best_ema.pt")
+            if row:
+                log.write(json.dumps(row) + "\n")
                 log.flush()
-                if args.snapshot_steps and state.step % args.snapshot_steps == 0:
-                    snap = run_dir / f"ema_step{state.step:07d}.pt"
-                    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.ema.state_dict().items()},
-                               snap.with_name(snap.name + ".tmp"))
-                    os.replace(snap.with_name(snap.name + ".tmp"), snap)
-                if time.time() - last_ckpt > args.ckpt_minutes * 60:
-                    state.save(ckpt)
-                    last_ckpt = time.time()
+            if args.snapshot_steps and state.step % args.snapshot_steps == 0:
+                _atomic_save({k: v.half() if v.is_floating_point() else v for k, v in state.ema.state_dict().items()},
+                             run_dir / f"ema_step{state.step:07d}.pt")
+            if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                state.save(ckpt)
+                last_ckpt = time.time()
         if world > 1:
             _check_replicas(state.model)
     finally:

@@ -1,0 +1,153 @@
+"""Packed training data: quantised round trip, batches equal to the clip-folder path, log-mel mixing,
+and the trainer on a pack (validation loss, best-EMA export, bf16 autocast, device errors)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_train_trainer import run_trainer, tiny_config, write_data
+from vssflow_core.audio.codec import build_codec
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.features.visual import appearance_features
+from vssflow_core.train.data import ClipSource
+from vssflow_core.train.pack import PackedClips, PackedSampler, is_packed, mix_log_mel, pack
+
+SR = 22050
+
+
+def _valid_visuals(root):
+    """Give the generated clips appearance features of real thumbnails and motion in [-1, 1]."""
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(1)
+    for f in sorted((root / "clips").iterdir()):
+        t = load_file(str(f))
+        frames = rng.integers(0, 256, size=(t["appearance_feat"].shape[0], 32, 32, 3), dtype=np.uint8)
+        t["appearance_feat"] = appearance_features(frames)
+        t["motion_feat"] = np.tanh(t["motion_feat"]).astype(np.float32)
+        save_file(t, str(f))
+    return root
+
+
+@pytest.fixture()
+def packed(tmp_path):
+    data = _valid_visuals(write_data(tmp_path / "data", n=6, duration_s=2.0))
+    pack(data, tmp_path / "pack", clips_per_shard=4, config=tiny_config())
+    return data, tmp_path / "pack"
+
+
+def test_round_trip_within_quantisation(packed):
+    data, root = packed
+    assert is_packed(root) and not is_packed(data)
+    meta = json.loads((root / "pack.json").read_text())
+    assert meta["clips"] == 6 and [s["clips"] for s in meta["shards"]] == [4, 2]
+    clips = PackedClips(root)
+    codec = build_codec(tiny_config().codec)
+    source = ClipSource(data, "joint")
+    n = meta["num_samples"]
+    for i, row in enumerate(source.rows):
+        clip = source.load(row)
+        mel = codec.log_mel(torch.from_numpy(clip.wave[None, :n]))[0]
+        assert (clips.log_mel[i] - mel).abs().max() <= 0.031
+        assert np.abs(clips.motion_feat[i].numpy() - clip.features["motion_feat"]).max() <= 0.5 / 127 + 1e-6
+        assert np.abs(clips.appearance_feat[i].numpy() - clip.features["appearance_feat"]).max() <= 0.5 / 255 / 0.25 + 1e-5
+        assert np.array_equal(clips.phone_id[i].numpy(), clip.features["phone_id"])
+        assert np.abs(clips.lip_feat[i].numpy() - clip.features["lip_feat"]).max() < 2e-3 * (1 + np.abs(clip.features["lip_feat"]).max())
+    assert clips.kind.tolist() == [0, 1] * 3
+    assert torch.isnan(clips.speech_window[1]).all() and clips.speech_window[0].tolist() == [0.5, 2.0]
+
+
+def test_missing_shard_and_refusals(packed, tmp_path):
+    data, root = packed
+    (root / "pack_001.safetensors.xz").unlink()  # a pack carried in parts
+    assert PackedClips(root).num_clips == 4
+    with pytest.raises(VSSFlowError, match="exists"):
+        pack(data, root, config=tiny_config())
+    with pytest.raises(VSSFlowError, match="pack.json"):
+        PackedClips(tmp_path)
+
+
+def test_sampler_latents_match_codec_and_tasks(packed):
+    data, root = packed
+    cfg = tiny_config()
+    codec = build_codec(cfg.codec)
+    clips = PackedClips(root)
+    tts = PackedSampler(clips, "tts", codec, cfg.latent_length)
+    assert tts.pool.tolist() == [0, 2, 4] and PackedSampler(clips, "v2s", codec, cfg.latent_length).pool.tolist() == [1, 3, 5]
+    batch = tts.batch(3, torch.Generator().manual_seed(0))
+    assert batch["latent"].shape == (3, cfg.audio_channels, cfg.latent_length) and batch["ref_audio_ebd"] is None
+    assert batch["phone_id"].shape == (3, 50) and batch["appearance_feat"].shape == (3, 20, 768)
+    source = ClipSource(data, "joint")
+    n = cfg.latent_length * codec.samples_per_latent
+    want = {i: codec.encode(torch.from_numpy(source.load(source.rows[i]).wave[None, :n]))[0] for i in (0, 2, 4)}
+    for b in range(3):  # every latent is one of the speech clips' codec latents, to quantisation precision
+        err = min(float((batch["latent"][b] - w).abs().max()) for w in want.values())
+        assert err < 0.031 / 2.0  # log-mel step / 2 over the latent's std (>= 2)
+    with pytest.raises(VSSFlowError, match="task"):
+        PackedSampler(clips, "music", codec, cfg.latent_length)
+
+
+def test_joint_sampler_mixes_speech_into_sounds(packed):
+    _, root = packed
+    cfg = tiny_config()
+    codec = build_codec(cfg.codec)
+    clips = PackedClips(root)
+    sampler = PackedSampler(clips, "joint", codec, cfg.latent_length, p_mix=1.0)
+    mixed = 0
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        idx = sampler.pool[torch.randint(len(sampler.pool), (4,), generator=torch.Generator().manual_seed(seed))]
+        batch = sampler.batch(4, g)
+        for b, i in enumerate(idx.tolist()):
+            if i % 2 == 1 and batch["phone_id"][b].any():  # a sound clip that got speech
+                mixed += 1
+                assert not torch.equal(batch["lip_feat"][b], clips.lip_feat[i])
+    assert mixed > 0
+
+
+def test_mix_log_mel_matches_waveform_mix():
+    codec = build_codec(tiny_config().codec)
+    t = torch.arange(SR) / SR
+    a, b = 0.3 * torch.sin(2 * torch.pi * 300 * t), 0.2 * torch.sin(2 * torch.pi * 2500 * t)
+    mel = lambda w: codec.log_mel(w[None])[0]
+    got = mix_log_mel(mel(a), mel(b), 0.5, "add")
+    want = mel(0.5 * a + b)
+    loud = want > want.max() - 4  # bins within 4 nepers of the peak
+    assert (got - want)[loud].abs().mean() < 0.05
+    assert torch.equal(mix_log_mel(mel(a), mel(b), 0.5, "insert"), mel(b))
+
+
+def test_trainer_on_pack_validates_and_exports_best(packed, tmp_path):
+    _, root = packed
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(tiny_config().to_json())
+    args = ["--data", str(root), "--val", str(root), "--val-every", "2", "--name", "p", "--state-dir", str(tmp_path / "runs"),
+            "--config", str(cfg_path), "--batch-size", "2", "--max-steps", "4", "--log-every", "2", "--warmup", "1"]
+    assert run_trainer(args) == 0
+    run_dir = tmp_path / "runs" / "p"
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in rows)
+    best = torch.load(run_dir / "best_ema.pt", weights_only=True)
+    assert best["val_loss"] == pytest.approx(min(r["val_loss"] for r in rows), abs=1e-5)
+    out = tmp_path / "best.safetensors"
+    assert run_trainer([*args, "--export", str(out), "--export-best"]) == 0
+    from vssflow_core.model.checkpoint import load_model_file
+
+    model, _, meta = load_model_file(out)
+    training = json.loads(meta["training"])
+    assert training["steps"] == best["step"] and training["val_loss"] == pytest.approx(best["val_loss"])
+    assert torch.equal(model.state_dict()["vaflow.proj_in.weight"], best["ema"]["vaflow.proj_in.weight"].half().float())
+    assert run_trainer([*args, "--max-steps", "5", "--amp", "bf16"]) == 0  # bf16 autocast step (resumed)
+
+
+def test_trainer_device_errors(packed, tmp_path):
+    data, root = packed
+    base = ["--name", "d", "--state-dir", str(tmp_path / "runs"), "--max-steps", "1"]
+    with pytest.raises(VSSFlowError, match="pack folder"):
+        run_trainer(["--data", str(data), "--device", "meta", *base])
+    if not torch.cuda.is_available():
+        with pytest.raises(VSSFlowError, match="no CUDA"):
+            run_trainer(["--data", str(root), "--device", "cuda", *base])
+    with pytest.raises(VSSFlowError, match="device"):
+        run_trainer(["--data", str(root), "--device", "gpu0", *base])

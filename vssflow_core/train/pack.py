@@ -1,0 +1,257 @@
+"""Packed training data: a make-data folder squeezed into a few small files for a remote machine.
+
+A data folder keeps 8 s of float32 waveform and float32 features per clip (about 1.1 MB); training
+only needs the codec's log-mel and the features, quantised. ``pack`` stores per clip:
+
+* ``log_mel``  uint8 ``[N, 80, M]`` (M = 4 x latent frames): natural-log mel, step 0.06 from -11.6
+  (the codec's floor is log(1e-5) = -11.51; rounding error <= 0.03, about 0.26 dB);
+* ``motion``   int8 ``[N, F25, 256]``: ``motion_feat`` x 127 (features in [-1, 1]);
+* ``appearance`` uint8 ``[N, F10, 768]``: the 16x16 RGB thumbnail x 255 (``appearance_feat`` is its
+  fixed standardisation), stored as differences along time modulo 256 (compresses better);
+* ``lip_feat`` float16 ``[N, F25, 6]``, ``phone_id`` uint8 ``[N, F25]``, ``kind`` uint8 ``[N]``
+  (0 speech, 1 sfx, 2 mixed) and ``speech_window`` float32 ``[N, 2]`` (seconds, NaN if no speech).
+
+Each shard is ``pack_NNN.safetensors.xz`` (LZMA-compressed safetensors: no pickle) of up to
+``clips_per_shard`` clips, about 45 kB per clip; ``pack.json`` holds the constants and the codec.
+:class:`PackedSampler` rebuilds training batches from it on any device, with the official
+add/insert mixing done on log-mel power (:func:`mix_log_mel`), so a GPU trains with no data loader.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import lzma
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vssflow_core.errors import VSSFlowError
+
+MEL_LO, MEL_STEP = -11.6, 0.06
+MOTION_SCALE = 127.0
+KINDS = ("speech", "sfx", "mixed")
+FORMAT = "vssflow-pack-1"
+
+
+def _quantise_clip(codec, tensors: dict, num_samples: int) -> dict[str, np.ndarray]:
+    """One clip's stored arrays (see the module docstring)."""
+    from vssflow_core.features.visual import APPEARANCE_MEAN, APPEARANCE_STD
+
+    wave = torch.zeros(1, num_samples)
+    w = torch.from_numpy(np.asarray(tensors["wave"], dtype=np.float32))[:num_samples]
+    wave[0, : len(w)] = w
+    with torch.no_grad():
+        mel = codec.log_mel(wave)[0].numpy()  # [80, M]
+    thumb = np.asarray(tensors["appearance_feat"], np.float32) * APPEARANCE_STD + APPEARANCE_MEAN
+    thumb = np.clip(np.round(thumb * 255.0), 0, 255).astype(np.uint8)
+    return {
+        "log_mel": np.clip(np.round((mel - MEL_LO) / MEL_STEP), 0, 255).astype(np.uint8),
+        "motion": np.clip(np.round(np.asarray(tensors["motion_feat"]) * MOTION_SCALE), -127, 127).astype(np.int8),
+        "appearance": np.diff(thumb, axis=0, prepend=np.zeros_like(thumb[:1])),  # uint8 wraps modulo 256
+        "lip_feat": np.asarray(tensors["lip_feat"], np.float16),
+        "phone_id": np.asarray(tensors["phone_id"]).astype(np.uint8),
+    }
+
+
+def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(lzma.compress(save(arrays), preset=6))
+    os.replace(tmp, path)
+
+
+def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shard: int = 250,
+         limit: int | None = None, config=None) -> Path:
+    """Pack the clips of a make-data folder (``manifest.jsonl`` + ``clips/``) into ``out_dir``.
+
+    Every clip must be at least the model's window long (``config``, default the embedded model's;
+    the training crop starts at 0). Returns the path of ``pack.json``. An existing
+    ``out_dir/pack.json`` is refused (never overwritten).
+    """
+    from vssflow_core.audio.codec import build_codec
+    from vssflow_core.embedded import embedded_config
+    from vssflow_core.train.data import ClipSource
+
+    out = Path(out_dir)
+    if (out / "pack.json").exists():
+        raise VSSFlowError(f"pack: {out / 'pack.json'} exists; choose a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = config or embedded_config()
+    codec = build_codec(cfg.codec)
+    num_samples = cfg.latent_length * codec.samples_per_latent
+    source = ClipSource(data_dir, "joint", sample_rate=codec.sample_rate)
+    rows = source.rows[:limit] if limit else source.rows
+    shards, buf, ids = [], {}, []
+
+    def flush():
+        if not ids:
+            return
+        name = f"pack_{len(shards):03d}.safetensors.xz"
+        _write_shard(out / name, {k: np.stack(v) for k, v in buf.items()})
+        shards.append({"file": name, "clips": len(ids), "ids": list(ids)})
+        buf.clear()
+        ids.clear()
+
+    for row in rows:
+        if float(row.get("duration_s") or 0) * codec.sample_rate < num_samples:
+            raise VSSFlowError(f"pack: clip {row['file']} is {row.get('duration_s')} s; the packed format needs "
+                               f">= {num_samples / codec.sample_rate:.3f} s (make-data --duration-s {cfg.duration_s})")
+        clip = source.load(row)
+        arrays = _quantise_clip(codec, {"wave": clip.wave, **clip.features}, num_samples)
+        has_speech = row["kind"] in ("speech", "mixed") and row.get("speech_start_s") is not None
+        arrays["kind"] = np.asarray(KINDS.index(row["kind"]), np.uint8)
+        arrays["speech_window"] = np.asarray([row["speech_start_s"], row["speech_end_s"]] if has_speech
+                                             else [math.nan, math.nan], np.float32)
+        for k, v in arrays.items():
+            buf.setdefault(k, []).append(v)
+        ids.append(row["id"])
+        if len(ids) >= clips_per_shard:
+            flush()
+    flush()
+    meta = {"format": FORMAT, "source": str(Path(data_dir).resolve()), "clips": sum(s["clips"] for s in shards),
+            "shards": shards, "mel_lo": MEL_LO, "mel_step": MEL_STEP, "motion_scale": MOTION_SCALE,
+            "duration_s": cfg.duration_s, "num_samples": num_samples, "codec": dataclasses.asdict(cfg.codec)}
+    (out / "pack.json").write_text(json.dumps(meta, indent=1))
+    return out / "pack.json"
+
+
+def add_arguments(p) -> None:
+    """Register the ``pack`` options on the argparse parser ``p``."""
+    p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/)")
+    p.add_argument("--out", required=True, help="new folder for pack.json and the shards")
+    p.add_argument("--clips-per-shard", type=int, default=250, help="clips per shard file (about 45 kB each)")
+    p.add_argument("--limit", type=int, default=None, help="pack only the first N clips")
+
+
+def run(args) -> int:
+    """``python -m vssflow_core pack``: write the pack and print its size."""
+    path = pack(args.data, args.out, args.clips_per_shard, args.limit)
+    meta = json.loads(path.read_text())
+    size = sum((path.parent / s["file"]).stat().st_size for s in meta["shards"])
+    print(f"packed {meta['clips']} clips into {len(meta['shards'])} shards, {size / 1e6:.1f} MB: {path}")
+    return 0
+
+
+def is_packed(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a folder written by :func:`pack`."""
+    return (Path(path) / "pack.json").is_file()
+
+
+class PackedClips:
+    """All clips of a packed folder, dequantised on ``device``.
+
+    Attributes (N clips): ``log_mel`` float32 [N, 80, M]; ``lip_feat`` float32 [N, F25, 6];
+    ``phone_id`` int64 [N, F25]; ``motion_feat`` float32 [N, F25, 256]; ``appearance_feat`` float32
+    [N, F10, 768]; ``kind`` int64 [N]; ``speech_window`` float32 [N, 2] (seconds, NaN if none).
+    Shards missing from the folder are skipped (a folder may be carried in parts).
+    """
+
+    def __init__(self, root: str | os.PathLike, device="cpu"):
+        from safetensors.numpy import load
+
+        from vssflow_core.features.visual import APPEARANCE_MEAN, APPEARANCE_STD
+
+        root = Path(root)
+        if not is_packed(root):
+            raise VSSFlowError(f"{root}: no pack.json; write one with `python -m vssflow_core pack --data DIR --out {root}`")
+        self.meta = json.loads((root / "pack.json").read_text())
+        if self.meta.get("format") != FORMAT:
+            raise VSSFlowError(f"{root}/pack.json: format {self.meta.get('format')!r}, expected {FORMAT!r}")
+        parts = [load(lzma.decompress((root / s["file"]).read_bytes())) for s in self.meta["shards"]
+                 if (root / s["file"]).is_file()]
+        if not parts:
+            raise VSSFlowError(f"{root}: none of the shards listed in pack.json is present")
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        dev = torch.device(device)
+        self.log_mel = torch.from_numpy(cat["log_mel"]).to(dev).float() * self.meta["mel_step"] + self.meta["mel_lo"]
+        self.motion_feat = torch.from_numpy(cat["motion"]).to(dev).float() / self.meta["motion_scale"]
+        thumb = np.cumsum(cat["appearance"], axis=1, dtype=np.uint8)  # undo the modulo-256 differences
+        self.appearance_feat = (torch.from_numpy(thumb).to(dev).float() / 255.0 - APPEARANCE_MEAN) / APPEARANCE_STD
+        self.lip_feat = torch.from_numpy(cat["lip_feat"]).to(dev).float()
+        self.phone_id = torch.from_numpy(cat["phone_id"]).to(dev).long()
+        self.kind = torch.from_numpy(cat["kind"]).to(dev).long()
+        self.speech_window = torch.from_numpy(cat["speech_window"]).float()  # CPU: read per mixed example
+        self.num_clips = self.log_mel.shape[0]
+
+
+def mix_log_mel(base: torch.Tensor, speech: torch.Tensor, gain: float, mode: str) -> torch.Tensor:
+    """Log-mel of a waveform mix, from the parts' log-mels (uncorrelated sources add in power).
+
+    Args: ``base``, ``speech`` log-mel ``[80, M]`` of the same span; ``gain`` scales the base
+    waveform (``add``); ``mode`` ``add`` (base * gain + speech) or ``insert`` (speech replaces base).
+    Returns: ``[80, M]`` natural-log mel magnitude.
+    """
+    if mode == "insert":
+        return speech.clone()
+    return 0.5 * torch.logaddexp(2 * (base + math.log(gain)), 2 * speech)
+
+
+class PackedSampler:
+    """Training batches from :class:`PackedClips` for one task, on the clips' device.
+
+    The same recipe as :class:`vssflow_core.train.data.ExampleSampler` (joint task: with chance
+    ``p_mix`` a sound example gets a speech clip's speech window added or inserted at a random
+    offset on the 25 Hz grid), with the waveform mix replaced by :func:`mix_log_mel`.
+    """
+
+    TASK_KIND_IDS = {"joint": (0, 1, 2), "v2s": (1,), "tts": (0,)}
+
+    def __init__(self, clips: PackedClips, task: str, codec, latent_length: int, p_mix: float = 0.2):
+        if task not in self.TASK_KIND_IDS:
+            raise VSSFlowError(f"task: expected one of {sorted(self.TASK_KIND_IDS)}, got {task!r}")
+        self.clips, self.codec, self.latent_length = clips, codec, latent_length
+        self.kinds = kinds = clips.kind.cpu()  # read per example without a device sync
+        self.pool = torch.nonzero(torch.isin(kinds, torch.tensor(self.TASK_KIND_IDS[task]))).flatten()
+        self.speech_pool = torch.nonzero(kinds == 0).flatten()
+        if len(self.pool) == 0:
+            raise VSSFlowError(f"packed data has no clips for task {task!r}")
+        self.p_mix = p_mix if task == "joint" and len(self.speech_pool) else 0.0
+        self.mel_rate = codec.sample_rate / codec.hop_length  # mel frames per second (86.13)
+
+    def batch(self, size: int, gen: torch.Generator) -> dict:
+        """A batch of ``size`` examples drawn with the CPU generator ``gen``.
+
+        Returns: ``latent`` [B, 320, L], ``lip_feat`` [B, F25, 6], ``phone_id`` [B, F25],
+        ``motion_feat`` [B, F25, 256], ``appearance_feat`` [B, F10, 768], ``ref_audio_ebd`` None.
+        """
+        c = self.clips
+        idx = self.pool[torch.randint(len(self.pool), (size,), generator=gen)]
+        dev_idx = idx.to(c.log_mel.device)
+        out = {"log_mel": c.log_mel[dev_idx].clone(), "lip_feat": c.lip_feat[dev_idx].clone(),
+               "phone_id": c.phone_id[dev_idx].clone(), "motion_feat": c.motion_feat[dev_idx].clone(),
+               "appearance_feat": c.appearance_feat[dev_idx].clone()}
+        if self.p_mix > 0:
+            for b in range(size):
+                if int(self.kinds[idx[b]]) == 1 and float(torch.rand((), generator=gen)) < self.p_mix:
+                    self._mix(out, b, int(self.speech_pool[torch.randint(len(self.speech_pool), (), generator=gen)]), gen)
+        latent = self.codec.mel_to_latent(out.pop("log_mel"))[..., : self.latent_length]
+        return {"latent": latent, **out, "ref_audio_ebd": None}
+
+    def _mix(self, out: dict, b: int, s: int, gen: torch.Generator) -> None:
+        """Put clip ``s``'s speech window (+-0.1 s, on the 25 Hz grid) into example ``b`` of ``out``."""
+        c, duration = self.clips, float(self.clips.meta["duration_s"])
+        start, end = (float(v) for v in c.speech_window[s])
+        a, e = round(max(0.0, start - 0.1) * 25) / 25, round(min(duration, end + 0.1) * 25) / 25
+        offset = round(float(torch.rand((), generator=gen)) * max(0.0, duration - (e - a)) * 25) / 25
+        mode = "add" if float(torch.rand((), generator=gen)) < 0.5 else "insert"
+        gain = 0.3 + 0.4 * float(torch.rand((), generator=gen))
+        m0, m1, d0 = round(a * self.mel_rate), round(e * self.mel_rate), round(offset * self.mel_rate)
+        n = max(0, min(m1 - m0, out["log_mel"].shape[-1] - d0))
+        mel = out["log_mel"][b]
+        mel[:, d0: d0 + n] = mix_log_mel(mel[:, d0: d0 + n], c.log_mel[s, :, m0: m0 + n], gain, mode)
+        for key, rate in (("lip_feat", 25.0), ("phone_id", 25.0), ("motion_feat", 25.0), ("appearance_feat", 10.0)):
+            src0, dst0 = math.floor(a * rate + 1e-6), math.floor(offset * rate + 1e-6)
+            m = max(0, min(math.ceil((e - a) * rate), out[key].shape[1] - dst0, getattr(c, key).shape[1] - src0))
+            piece = getattr(c, key)[s, src0: src0 + m]
+            if key in ("lip_feat", "phone_id"):  # speech-only streams come from the speech alone
+                out[key][b] = 0
+                out[key][b, dst0: dst0 + m] = piece
+            elif mode == "add":
+                out[key][b, dst0: dst0 + m] += piece
+            else:
+                out[key][b, dst0: dst0 + m] = piece
+
