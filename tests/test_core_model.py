@@ -247,3 +247,25 @@ def test_model_built_under_inference_mode_samples():
         noise = torch.randn(1, model.config.audio_channels, model.config.latent_length)
         out = model.sample(noise, cond, solver="euler", steps=2, guidance_scale=2.0)
     assert out.shape == noise.shape and torch.isfinite(out).all()
+
+
+def test_condition_input_scale(model):
+    """input_scale multiplies the raw feature before its projection; configs written before the
+    field existed load with 1.0."""
+    import json
+
+    cfg = model.config
+    scaled_cfg = dataclasses.replace(cfg, conditions=tuple(
+        dataclasses.replace(c, input_scale=3.0) if c.feature_key == "lip_feat" else c for c in cfg.conditions))
+    scaled = VSSFlow(scaled_cfg).eval()
+    scaled.load_state_dict(model.state_dict())
+    f = feats()
+    with torch.no_grad():
+        a = scaled.encode_conditions(50, **f)
+        b = model.encode_conditions(50, **{**f, "lip_feat": f["lip_feat"] * 3.0})
+        c = model.encode_conditions(50, **f)
+    assert torch.allclose(a.concat, b.concat, atol=1e-5) and not torch.allclose(a.concat, c.concat, atol=1e-3)
+    old = json.loads(cfg.to_json())
+    for cond in old["conditions"]:
+        del cond["input_scale"]
+    assert ModelConfig.from_json(json.dumps(old)) == cfg

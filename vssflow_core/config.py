@@ -53,6 +53,9 @@ class ConditionSpec:
         feature_key: keyword of :meth:`VSSFlow.encode_conditions` that carries this condition
             (official: ``lip_feat``, ``phone_id``, ``synch_feat``, ``ref_audio_ebd``,
             ``video_feat``); defaults to ``<name>_feat``.
+        input_scale: fixed gain applied to the raw feature before its projection (1.0 = none,
+            as official); brings a feature of small magnitude (e.g. frame differences) to about
+            unit scale. Not applied to integer ids.
     """
 
     name: str
@@ -66,6 +69,7 @@ class ConditionSpec:
     hidden_dim: int = 0
     fold_segments: bool = False
     feature_key: str = ""
+    input_scale: float = 1.0
 
     def __post_init__(self):
         if not self.feature_key:

@@ -3,11 +3,13 @@
 Parts, each imported only when it runs:
 * ``end_to_end`` (this package): the embedded default on 720p 30 fps clips, decode -> mux;
 * ``official`` (``bench.official_dit``): the official-size DiT on CPU (batched CFG, bf16, solvers);
-* ``decode`` (``bench.decode``): video decoding throughput and memory.
+* ``decode`` (``bench.decode``): video decoding throughput and memory;
+* ``gpu`` (``bench.gpu``): the official layout on a CUDA GPU (precisions, compile, solvers, memory,
+  batch throughput, front-end and codec); skipped at once without CUDA.
 
 The JSON has each part's results under its name plus the headline keys at the top level:
 ``rtf_10s``, ``peak_rss_mb_10min`` (end to end), ``guided_eval_speedup``, ``official_nfe_matched``
-(official DiT), when those parts ran.
+(official DiT), ``total_10s_s`` (GPU), when those parts ran.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 PARTS = {"end_to_end": "vssflow_core.bench.end_to_end", "official": "vssflow_core.bench.official_dit",
          "decode": "vssflow_core.bench.decode", "gpu": "vssflow_core.bench.gpu"}
+HEADLINE_KEYS = ("rtf_10s", "peak_rss_mb_10min", "guided_eval_speedup", "official_nfe_matched", "total_10s_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +64,8 @@ def run(args) -> int:
             out = _call(module.run, quick=args.quick)
         results[part] = out
         results.update({k: v for k, v in (out or {}).items() if not isinstance(v, (dict, list))
-                        and k in ("rtf_10s", "peak_rss_mb_10min", "guided_eval_speedup", "official_nfe_matched")})
-    headline = {k: results[k] for k in ("rtf_10s", "peak_rss_mb_10min", "guided_eval_speedup",
-                                        "official_nfe_matched") if k in results}
+                        and k in HEADLINE_KEYS})
+    headline = {k: results[k] for k in HEADLINE_KEYS if k in results}
     print("== headline", json.dumps(headline))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

@@ -154,7 +154,10 @@ def encode_features(model: nn.Module, cfg: ModelConfig, latent_length: int, feat
                 else torch.zeros((batch_size, n, spec.input_dim))
         elif spec.rate_hz is not None:
             x = _resample(spec, x, latent_length, cfg.latent_rate_hz)
-        x = x.to(device) if spec.projection == "embedding" else x.to(device, dtype)
+        if spec.projection == "embedding":
+            x = x.to(device)
+        else:
+            x = x.to(device, dtype) * spec.input_scale if spec.input_scale != 1.0 else x.to(device, dtype)
         return getattr(model, spec.module_name)(x)  # [B, L or 1, out_dim]
 
     concat = None

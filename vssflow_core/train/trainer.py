@@ -6,10 +6,13 @@
 row per logged step) and ``args.json``. Re-running the same command resumes. Data parallel over
 ``torchrun --nproc_per_node N`` with the gloo backend (gradients averaged by all-reduce).
 
-Recipe (official where it has one): x_t = (1 - t) x0 + t x1, MSE on the velocity, whole-batch
-condition dropout (p 0.1, all conditions) for guidance plus per-key dropout of lips / motion /
-speaker / appearance so the model also works without them, AdamW with linear warm-up, then
-constant. Beyond the official recipe: logit-normal t, gradient clipping, EMA weights (exported).
+Recipe (official where it has one): x_t = (1 - t) x0 + t x1, t ~ U(0, 1), MSE on the velocity,
+whole-batch condition dropout (p 0.1, all conditions) for guidance plus per-key dropout of lips /
+motion / speaker / appearance so the model also works without them, AdamW with linear warm-up,
+then constant. Beyond the official recipe: gradient clipping, EMA weights (exported), and
+``--t-sampling logit-normal`` as an option. Uniform t is the default because the sampler starts
+at t = 0: a model trained with logit-normal t (1.4 % of draws below t = 0.1) predicted x1 worse
+from pure noise than the batch mean did (MSE 1.01 vs 0.85 at t = 0, 0.37 at t = 0.02).
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (warmed up as (1+n)/(10+n))")
     p.add_argument("--p-uncond", type=float, default=0.1, help="whole-batch all-condition dropout (guidance)")
+    p.add_argument("--t-sampling", choices=("uniform", "logit-normal"), default="uniform",
+                   help="distribution of the flow time t in training (uniform = official)")
     p.add_argument("--p-mix", type=float, default=0.2, help="joint task: chance to mix speech into a sound clip")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps in total")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this many minutes of this process (0 = no limit)")
@@ -201,7 +206,10 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
     x1 = x1[..., :length].to(device)
     feats = {k: v.to(device) for k, v in batch.items() if v is not None}
     feats = flow.drop_conditions(feats, args.p_uncond, P_PER_KEY, gen)
-    t = torch.sigmoid(torch.randn((x1.shape[0],), generator=gen)).to(device)  # logit-normal(0, 1)
+    if getattr(args, "t_sampling", "uniform") == "logit-normal":
+        t = torch.sigmoid(torch.randn((x1.shape[0],), generator=gen)).to(device)
+    else:
+        t = torch.rand((x1.shape[0],), generator=gen).to(device)
     x0 = torch.randn(x1.shape, generator=noise_gen or gen, device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=getattr(args, "amp", "none") == "bf16"):
         cond = run.model.encode_conditions(length, batch_size=x1.shape[0], **feats)
