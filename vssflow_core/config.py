@@ -162,6 +162,9 @@ class CodecConfig:
         return self.mel_rate_hz / self.patch
 
 
+PHONE_PLACEMENTS = ("uniform", "lips")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a VSSFlow model. Serialised as JSON into checkpoint metadata."""
@@ -175,6 +178,10 @@ class ModelConfig:
     solver: str = "dopri5"
     steps: int = 10
     frontend: str = "official"  # which feature front-end produces the raw conditions
+    # how a transcript's phonemes are placed over the speech window: "uniform" stretch (official,
+    # what official checkpoints were trained with) or "lips" (DTW against the mouth opening,
+    # features.text.place_phonemes_by_lips; the training data must be placed the same way)
+    phone_placement: str = "uniform"
 
     def __post_init__(self):
         names = [c.name for c in self.conditions]
@@ -189,6 +196,9 @@ class ModelConfig:
                                  f"the DiT's cross_dim is {self.dit.cross_dim}")
         if self.duration_s <= 0:
             raise ValueError(f"model config {self.name!r}: duration_s must be > 0, got {self.duration_s}")
+        if self.phone_placement not in PHONE_PLACEMENTS:
+            raise ValueError(f"model config {self.name!r}: phone_placement must be one of {PHONE_PLACEMENTS}, "
+                             f"got {self.phone_placement!r}")
 
     @property
     def audio_channels(self) -> int:
@@ -244,7 +254,8 @@ class ModelConfig:
                 dit=DiTConfig(**d["dit"]),
                 codec=CodecConfig(**d["codec"]),
                 conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
-                **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend") if k in d},
+                **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend", "phone_placement")
+                   if k in d},
             )
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
             if isinstance(e, VSSFlowError):

@@ -328,10 +328,13 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
     return None if emb is None else torch.as_tensor(emb, dtype=torch.float32).reshape(-1)
 
 
-def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | None) -> tuple[torch.Tensor, tuple[float, float]]:
+def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | None,
+                  placement: str = "uniform") -> tuple[torch.Tensor, tuple[float, float]]:
     """Phoneme ids on the 25 Hz grid of the whole video, and the speech window used.
 
-    The window is the text's (s), or, when 0/0, found from the lips (else the whole video).
+    The window is the text's (s), or, when 0/0, found from the lips (else the whole video). Inside
+    it the phonemes are stretched uniformly (``placement="uniform"``, official) or follow the
+    mouth opening (``"lips"``: DTW, ``features.text.place_phonemes_by_lips``; uniform without lips).
     Returns: (int64 [num_frames(duration_s, 25)], (start_s, end_s)).
     """
     from vssflow_core.features import text as text_mod
@@ -356,5 +359,9 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
                            "set speech start/end inside the video (or 0/0 for automatic)")
     end = min(end, duration_s)
     ids = text_mod.phoneme_ids(text_mod.text_to_phonemes(text.transcript))
-    track = text_mod.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+    if placement == "lips" and lips is not None:
+        on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, LIP_RATE_HZ), LIP_RATE_HZ)
+        track = text_mod.place_phonemes_by_lips(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+    else:
+        track = text_mod.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
     return torch.as_tensor(track, dtype=torch.long), (start, end)

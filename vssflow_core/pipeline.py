@@ -404,7 +404,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                                   check=(lambda: callback(0, total_steps)) if callback is not None else None)
     phones = None
     if text_cond is not None and frontend.needs(cfg, "phone_id"):
-        phones, _ = frontend.phoneme_track(text_cond, duration_s, lip_cond)
+        phones, _ = frontend.phoneme_track(text_cond, duration_s, lip_cond, cfg.phone_placement)
     speaker = frontend.speaker_from_voice(cfg, text_cond.voice if text_cond else None, bundle.extras)
 
     total_samples = num_frames(duration_s, sample_rate)

@@ -64,18 +64,32 @@ def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def lip_placed_phones(row: dict, lip_raw: np.ndarray, duration_s: float) -> np.ndarray:
+    """A speech clip's phoneme ids on the 25 Hz grid placed by its lips (as inference places them
+    for a model with ``phone_placement="lips"``): uint8 [F25]. ``lip_raw`` float32 [F25, 6]."""
+    from vssflow_core.features.text import phoneme_ids, place_phonemes_by_lips, text_to_phonemes
+
+    ids = phoneme_ids(text_to_phonemes(row["transcript"]))
+    track = place_phonemes_by_lips(ids, lip_raw, float(row["speech_start_s"]), float(row["speech_end_s"]), duration_s)
+    return track.numpy()[: len(lip_raw)].astype(np.uint8)
+
+
 def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shard: int = 250,
-         limit: int | None = None, config=None) -> Path:
+         limit: int | None = None, config=None, phone_placement: str = "uniform") -> Path:
     """Pack the clips of a make-data folder (``manifest.jsonl`` + ``clips/``) into ``out_dir``.
 
     Every clip must be at least the model's window long (``config``, default the embedded model's;
-    the training crop starts at 0). Returns the path of ``pack.json``. An existing
-    ``out_dir/pack.json`` is refused (never overwritten).
+    the training crop starts at 0). ``phone_placement="lips"`` re-places the transcripts' phonemes
+    by the clips' lips (:func:`lip_placed_phonemes`) instead of the generator's uniform stretch.
+    Returns the path of ``pack.json``. An existing ``out_dir/pack.json`` is refused (never overwritten).
     """
+    from vssflow_core.config import PHONE_PLACEMENTS
     from vssflow_core.audio.codec import build_codec
     from vssflow_core.embedded import embedded_config
     from vssflow_core.train.data import ClipSource
 
+    if phone_placement not in PHONE_PLACEMENTS:
+        raise VSSFlowError(f"pack: phone placement must be one of {PHONE_PLACEMENTS}, got {phone_placement!r}")
     out = Path(out_dir)
     if (out / "pack.json").exists():
         raise VSSFlowError(f"pack: {out / 'pack.json'} exists; choose a new --out folder")
@@ -103,6 +117,8 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
         clip = source.load(row)
         arrays = _quantise_clip(codec, {"wave": clip.wave, **clip.features}, num_samples)
         has_speech = row["kind"] in ("speech", "mixed") and row.get("speech_start_s") is not None
+        if phone_placement == "lips" and has_speech and row.get("transcript") and "lip_raw" in clip.features:
+            arrays["phone_id"] = lip_placed_phones(row, clip.features["lip_raw"], float(row["duration_s"]))
         arrays["kind"] = np.asarray(KINDS.index(row["kind"]), np.uint8)
         arrays["speech_window"] = np.asarray([row["speech_start_s"], row["speech_end_s"]] if has_speech
                                              else [math.nan, math.nan], np.float32)
@@ -114,7 +130,7 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
     flush()
     meta = {"format": FORMAT, "source": str(Path(data_dir).resolve()), "clips": sum(s["clips"] for s in shards),
             "shards": shards, "mel_lo": MEL_LO, "mel_step": MEL_STEP, "motion_scale": MOTION_SCALE,
-            "duration_s": cfg.duration_s, "num_samples": num_samples, "codec": dataclasses.asdict(cfg.codec)}
+            "duration_s": cfg.duration_s, "num_samples": num_samples, "phone_placement": phone_placement, "codec": dataclasses.asdict(cfg.codec)}
     (out / "pack.json").write_text(json.dumps(meta, indent=1))
     return out / "pack.json"
 
@@ -125,11 +141,13 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="new folder for pack.json and the shards")
     p.add_argument("--clips-per-shard", type=int, default=250, help="clips per shard file (about 45 kB each)")
     p.add_argument("--limit", type=int, default=None, help="pack only the first N clips")
+    p.add_argument("--phone-placement", choices=("uniform", "lips"), default="uniform",
+                   help="place the transcripts' phonemes by uniform stretch (official) or by the lips (DTW)")
 
 
 def run(args) -> int:
     """``python -m vssflow_core pack``: write the pack and print its size."""
-    path = pack(args.data, args.out, args.clips_per_shard, args.limit)
+    path = pack(args.data, args.out, args.clips_per_shard, args.limit, phone_placement=args.phone_placement)
     meta = json.loads(path.read_text())
     size = sum((path.parent / s["file"]).stat().st_size for s in meta["shards"])
     print(f"packed {meta['clips']} clips into {len(meta['shards'])} shards, {size / 1e6:.1f} MB: {path}")

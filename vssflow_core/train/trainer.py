@@ -233,6 +233,25 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _command_tail() -> list[str]:
+    """This process's command line after ``python -m`` (``vssflow_core train ...`` or the module's)."""
+    if sys.argv[1:2] == ["train"]:
+        return ["vssflow_core", *sys.argv[1:]]
+    return ["vssflow_core.train.trainer", *sys.argv[1:]]
+
+
+def _with_data_placement(config, data):
+    """``config`` with the phoneme placement of a pack folder (a new run learns the data's placement)."""
+    import dataclasses
+
+    from vssflow_core.train.pack import is_packed
+
+    if not is_packed(data):
+        return config
+    placement = json.loads((Path(data) / "pack.json").read_text()).get("phone_placement", "uniform")
+    return dataclasses.replace(config, phone_placement=placement)
+
+
 def _check_device(args) -> torch.device:
     """The training device, refused with the fix when it cannot work."""
     from vssflow_core.errors import VSSFlowError
@@ -258,6 +277,11 @@ def _batch_source(args, cfg, codec, rank: int, device):
 
     if is_packed(args.data):
         clips = PackedClips(args.data, device)
+        placement = clips.meta.get("phone_placement", "uniform")
+        if placement != cfg.phone_placement:
+            raise VSSFlowError(f"{args.data}: phonemes packed with placement {placement!r}, the run's model uses "
+                               f"{cfg.phone_placement!r}; train a new run (--name) or pack with --phone-placement "
+                               f"{cfg.phone_placement}")
         if abs(float(clips.meta["duration_s"]) - cfg.duration_s) > 1e-6:
             raise VSSFlowError(f"{args.data}: packed for {clips.meta['duration_s']} s windows, the model's is "
                                f"{cfg.duration_s} s; pack again with that model's config")
@@ -326,6 +350,7 @@ def run(args) -> int:
         state = Run.load(ckpt, args.lr, args.weight_decay, device)
     else:
         config = ModelConfig.from_json(Path(args.config).read_text()) if args.config else preset(args.preset)
+        config = _with_data_placement(config, args.data)
         state = Run(config, args.lr, args.weight_decay, device)
     cfg = state.config
     if world > 1:  # identical start on every rank
@@ -341,7 +366,7 @@ def run(args) -> int:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
-                "command": " ".join([sys.executable, "-m", "vssflow_core.train.trainer", *sys.argv[1:]])}
+                "command": " ".join([sys.executable, "-m", *_command_tail()])}
         (run_dir / "args.json").write_text(json.dumps(meta, indent=1, default=str))
         print(f"run {run_dir}: step {state.step}, {state.model.num_parameters() / 1e6:.2f} M parameters, "
               f"{describe()} ({args.task}), world {world}, device {device}", flush=True)
