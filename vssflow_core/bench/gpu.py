@@ -329,6 +329,24 @@ def _build(ctor, device, dtype=torch.float32):
     return module.to(device=device, dtype=dtype).eval()
 
 
+def _time_precisions(module, call, prefix: str, out: dict, s: Settings, device) -> dict:
+    """Time ``call(module)`` with ``module`` in fp32 (TF32 off) and bf16 (GPU only), recording
+    ``out[prefix + "fp32_ms"]`` / ``"bf16_ms"`` (or the error); returns the outputs by precision."""
+    results = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if dtype != torch.float32 and not _is_cuda(device):
+            out[f"{prefix}{name}_ms"] = "skipped: cpu"
+            continue
+        try:
+            module.to(dtype)
+            with torch.no_grad(), _tf32(False):
+                ms, results[name] = _median_ms(lambda: call(module), device, s.warmup, s.repeats)
+            out[f"{prefix}{name}_ms"] = round(ms, 2)
+        except Exception as e:  # noqa: BLE001 - the other precision is still measured
+            out[f"{prefix}{name}_ms"] = _error(e)["error"]
+    return results
+
+
 def bench_decode(s: Settings, device) -> dict:
     """Official codec decode of a random latent [1, 128, L] -> [1, 640 L] at 16 kHz: ms in fp32
     (TF32 off) and bf16, and the bf16 waveform's relative deviation."""
@@ -343,18 +361,7 @@ def bench_decode(s: Settings, device) -> dict:
     latent = torch.randn(1, codec.latent_channels, round(25 * s.seconds), generator=torch.Generator().manual_seed(3))
     latent = latent.to(device)
     out: dict = {}
-    waves = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        if dtype != torch.float32 and not _is_cuda(device):
-            out[f"{name}_ms"] = "skipped: cpu"
-            continue
-        try:
-            codec.to(dtype)
-            with torch.no_grad(), _tf32(False):
-                ms, waves[name] = _median_ms(lambda: codec.decode(latent), device, s.warmup, s.repeats)
-            out[f"{name}_ms"] = round(ms, 2)
-        except Exception as e:  # noqa: BLE001 - the other precision is still measured
-            out[f"{name}_ms"] = _error(e)["error"]
+    waves = _time_precisions(codec, lambda m: m.decode(latent), "", out, s, device)
     out["samples"] = int(next(iter(waves.values())).shape[-1]) if waves else None
     if len(waves) == 2:
         out["bf16_dev"] = _rel(waves["bf16"], waves["fp32"])
@@ -376,19 +383,9 @@ def bench_features(s: Settings, device) -> dict:
             "synchformer": (lambda: SynchformerVisual(depth=depth or 12), lambda m: encode_video(m, sync_px))}
     out: dict = {"clip_frames": clip_px.shape[0], "synchformer_frames": sync_px.shape[1]}
     for name, (ctor, call) in nets.items():
-        model = _build(ctor, device)
-        for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            if dtype != torch.float32 and not _is_cuda(device):
-                out[f"{name}_{prec}_ms"] = "skipped: cpu"
-                continue
-            try:
-                model.to(dtype)
-                with torch.no_grad(), _tf32(False):
-                    ms, feat = _median_ms(lambda: call(model), device, s.warmup, s.repeats)
-                out[f"{name}_{prec}_ms"] = round(ms, 2)
-                out[f"{name}_shape"] = list(feat.shape)
-            except Exception as e:  # noqa: BLE001 - the other runs are still measured
-                out[f"{name}_{prec}_ms"] = _error(e)["error"]
+        feats = _time_precisions(_build(ctor, device), call, f"{name}_", out, s, device)
+        if feats:
+            out[f"{name}_shape"] = list(next(iter(feats.values())).shape)
     rawnet = _build(lambda: RawNet3(C=s.rawnet_channels), device)
     wave = torch.randn(round(16000 * s.seconds), generator=g)
     with torch.no_grad(), _tf32(False):
