@@ -139,6 +139,8 @@ def test_trainer_on_pack_validates_and_exports_best(packed, tmp_path):
     assert training["steps"] == best["step"] and training["val_loss"] == pytest.approx(best["val_loss"])
     assert torch.equal(model.state_dict()["vaflow.proj_in.weight"], best["ema"]["vaflow.proj_in.weight"].half().float())
     assert run_trainer([*args, "--max-steps", "5", "--amp", "bf16", "--t-sampling", "logit-normal"]) == 0  # resumed
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 5 and "val_loss" in rows[-1]  # the final steps are validated too
 
 
 def test_trainer_device_errors(packed, tmp_path):

@@ -375,6 +375,18 @@ def run(args) -> int:
     last_ckpt = time.time()
     noise_gen = torch.Generator(device).manual_seed(args.seed * 1000 + state.step + rank) if device.type != "cpu" else None
     losses, step_seconds = [], 0.0
+    validated = [state.step]  # the step of the last validation (a resumed run has its own best already)
+
+    def validation_row() -> dict:
+        """Validate the EMA weights, keep them as best_ema.pt if they beat the best; the log fields."""
+        nonlocal best_val
+        val = validate(state.ema)
+        validated[0] = state.step
+        if val < best_val:
+            best_val = val
+            _atomic_save({"ema": state.ema.state_dict(), "step": state.step, "val_loss": val}, run_dir / "best_ema.pt")
+        return {"step": state.step, "val_loss": round(val, 5)}
+
     try:
         while state.step < args.max_steps:
             if args.max_minutes and time.time() - started > args.max_minutes * 60:
@@ -398,11 +410,7 @@ def run(args) -> int:
                        "sec": round(step_seconds / len(losses), 4), "clips": describe(), "time": round(time.time(), 1)}
                 losses, step_seconds = [], 0.0
             if validate and state.step % args.val_every == 0:
-                val = validate(state.ema)
-                row = {**row, "step": state.step, "val_loss": round(val, 5)}
-                if val < best_val:
-                    best_val = val
-                    _atomic_save({"ema": state.ema.state_dict(), "step": state.step, "val_loss": val}, run_dir / "best_ema.pt")
+                row = {**row, **validation_row()}
             if row:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -412,6 +420,8 @@ def run(args) -> int:
             if time.time() - last_ckpt > args.ckpt_minutes * 60:
                 state.save(ckpt)
                 last_ckpt = time.time()
+        if validate and log is not None and validated[0] != state.step:  # the last steps count too
+            log.write(json.dumps(validation_row()) + "\n")
         if world > 1:
             _check_replicas(state.model)
     finally:
