@@ -217,3 +217,15 @@ def test_automatic_speech_window_comes_from_the_lips_and_says_so():
     assert abs(start - 1.0) < 0.2 and abs(end - 3.0) < 0.25
     voiced = np.nonzero(track.numpy())[0] / fps
     assert voiced.min() >= start - 0.05 and voiced.max() <= end + 0.05
+
+
+def test_loud_audio_is_scaled_not_clipped():
+    from vssflow_core.pipeline import PEAK_CEILING, _limit_peak
+
+    t = torch.linspace(0, 1, 1000)
+    loud = torch.stack([3.0 * torch.sin(40 * t), 0.5 * torch.sin(40 * t)])[:, None]  # [2, 1, S]
+    out = _limit_peak(loud.clone())
+    assert out[0].abs().max() == pytest.approx(PEAK_CEILING)
+    assert torch.allclose(out[0] / out[0].abs().max(), loud[0] / loud[0].abs().max())  # shape kept, no flat tops
+    assert torch.equal(out[1], loud[1])  # a quiet variation is untouched
+    assert torch.equal(_limit_peak(torch.zeros(1, 1, 10)), torch.zeros(1, 1, 10))
