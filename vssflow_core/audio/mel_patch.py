@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from vssflow_core.audio.codec import AudioCodec, split_prefixed
 from vssflow_core.errors import VSSFlowError
 
+# Whisper tiny.en WER of real speech (14 eval clips, seed 1000) resynthesised from its mel:
+# 8 iterations 0.119, 16 -> 0.107, 32 -> 0.113 (the same within noise); 0.22 s vs 0.375 s per 8 s on CPU.
+GRIFFIN_LIM_ITERATIONS = 16
 LOG_FLOOR = 1e-5  # the clamp of the HiFi-GAN recipe: silence = log(1e-5) = -11.51
 LOG_MEL_MEAN = -6.5  # fixed normalisation of the log-mel (measured on the synthetic training clips: mean -6.9, std 2.9)
 LOG_MEL_STD = 3.0
@@ -188,7 +191,7 @@ class MelPatchCodec(AudioCodec):
             self._vocoder = build_universal_hifigan(self._tensors).to(device)
         return self._vocoder
 
-    def griffin_lim(self, mel: torch.Tensor, iterations: int = 32) -> torch.Tensor:
+    def griffin_lim(self, mel: torch.Tensor, iterations: int = GRIFFIN_LIM_ITERATIONS) -> torch.Tensor:
         """Log-mel ``[B, 80, M]`` -> waveform ``[B, 256 * M]`` by mel pseudo-inverse + Griffin-Lim (momentum 0.99)."""
         inv = torch.linalg.pinv(self.mel_basis.float())  # [F, 80]
         mag = torch.matmul(inv, torch.exp(mel.float())).clamp(min=1e-5)  # [B, F, M]
