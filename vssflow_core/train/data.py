@@ -126,6 +126,28 @@ def crop_clip(clip: Clip, start_s: float, duration_s: float, num_samples: int, s
     return out
 
 
+def mix_feature_streams(out: dict, speech: dict, window: tuple[float, float], offset_s: float, mode: str) -> None:
+    """The feature part of the official mix, in place on ``out`` (numpy arrays or torch tensors).
+
+    ``out`` and ``speech`` map each key of ``FEATURE_RATES`` to one example's stream [N, ...] on its
+    grid. The speech's ``window`` (s) goes to ``offset_s`` of ``out``: lips and phonemes come from
+    the speech only (zeros elsewhere); motion/appearance frames are added (``add``) or overwritten
+    (``insert``).
+    """
+    a, b = window
+    for key, rate in FEATURE_RATES.items():
+        src0, dst0 = int(math.floor(a * rate + 1e-6)), int(math.floor(offset_s * rate + 1e-6))
+        m = max(0, min(int(math.ceil((b - a) * rate)), len(out[key]) - dst0, len(speech[key]) - src0))
+        piece = speech[key][src0: src0 + m]
+        if key in SPEECH_KEYS:
+            out[key][:] = 0
+            out[key][dst0: dst0 + m] = piece
+        elif mode == "add":
+            out[key][dst0: dst0 + m] = out[key][dst0: dst0 + m] + piece
+        else:
+            out[key][dst0: dst0 + m] = piece
+
+
 def mix_speech_into(base: dict, speech: dict, window: tuple[float, float], offset_s: float, mode: str, gain: float,
                     sample_rate: int) -> dict:
     """Official ``video_mix`` synthesis on cropped examples (both cover the same window length).
@@ -145,17 +167,7 @@ def mix_speech_into(base: dict, speech: dict, window: tuple[float, float], offse
         out["wave"][s_dst: s_dst + n] = out["wave"][s_dst: s_dst + n] * gain + seg
     else:
         out["wave"][s_dst: s_dst + n] = seg
-    for key, rate in FEATURE_RATES.items():
-        src0, dst0 = int(math.floor(a * rate + 1e-6)), int(math.floor(offset_s * rate + 1e-6))
-        m = max(0, min(int(math.ceil((b - a) * rate)), len(out[key]) - dst0, len(speech[key]) - src0))
-        piece = speech[key][src0: src0 + m]
-        if key in SPEECH_KEYS:
-            out[key][:] = 0
-            out[key][dst0: dst0 + m] = piece
-        elif mode == "add":
-            out[key][dst0: dst0 + m] = out[key][dst0: dst0 + m] + piece
-        else:
-            out[key][dst0: dst0 + m] = piece
+    mix_feature_streams(out, speech, window, offset_s, mode)
     out["ref_audio_ebd"] = speech.get("ref_audio_ebd")
     peak = float(np.abs(out["wave"]).max()) if len(out["wave"]) else 0.0
     if peak > 0.99:

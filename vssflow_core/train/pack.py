@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.train.data import FEATURE_RATES, TASK_KINDS, mix_feature_streams
 
 MEL_LO, MEL_STEP = -11.6, 0.06
 MOTION_SCALE = 127.0
@@ -216,14 +217,13 @@ class PackedSampler:
     offset on the 25 Hz grid), with the waveform mix replaced by :func:`mix_log_mel`.
     """
 
-    TASK_KIND_IDS = {"joint": (0, 1, 2), "v2s": (1,), "tts": (0,)}
-
     def __init__(self, clips: PackedClips, task: str, codec, latent_length: int, p_mix: float = 0.2):
-        if task not in self.TASK_KIND_IDS:
-            raise VSSFlowError(f"task: expected one of {sorted(self.TASK_KIND_IDS)}, got {task!r}")
+        if task not in TASK_KINDS:
+            raise VSSFlowError(f"task: expected one of {sorted(TASK_KINDS)}, got {task!r}")
         self.clips, self.codec, self.latent_length = clips, codec, latent_length
         self.kinds = kinds = clips.kind.cpu()  # read per example without a device sync
-        self.pool = torch.nonzero(torch.isin(kinds, torch.tensor(self.TASK_KIND_IDS[task]))).flatten()
+        task_ids = torch.tensor([KINDS.index(k) for k in TASK_KINDS[task]])
+        self.pool = torch.nonzero(torch.isin(kinds, task_ids)).flatten()
         self.speech_pool = torch.nonzero(kinds == 0).flatten()
         if len(self.pool) == 0:
             raise VSSFlowError(f"packed data has no clips for task {task!r}")
@@ -261,15 +261,6 @@ class PackedSampler:
         n = max(0, min(m1 - m0, out["log_mel"].shape[-1] - d0))
         mel = out["log_mel"][b]
         mel[:, d0: d0 + n] = mix_log_mel(mel[:, d0: d0 + n], c.log_mel[s, :, m0: m0 + n], gain, mode)
-        for key, rate in (("lip_feat", 25.0), ("phone_id", 25.0), ("motion_feat", 25.0), ("appearance_feat", 10.0)):
-            src0, dst0 = math.floor(a * rate + 1e-6), math.floor(offset * rate + 1e-6)
-            m = max(0, min(math.ceil((e - a) * rate), out[key].shape[1] - dst0, getattr(c, key).shape[1] - src0))
-            piece = getattr(c, key)[s, src0: src0 + m]
-            if key in ("lip_feat", "phone_id"):  # speech-only streams come from the speech alone
-                out[key][b] = 0
-                out[key][b, dst0: dst0 + m] = piece
-            elif mode == "add":
-                out[key][b, dst0: dst0 + m] += piece
-            else:
-                out[key][b, dst0: dst0 + m] = piece
+        mix_feature_streams({k: out[k][b] for k in FEATURE_RATES}, {k: getattr(c, k)[s] for k in FEATURE_RATES},
+                            (a, e), offset, mode)  # views: writes land in out
 
