@@ -35,6 +35,30 @@ def test_lip_offset_recovers_lag(lag):
     assert M.lip_offset_frames(mouth, loud) == lag
 
 
+def test_lagged_correlation_of_a_delayed_copy():
+    rng = np.random.default_rng(2)
+    a = np.convolve(rng.normal(size=300), np.ones(4) / 4, mode="same")
+    b = np.roll(a, 4)
+    c0, lag, best = M.lagged_correlation(a, b, max_lag=10)
+    assert lag == 4 and best > 0.95 and c0 < best - 0.2
+    assert M.lagged_correlation(a, -a)[0] == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_motion_energy_and_peaks_find_visible_jolts():
+    """A still picture that jumps sideways at 0.6 s and 1.4 s (25 fps): two motion peaks, there."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    shift = np.zeros(50, int)
+    shift[15:] += 3
+    shift[35:] += 3  # jolts at frames 15 and 35
+    frames = np.stack([np.roll(image, s, axis=1) for s in shift])
+    frames = np.clip(frames.astype(int) + rng.integers(-2, 3, size=frames.shape), 0, 255).astype(np.uint8)  # sensor noise
+    energy = M.motion_energy(frames)
+    assert energy.shape == (50,) and energy[0] == 0
+    np.testing.assert_allclose(M.motion_peaks(energy, 25.0), [0.6, 1.4])
+    assert len(M.motion_peaks(M.motion_energy(frames[:1]), 25.0)) == 0
+
+
 def test_onset_matching_and_f1():
     assert M.onset_counts([1.0, 2.0, 3.0], [1.04, 2.2, 3.0, 3.01]) == (2, 3, 4)
     assert M.f1_from_counts(2, 3, 4) == pytest.approx(4 / 7)

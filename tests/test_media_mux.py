@@ -138,8 +138,29 @@ def test_never_overwrites(tmp_path, src):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4", "o_00001_.mp4"]  # no temp files left
 
 
-def test_failure_leaves_no_file(tmp_path, src):
-    with pytest.raises(VSSFlowError, match="WebM holds only VP8/VP9/AV1"):
+def test_stream_the_container_cannot_hold_is_reencoded(tmp_path, src, caplog):
+    """H.264 cannot go into WebM: the frames are re-encoded (VP9) at their own timestamps."""
+    with caplog.at_level("WARNING", logger="vssflow_core.media.mux"):
+        out = mux_audio(src["mp4"], click_track(2.0, 16000, (0.5,)), 16000, tmp_path / "x.webm")
+    assert "re-encoding the video with libvpx-vp9" in caplog.text
+    info, before = probe_video(out), probe_video(src["mp4"])
+    assert info.codec == "vp9" and info.num_frames == before.num_frames
+    assert info.duration_s == pytest.approx(before.duration_s, abs=1e-3)
+    back = read_frames(out, 25)
+    assert [decode_index(f) for f in back.frames] == list(range(before.num_frames))  # every picture, in place
+    assert find_clicks(*read_audio(out)) == pytest.approx([0.5], abs=1 / 25)
+
+
+def test_failure_leaves_no_file(tmp_path, src, monkeypatch):
+    import av
+
+    from vssflow_core.media import mux
+
+    def refuse(*args, **kwargs):
+        raise av.error.FFmpegError(-1, "no encoder")
+
+    monkeypatch.setattr(mux, "_encoder_like", refuse)
+    with pytest.raises(VSSFlowError, match="neither copied .* nor re-encoded"):
         mux_audio(src["mp4"], np.zeros(100, np.float32), 16000, tmp_path / "x.webm")
     assert list(tmp_path.iterdir()) == []
 

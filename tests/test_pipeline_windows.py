@@ -220,12 +220,12 @@ def test_automatic_speech_window_comes_from_the_lips_and_says_so():
 
 
 def test_loud_audio_is_scaled_not_clipped():
-    from vssflow_core.pipeline import PEAK_CEILING, _limit_peak
+    from vssflow_core.audio.level import PEAK_CEILING, limit_peak
 
     t = torch.linspace(0, 1, 1000)
     loud = torch.stack([3.0 * torch.sin(40 * t), 0.5 * torch.sin(40 * t)])[:, None]  # [2, 1, S]
-    out = _limit_peak(loud.clone())
+    out = limit_peak(loud.clone())
     assert out[0].abs().max() == pytest.approx(PEAK_CEILING)
     assert torch.allclose(out[0] / out[0].abs().max(), loud[0] / loud[0].abs().max())  # shape kept, no flat tops
     assert torch.equal(out[1], loud[1])  # a quiet variation is untouched
-    assert torch.equal(_limit_peak(torch.zeros(1, 1, 10)), torch.zeros(1, 1, 10))
+    assert torch.equal(limit_peak(torch.zeros(1, 1, 10)), torch.zeros(1, 1, 10))

@@ -1,5 +1,6 @@
 """Packed training data: quantised round trip, batches equal to the clip-folder path, log-mel mixing,
 and the trainer on a pack (validation loss, best-EMA export, bf16 autocast, device errors)."""
+import dataclasses
 import json
 
 import numpy as np
@@ -141,6 +142,29 @@ def test_trainer_on_pack_validates_and_exports_best(packed, tmp_path):
     assert run_trainer([*args, "--max-steps", "5", "--amp", "bf16", "--t-sampling", "logit-normal"]) == 0  # resumed
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 5 and "val_loss" in rows[-1]  # the final steps are validated too
+
+
+def test_trainer_init_fine_tunes_from_a_model_file(packed, tmp_path):
+    _, root = packed
+    from vssflow_core.model import VSSFlow
+    from vssflow_core.model.checkpoint import save_model_file
+
+    torch.manual_seed(3)
+    source = VSSFlow(tiny_config())
+    save_model_file(tmp_path / "start.safetensors", source, metadata={"config": tiny_config().to_json()})
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(tiny_config().to_json())
+    base = ["--data", str(root), "--state-dir", str(tmp_path / "runs"), "--config", str(cfg_path), "--batch-size", "2",
+            "--warmup", "1", "--lr", "0"]
+    assert run_trainer([*base, "--name", "ft", "--max-steps", "1", "--init", str(tmp_path / "start.safetensors")]) == 0
+    st = torch.load(tmp_path / "runs" / "ft" / "last.pt", weights_only=True)
+    want = source.state_dict()
+    for key in ("model", "ema"):  # lr 0 (weight decay is scaled by lr): the weights are still the file's
+        assert all(torch.equal(st[key][k], want[k]) for k in want), key
+    wider = dataclasses.replace(tiny_config(), dit=dataclasses.replace(tiny_config().dit, head_dim=32))
+    cfg_path.write_text(wider.to_json())
+    with pytest.raises(VSSFlowError, match="do not fit the run's config"):
+        run_trainer([*base, "--name", "bad", "--max-steps", "1", "--init", str(tmp_path / "start.safetensors")])
 
 
 def test_trainer_device_errors(packed, tmp_path):

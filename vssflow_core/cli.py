@@ -18,6 +18,8 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "pack": ("vssflow_core.train.pack", "add_arguments", "run", "pack a training set small for a remote (GPU) machine"),
     "train": ("vssflow_core.train.trainer", "add_arguments", "run", "train a model (resumable)"),
     "eval": ("vssflow_core.train.evaluate", "add_arguments", "run", "evaluate a model on fresh synthetic clips"),
+    "diagnose": ("vssflow_core.train.diagnose", "add_arguments", "run",
+                 "measure how much a model leans on each condition (held-out packed clips)"),
     "bench": ("vssflow_core.bench", "add_arguments", "run", "measure speed and memory"),
 }
 

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from vssflow_core import frontend
+from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, TextCondition, num_frames
 
 SOLVERS = ("euler", "midpoint", "heun", "dopri5")
 DEFAULT_OVERLAP_FRACTION = 0.125  # default window overlap: an eighth of the window (1 s of 8 s, 1.25 s of 10 s)
-PEAK_CEILING = 0.99  # generated audio louder than this is scaled down to it (per variation)
 
 
 @dataclass
@@ -445,14 +445,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                 codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
                 wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]
         out[:, 0, first_sample:end_sample] += _fit(wave, count) * gain
-    return _limit_peak(out), sample_rate
-
-
-def _limit_peak(audio: torch.Tensor, ceiling: float = PEAK_CEILING) -> torch.Tensor:
-    """Scale each variation of ``audio`` [B, 1, S] whose peak exceeds ``ceiling`` down to it (no hard
-    clipping: a clipped waveform distorts, and resampling it to 48 kHz overshoots past 1)."""
-    peak = audio.abs().amax(dim=(1, 2), keepdim=True)
-    return audio * torch.clamp(ceiling / peak.clamp(min=1e-12), max=1.0)
+    return limit_peak(out), sample_rate
 
 
 class _Clock:

@@ -7,6 +7,7 @@
 - ``hifigan``: 16 kHz HiFi-GAN (SpeechT5HifiGan key names).
 - ``mel_patch``: the embedded model's codec (kind ``mel_patch``).
 - ``resample``: ``resample(wave, sr_in, sr_out)``.
+- ``level``: ``limit_peak(audio)``: scale, never clip, generated audio above full scale.
 
 Import the submodules directly; nothing heavy is imported here.
 """

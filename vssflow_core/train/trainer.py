@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("joint", "v2s", "tts"), default="joint", help="which clips to train on")
     p.add_argument("--preset", default="embedded", help="model preset for a new run (default embedded)")
     p.add_argument("--config", default=None, metavar="JSON", help="ModelConfig JSON file for a new run (overrides --preset)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="a new run starts from this model file's weights (fine-tuning); its architecture must match "
+                        "the run's config (--preset/--config), which decides everything else")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step per process")
     p.add_argument("--lr", type=float, default=4e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
@@ -119,6 +122,26 @@ class Run:
     def update_ema(self, decay: float) -> None:
         d = min(decay, (1 + self.step) / (10 + self.step))
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - d)
+
+
+def init_weights(run: Run, model_path: str | os.PathLike) -> None:
+    """Copy a model file's weights into a new run's model and EMA (fine-tuning start).
+
+    Raises ``VSSFlowError`` naming the weights whose shapes differ from the run's config."""
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.model.checkpoint import load_model_file
+
+    source, _, _ = load_model_file(model_path)
+    theirs, ours = source.state_dict(), run.model.state_dict()
+    bad = [f"{k}: file {list(theirs[k].shape) if k in theirs else 'missing'} vs run {list(v.shape)}"
+           for k, v in ours.items() if k not in theirs or theirs[k].shape != v.shape]
+    if bad:
+        raise VSSFlowError(f"--init {model_path}: {len(bad)} weight(s) do not fit the run's config "
+                           f"({'; '.join(bad[:3])}); pick the preset or --config the file was trained with")
+    with torch.no_grad():
+        for name, tensor in ours.items():
+            tensor.copy_(theirs[name])
+    run.ema.load_state_dict(run.model.state_dict())
 
 
 def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float16, overwrite: bool = False,
@@ -352,6 +375,8 @@ def run(args) -> int:
         config = ModelConfig.from_json(Path(args.config).read_text()) if args.config else preset(args.preset)
         config = _with_data_placement(config, args.data)
         state = Run(config, args.lr, args.weight_decay, device)
+        if args.init:
+            init_weights(state, args.init)
     cfg = state.config
     if world > 1:  # identical start on every rank
         import torch.distributed as dist
