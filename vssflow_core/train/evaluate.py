@@ -152,6 +152,7 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
 def run(args) -> int:
     """Evaluate and print a table; writes ``--json`` if given."""
     from vssflow_core.train.data import ClipSource, crop_clip
+    from vssflow_core.train.pack import placed_phones
     from vssflow_core.train import metrics as M
 
     torch.set_num_threads(max(1, args.threads))
@@ -181,6 +182,9 @@ def run(args) -> int:
     for i, row in enumerate(rows):
         clip = source.load(row)
         crop = crop_clip(clip, 0.0, cfg.duration_s, num_samples, codec.sample_rate)
+        lip_phones = placed_phones(row, clip.features, cfg.phone_placement)  # as inference places them
+        if lip_phones is not None:
+            crop["phone_id"] = lip_phones[: len(crop["phone_id"])].astype(np.int64)
         mouth = None
         if "lip_raw" in clip.features:
             mouth = clip.features["lip_raw"][: len(crop["lip_feat"]), 0]

@@ -65,13 +65,23 @@ def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def lip_placed_phones(row: dict, lip_raw: np.ndarray, duration_s: float) -> np.ndarray:
-    """A speech clip's phoneme ids on the 25 Hz grid placed by its lips (as inference places them
-    for a model with ``phone_placement="lips"``): uint8 [F25]. ``lip_raw`` float32 [F25, 6]."""
+def placed_phones(row: dict, features: dict, placement: str) -> np.ndarray | None:
+    """A speech or mixed clip's phoneme ids on the 25 Hz grid placed by its lips, as inference places
+    them for a model with ``phone_placement="lips"``: uint8 [F25].
+
+    ``row``: the manifest row (transcript, speech window, duration); ``features``: the clip's
+    features, with ``lip_raw`` float32 [F25, 6]. Returns None when the stored (uniform) track stands:
+    ``placement`` is "uniform", or the clip has no speech, transcript or measured lips.
+    """
     from vssflow_core.features.text import phoneme_ids, place_phonemes_by_lips, text_to_phonemes
 
+    has_speech = row["kind"] in ("speech", "mixed") and row.get("speech_start_s") is not None
+    if placement != "lips" or not has_speech or not row.get("transcript") or "lip_raw" not in features:
+        return None
+    lip_raw = features["lip_raw"]
     ids = phoneme_ids(text_to_phonemes(row["transcript"]))
-    track = place_phonemes_by_lips(ids, lip_raw, float(row["speech_start_s"]), float(row["speech_end_s"]), duration_s)
+    track = place_phonemes_by_lips(ids, lip_raw, float(row["speech_start_s"]), float(row["speech_end_s"]),
+                                   float(row["duration_s"]))
     return track.numpy()[: len(lip_raw)].astype(np.uint8)
 
 
@@ -81,7 +91,7 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
 
     Every clip must be at least the model's window long (``config``, default the embedded model's;
     the training crop starts at 0). ``phone_placement="lips"`` re-places the transcripts' phonemes
-    by the clips' lips (:func:`lip_placed_phonemes`) instead of the generator's uniform stretch.
+    by the clips' lips (:func:`placed_phones`) instead of the generator's uniform stretch.
     Returns the path of ``pack.json``. An existing ``out_dir/pack.json`` is refused (never overwritten).
     """
     from vssflow_core.config import PHONE_PLACEMENTS
@@ -118,8 +128,9 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
         clip = source.load(row)
         arrays = _quantise_clip(codec, {"wave": clip.wave, **clip.features}, num_samples)
         has_speech = row["kind"] in ("speech", "mixed") and row.get("speech_start_s") is not None
-        if phone_placement == "lips" and has_speech and row.get("transcript") and "lip_raw" in clip.features:
-            arrays["phone_id"] = lip_placed_phones(row, clip.features["lip_raw"], float(row["duration_s"]))
+        lip_phones = placed_phones(row, clip.features, phone_placement)
+        if lip_phones is not None:
+            arrays["phone_id"] = lip_phones
         arrays["kind"] = np.asarray(KINDS.index(row["kind"]), np.uint8)
         arrays["speech_window"] = np.asarray([row["speech_start_s"], row["speech_end_s"]] if has_speech
                                              else [math.nan, math.nan], np.float32)
