@@ -151,6 +151,15 @@ def test_stream_the_container_cannot_hold_is_reencoded(tmp_path, src, caplog):
     assert find_clicks(*read_audio(out)) == pytest.approx([0.5], abs=1 / 25)
 
 
+def test_reencoded_rotated_video_is_turned_upright(tmp_path):
+    source = make_video(tmp_path / "rot.mp4", fps=25, num_frames=10, rotation=90)
+    out = mux_audio(source, np.zeros(1600, np.float32), 16000, tmp_path / "rot_out.webm")
+    before, after = probe_video(source), probe_video(out)
+    assert after.rotation == 0 and (after.width, after.height) == (before.width, before.height)
+    shown, got = read_frames(source, 25).frames, read_frames(out, 25).frames  # as players show them
+    assert got.shape == shown.shape and np.abs(got.astype(int) - shown).mean() < 4  # VP9 loss only
+
+
 def test_failure_leaves_no_file(tmp_path, src, monkeypatch):
     import av
 

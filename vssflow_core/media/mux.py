@@ -54,10 +54,11 @@ class _CopyRefused(Exception):
 
 
 def _write(tmp: Path, video_path, wave: np.ndarray, audio_codec: str, sr_out: int, pts0: int,
-           reencode_ext: str | None) -> None:
+           reencode_ext: str | None, rotation: int = 0) -> None:
     """Write ``tmp``: the video stream of ``video_path`` (copied, or re-encoded with the codec of
-    ``VIDEO_CODECS[reencode_ext]`` at the source's timestamps) plus ``wave`` [C, S] at ``sr_out`` Hz
-    whose first sample is at ``pts0`` (samples). Raises ``_CopyRefused`` when copying is impossible."""
+    ``VIDEO_CODECS[reencode_ext]`` at the source's timestamps, turned upright by ``rotation`` degrees
+    counter-clockwise) plus ``wave`` [C, S] at ``sr_out`` Hz whose first sample is at ``pts0``
+    (samples). Raises ``_CopyRefused`` when copying is impossible."""
     import av
 
     with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w") as out:
@@ -69,14 +70,14 @@ def _write(tmp: Path, video_path, wave: np.ndarray, audio_codec: str, sr_out: in
                 raise _CopyRefused(f"{Path(tmp).suffix or 'this'} container cannot hold {in_v.codec_context.name} "
                                    f"video ({exc})") from None
         else:
-            out_v = _encoder_like(out, in_v, reencode_ext)
+            out_v = _encoder_like(out, in_v, reencode_ext, rotation)
         out_a = add_audio_stream(out, audio_codec, sr_out, wave.shape[0])
         inter = Interleaver(out, audio_packets(out_a, wave, sr_out, pts0=pts0))
         try:
             if reencode_ext is None:
                 _copy_packets(src, in_v, out, out_v, inter)
             else:
-                _reencode_frames(src, in_v, out, out_v, inter)
+                _reencode_frames(src, in_v, out, out_v, inter, rotation)
             inter.finish()
         except av.error.FFmpegError as exc:
             if reencode_ext is None:
@@ -96,28 +97,39 @@ def _copy_packets(src, in_v, out, out_v, inter: Interleaver) -> None:
         inter.until(t)
 
 
-def _encoder_like(out, in_v, ext: str):
-    """A video encoder stream in ``out`` (codec of ``VIDEO_CODECS[ext]``) with ``in_v``'s size (made
-    even) and time base, so decoded frames keep their timestamps."""
+def _encoder_like(out, in_v, ext: str, rotation: int = 0):
+    """A video encoder stream in ``out`` (codec of ``VIDEO_CODECS[ext]``) with ``in_v``'s size as
+    displayed after ``rotation`` (made even) and its time base, so decoded frames keep their timestamps."""
     from fractions import Fraction
 
     codec, pix_fmt, options = VIDEO_CODECS[ext]
     rate = in_v.average_rate or in_v.guessed_rate or Fraction(25)
     stream = out.add_stream(codec, rate=rate, options=dict(options))
-    stream.width, stream.height = in_v.codec_context.width // 2 * 2, in_v.codec_context.height // 2 * 2
+    width, height = in_v.codec_context.width, in_v.codec_context.height
+    if rotation in (90, 270):
+        width, height = height, width
+    stream.width, stream.height = width // 2 * 2, height // 2 * 2
     stream.pix_fmt = pix_fmt
     stream.codec_context.time_base = in_v.time_base
     return stream
 
 
-def _reencode_frames(src, in_v, out, out_v, inter: Interleaver) -> None:
-    """Decode every frame of ``in_v`` and encode it into ``out_v`` at its own timestamp."""
+def _reencode_frames(src, in_v, out, out_v, inter: Interleaver, rotation: int = 0) -> None:
+    """Decode every frame of ``in_v`` and encode it into ``out_v`` at its own timestamp, turned
+    upright (the rotation metadata of the source is not carried over, so the pixels are rotated)."""
+    import av
+
     last_pts = None
     for frame in src.decode(in_v):
         if frame.pts is None or (last_pts is not None and frame.pts <= last_pts):
             continue  # a frame without a usable timestamp cannot be placed; the muxer needs rising pts
         last_pts = frame.pts
-        image = frame.reformat(width=out_v.width, height=out_v.height, format=out_v.pix_fmt)
+        if rotation:
+            upright = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=rotation // 90))
+            frame_upright = av.VideoFrame.from_ndarray(upright, format="rgb24")
+            image = frame_upright.reformat(width=out_v.width, height=out_v.height, format=out_v.pix_fmt)
+        else:
+            image = frame.reformat(width=out_v.width, height=out_v.height, format=out_v.pix_fmt)
         image.pts, image.time_base = frame.pts, in_v.time_base
         for packet in out_v.encode(image):
             out.mux(packet)
@@ -207,7 +219,7 @@ def mux_audio(
             log.warning("mux_audio: %s; re-encoding the video with %s instead (slower; the frames and their "
                         "timestamps are kept)", refused, VIDEO_CODECS[ext][0])
             try:
-                _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=ext)
+                _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=ext, rotation=info.rotation)
             except av.error.FFmpegError as exc:
                 raise VSSFlowError(f"cannot write the video of {video_path} into {out_path}, neither copied "
                                    f"({refused}) nor re-encoded (FFmpeg: {exc}); convert it to H.264 .mp4 first") from None
