@@ -161,6 +161,12 @@ def test_trainer_init_fine_tunes_from_a_model_file(packed, tmp_path):
     want = source.state_dict()
     for key in ("model", "ema"):  # lr 0 (weight decay is scaled by lr): the weights are still the file's
         assert all(torch.equal(st[key][k], want[k]) for k in want), key
+    assert st["init"].startswith("start.safetensors (sha256 ")
+    out = tmp_path / "ft.safetensors"
+    assert run_trainer([*base, "--name", "ft", "--export", str(out)]) == 0
+    from vssflow_core.model.checkpoint import read_metadata
+
+    assert json.loads(read_metadata(out)["training"])["init"] == st["init"]  # provenance in the model file
     wider = dataclasses.replace(tiny_config(), dit=dataclasses.replace(tiny_config().dit, head_dim=32))
     cfg_path.write_text(wider.to_json())
     with pytest.raises(VSSFlowError, match="do not fit the run's config"):

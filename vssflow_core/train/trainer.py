@@ -17,6 +17,7 @@ from pure noise than the batch mean did (MSE 1.01 vs 0.85 at t = 0, 0.37 at t = 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -94,11 +95,12 @@ class Run:
         self.step = 0
         self.train_seconds = 0.0
         self.examples = 0
+        self.init = ""  # where the weights started (``--init``: file name and sha256), "" = random
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                 "step": self.step, "train_seconds": self.train_seconds, "examples": self.examples,
-                "config": self.config.to_json()}
+                "config": self.config.to_json(), "init": self.init}
 
     def save(self, path: Path) -> None:
         """Atomic checkpoint write (temp file + rename)."""
@@ -116,6 +118,7 @@ class Run:
         run.ema.load_state_dict(st["ema"])
         run.opt.load_state_dict(st["opt"])
         run.step, run.train_seconds, run.examples = int(st["step"]), float(st["train_seconds"]), int(st["examples"])
+        run.init = str(st.get("init", ""))
         return run
 
     @torch.no_grad()
@@ -142,6 +145,8 @@ def init_weights(run: Run, model_path: str | os.PathLike) -> None:
         for name, tensor in ours.items():
             tensor.copy_(theirs[name])
     run.ema.load_state_dict(run.model.state_dict())
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    run.init = f"{Path(model_path).name} (sha256 {digest[:16]})"
 
 
 def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float16, overwrite: bool = False,
@@ -164,7 +169,7 @@ def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float
     meta = {"training": {"run": Path(run_dir).name, "steps": steps, "examples": run.examples * steps // max(1, run.step),
                          "train_hours": round(run.train_seconds * steps / max(1, run.step) / 3600, 3),
                          "task": args.get("task"), "device": args.get("device", "cpu"), "val_loss": val,
-                         "command": args.get("command")}}
+                         "command": args.get("command"), "init": run.init or None}}
     path = save_model_file(out_path, ema, metadata=meta, overwrite=overwrite)
     os.chmod(path, 0o644)  # the temp-file route creates 0600; a shipped model file is world-readable
     return path
