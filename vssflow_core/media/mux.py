@@ -4,8 +4,9 @@ Letters: C audio channels, S audio samples.
 
 The video packets are copied (no re-encode, same bytes, same timestamps, so the frame count never
 changes). A stream the output container cannot hold (cinepak or MS-MPEG4 in MP4, H.264 in WebM) is
-re-encoded instead, frame by frame at its own timestamps (H.264; VP9 for WebM), with a warning; the audio is encoded as AAC for MP4/MOV or Opus for WebM/MKV at 48 kHz, starting at the first
-video frame. ``mode="mix"`` adds the file's own audio track; gains are linear amplitude factors.
+re-encoded instead, frame by frame at its own timestamps (H.264; VP9 for WebM), with a warning. The
+audio is encoded as AAC for MP4/MOV or Opus for WebM/MKV at 48 kHz, starting at the first video
+frame. ``mode="mix"`` adds the file's own audio track; gains are linear amplitude factors.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ DROPS = {  # name: feature keys left out (None = the all-zero guidance input)
     "no_appearance": ("appearance_feat",),
     "unconditional": None,
 }
-FEATURE_KEYS = ("lip_feat", "phone_id", "motion_feat", "appearance_feat")
 
 
 def condition_reliance(model, codec, clips, times=(0.0, 0.05, 0.3), chunk: int = 32, seed: int = 1234) -> dict:
@@ -35,11 +34,12 @@ def condition_reliance(model, codec, clips, times=(0.0, 0.05, 0.3), chunk: int =
     ``model``: a VSSFlow with the ``embedded`` front-end keys; ``clips``: a ``PackedClips``; times in
     [0, 1) (0 = noise). Noise is fixed by ``seed``; every clip is used at every t.
     """
+    from vssflow_core.train.data import FEATURE_RATES
     from vssflow_core.train.pack import KINDS
 
     length = model.config.latent_length
     wanted = {c.feature_key for c in model.config.conditions}
-    keys = [k for k in FEATURE_KEYS if k in wanted]
+    keys = [k for k in FEATURE_RATES if k in wanted]
     x1_all = codec.mel_to_latent(clips.log_mel)[..., :length]  # [N, Ca, L]
     x0_all = torch.randn(x1_all.shape, generator=torch.Generator().manual_seed(seed))
     out = {}
@@ -103,10 +103,8 @@ def run(args) -> int:
         raise VSSFlowError(f"diagnose needs a model with the embedded mel_patch codec; {args.model} uses "
                            f"{bundle.config.codec.kind!r}")
     clips = PackedClips(args.val)
-    if clips.meta.get("phone_placement", "uniform") != bundle.config.phone_placement:
-        raise VSSFlowError(f"{args.val}: phonemes packed with placement {clips.meta.get('phone_placement')!r}, the "
-                           f"model uses {bundle.config.phone_placement!r}; pack with --phone-placement "
-                           f"{bundle.config.phone_placement}")
+    clips.require_placement(bundle.config.phone_placement,
+                            f"pack the held-out clips with --phone-placement {bundle.config.phone_placement}")
     table = condition_reliance(bundle.model, bundle.codec, clips, args.times)
     names = ["mean_baseline", *DROPS]
     print("kind     t      " + " ".join(f"{n:>15}" for n in names))

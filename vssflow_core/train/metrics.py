@@ -105,7 +105,7 @@ def motion_energy(frames: np.ndarray) -> np.ndarray:
     """
     if len(frames) == 0:
         return np.zeros(0)
-    grey = frames.astype(np.float32).mean(axis=-1)
+    grey = np.mean(frames, axis=-1, dtype=np.float32)  # [F, H, W], no float copy of the RGB frames
     return np.concatenate([[0.0], np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))])
 
 

@@ -185,7 +185,7 @@ class PackedClips:
 
         from vssflow_core.features.visual import APPEARANCE_MEAN, APPEARANCE_STD
 
-        root = Path(root)
+        root = self.root = Path(root)
         if not is_packed(root):
             raise VSSFlowError(f"{root}: no pack.json; write one with `python -m vssflow_core pack --data DIR --out {root}`")
         self.meta = json.loads((root / "pack.json").read_text())
@@ -206,6 +206,14 @@ class PackedClips:
         self.kind = torch.from_numpy(cat["kind"]).to(dev).long()
         self.speech_window = torch.from_numpy(cat["speech_window"]).float()  # CPU: read per mixed example
         self.num_clips = self.log_mel.shape[0]
+
+    def require_placement(self, placement: str, fix: str) -> None:
+        """Refuse (``VSSFlowError``, ending with ``fix``) a model whose phoneme placement differs from
+        the one these clips were packed with."""
+        packed = self.meta.get("phone_placement", "uniform")
+        if packed != placement:
+            raise VSSFlowError(f"{self.root}: phonemes packed with placement {packed!r}, the model uses "
+                               f"{placement!r}; {fix}")
 
 
 def mix_log_mel(base: torch.Tensor, speech: torch.Tensor, gain: float, mode: str) -> torch.Tensor:

@@ -104,9 +104,7 @@ class Run:
 
     def save(self, path: Path) -> None:
         """Atomic checkpoint write (temp file + rename)."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        _atomic_save(self.state(), path)
 
     @classmethod
     def load(cls, path: Path, lr: float, weight_decay: float, device="cpu") -> "Run":
@@ -305,11 +303,8 @@ def _batch_source(args, cfg, codec, rank: int, device):
 
     if is_packed(args.data):
         clips = PackedClips(args.data, device)
-        placement = clips.meta.get("phone_placement", "uniform")
-        if placement != cfg.phone_placement:
-            raise VSSFlowError(f"{args.data}: phonemes packed with placement {placement!r}, the run's model uses "
-                               f"{cfg.phone_placement!r}; train a new run (--name) or pack with --phone-placement "
-                               f"{cfg.phone_placement}")
+        clips.require_placement(cfg.phone_placement, f"train a new run (--name) or pack with --phone-placement "
+                                                     f"{cfg.phone_placement}")
         if abs(float(clips.meta["duration_s"]) - cfg.duration_s) > 1e-6:
             raise VSSFlowError(f"{args.data}: packed for {clips.meta['duration_s']} s windows, the model's is "
                                f"{cfg.duration_s} s; pack again with that model's config")
@@ -330,11 +325,12 @@ def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
     """``validate(model) -> float``: mean flow-matching loss of ``model`` on the packed held-out clips
     of the task (no mixing), every clip at ``times`` fixed t in [0.1, 0.9] with fixed noise, all conditions."""
     from vssflow_core import flow
+    from vssflow_core.train.data import FEATURE_RATES
     from vssflow_core.train.pack import PackedClips, PackedSampler
 
     clips = PackedClips(args.val, device)
     pool = PackedSampler(clips, args.task, codec, cfg.latent_length).pool.to(clips.log_mel.device)
-    keys = ("lip_feat", "phone_id", "motion_feat", "appearance_feat")
+    keys = tuple(FEATURE_RATES)
     idx = pool.repeat_interleave(times)
     t_all = torch.linspace(0.1, 0.9, times, device=device).repeat(len(pool))
     g = torch.Generator().manual_seed(1234)
@@ -426,8 +422,9 @@ def run(args) -> int:
             gen = torch.Generator().manual_seed(hash(base) & 0x7FFFFFFF)
             batch = draw_batch(base, gen)
             losses.append(train_step(state, codec, batch, args, gen, world, noise_gen))
-            step_seconds += time.time() - t0
-            state.train_seconds += time.time() - t0
+            dt = time.time() - t0
+            step_seconds += dt
+            state.train_seconds += dt
             state.examples += args.batch_size * world
             if log is None:
                 continue
