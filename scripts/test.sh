@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the whole test suite (CI runs exactly this).
+# Set up .venv if needed, then run the whole test suite (.ci/run runs exactly this script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# espeak-ng makes the speech used by the speaker-embedding tests; without it those tests skip.
+# Installed only where that needs no password (root with apt-get), as on CI.
+if ! command -v espeak-ng >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng) >/dev/null 2>&1 \
+    || echo "note: could not install espeak-ng; speaker tests will be skipped"
+fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
