@@ -10,7 +10,7 @@ from vssflow_core.audio.codec import build_codec
 from vssflow_core.model import VSSFlow
 from vssflow_core.model.checkpoint import save_model_file
 from vssflow_core.cli import main as cli_main
-from vssflow_core.train.diagnose import DROPS, condition_reliance
+from vssflow_core.train.diagnose import DROPS, condition_reliance, error_by_component
 from vssflow_core.train.pack import PackedClips, pack
 
 
@@ -43,13 +43,35 @@ def test_table_per_kind_and_condition(setup):
     assert again["speech"]["t=0"] == pytest.approx(row, abs=2e-4)
 
 
+def test_error_by_component_splits_the_estimate_error(setup):
+    """The principal components are orthonormal: the bands' errors add up to the estimate's MSE (the
+    same noise as the reliance table), and their data variances to the latent's variance."""
+    root, model = setup
+    clips = PackedClips(root / "pack")
+    codec = build_codec(model.config.codec)
+    ca = model.config.audio_channels
+    bands = ((0, 3), (3, 40), (40, None))
+    split = error_by_component(model, codec, clips, times=(0.3,), bands=bands, chunk=3)["t=0.3"]
+    assert list(split) == ["0-3", "3-40", f"40-{ca}"]
+    sizes = [3, 37, ca - 40]
+    whole = condition_reliance(model, codec, clips, times=(0.3,))
+    n = {k: v["clips"] for k, v in whole.items()}
+    mse = sum(whole[k]["t=0.3"]["all"] * n[k] for k in n) / sum(n.values())
+    assert sum(v["error"] * s for v, s in zip(split.values(), sizes)) / ca == pytest.approx(mse, rel=2e-3)
+    x1 = codec.mel_to_latent(clips.log_mel)[..., : model.config.latent_length]
+    total_var = float(x1.transpose(1, 2).reshape(-1, ca).var(0).sum())
+    assert sum(v["data_var"] * s for v, s in zip(split.values(), sizes)) == pytest.approx(total_var, rel=2e-3)
+    assert split["0-3"]["data_var"] > split["3-40"]["data_var"] > split[f"40-{ca}"]["data_var"]
+
+
 def test_cli_writes_json_and_refuses_bad_input(setup, capsys):
     root, _ = setup
     out = root / "d.json"
     base = ["diagnose", "--model", str(root / "m.safetensors"), "--val", str(root / "pack")]
     assert cli_main([*base, "--times", "0.2", "--json", str(out)]) == 0
     assert "no_lips_phones" in capsys.readouterr().out
-    assert set(json.loads(out.read_text())["table"]) == {"speech", "sfx"}
+    written = json.loads(out.read_text())
+    assert set(written["table"]) == {"speech", "sfx"} and set(written["by_component"]) == {"t=0.2"}
     before = out.read_bytes()
     assert cli_main([*base, "--json", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before

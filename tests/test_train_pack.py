@@ -167,6 +167,14 @@ def test_trainer_init_fine_tunes_from_a_model_file(packed, tmp_path):
     from vssflow_core.model.checkpoint import read_metadata
 
     assert json.loads(read_metadata(out)["training"])["init"] == st["init"]  # provenance in the model file
+    # a file that predicts the other thing (velocity vs clean latent): every weight but the restarted
+    # output layer is the file's
+    other = {"v": "x", "x": "v"}[tiny_config().prediction]
+    cfg_path.write_text(dataclasses.replace(tiny_config(), prediction=other).to_json())
+    assert run_trainer([*base, "--name", "ft_x", "--max-steps", "1", "--init", str(tmp_path / "start.safetensors")]) == 0
+    st_x = torch.load(tmp_path / "runs" / "ft_x" / "last.pt", weights_only=True)
+    assert not st_x["ema"]["vaflow.proj_out.weight"].any() and want["vaflow.proj_out.weight"].any()
+    assert all(torch.equal(st_x["ema"][k], want[k]) for k in want if k != "vaflow.proj_out.weight")
     wider = dataclasses.replace(tiny_config(), dit=dataclasses.replace(tiny_config().dit, head_dim=32))
     cfg_path.write_text(wider.to_json())
     with pytest.raises(VSSFlowError, match="do not fit the run's config"):

@@ -163,6 +163,7 @@ class CodecConfig:
 
 
 PHONE_PLACEMENTS = ("uniform", "lips")
+PREDICTIONS = ("v", "x")  # what the DiT outputs: the velocity (official) or the clean latent
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,10 @@ class ModelConfig:
     # what official checkpoints were trained with) or "lips" (DTW against the mouth opening,
     # features.text.place_phonemes_by_lips; the training data must be placed the same way)
     phone_placement: str = "uniform"
+    # what the DiT outputs: "v" the velocity x1 - x0 (official) or "x" the clean latent x1, turned
+    # into the velocity (x1_hat - x_t) / (1 - t). "x" suits a DiT narrower than its latent (the
+    # embedded model: width 256, 320 channels): noise needs every channel, clean latents do not
+    prediction: str = "v"
 
     def __post_init__(self):
         names = [c.name for c in self.conditions]
@@ -199,6 +204,9 @@ class ModelConfig:
         if self.phone_placement not in PHONE_PLACEMENTS:
             raise ValueError(f"model config {self.name!r}: phone_placement must be one of {PHONE_PLACEMENTS}, "
                              f"got {self.phone_placement!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"model config {self.name!r}: prediction must be one of {PREDICTIONS}, "
+                             f"got {self.prediction!r}")
 
     @property
     def audio_channels(self) -> int:
@@ -254,8 +262,8 @@ class ModelConfig:
                 dit=DiTConfig(**d["dit"]),
                 codec=CodecConfig(**d["codec"]),
                 conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
-                **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend", "phone_placement")
-                   if k in d},
+                **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend",
+                                     "phone_placement", "prediction") if k in d},
             )
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
             if isinstance(e, VSSFlowError):

@@ -23,6 +23,8 @@ from vssflow_core.errors import VSSFlowError
 from vssflow_core.model.conditioning import Conditions, build_projection, encode_features
 from vssflow_core.model.dit import DiT
 
+X_PREDICTION_MIN_GAP = 0.05  # floor of (1 - t) when an x-prediction becomes a velocity (as JiT, Li & He 2025)
+
 
 class VSSFlow(nn.Module):
     """The VSSFlow model for one :class:`~vssflow_core.config.ModelConfig` (any size)."""
@@ -188,18 +190,30 @@ class VSSFlow(nn.Module):
             guidance_scale: None -> conditional prediction; w >= 1 -> v_u + w (v_c - v_u) with
                 both branches in one batched forward; w < 1 -> the unconditional prediction
                 (as the official wrapper does).
-        Returns: [B, Ca, L].
+        Returns: [B, Ca, L]. With ``config.prediction == "x"`` the DiT estimates the clean latent;
+        the guided estimate is turned into the velocity (:meth:`_as_velocity`).
         """
         _check_guidance(guidance_scale)
         if not torch.isfinite(x_t).all():
             raise VSSFlowError("x_t contains NaN or Inf values; check the noise / latent you pass (and, while "
                                "sampling, lower the guidance scale or use fp32 if it diverged)")
         if guidance_scale is None or guidance_scale == 1.0:
-            return self.predict(x_t, t, cond, "cond")
-        if guidance_scale < 1.0:
-            return self.predict(x_t, t, cond, "uncond")
-        v_c, v_u = self.predict(x_t, t, cond, "both").chunk(2)
-        return v_u + guidance_scale * (v_c - v_u)
+            raw = self.predict(x_t, t, cond, "cond")
+        elif guidance_scale < 1.0:
+            raw = self.predict(x_t, t, cond, "uncond")
+        else:
+            raw_c, raw_u = self.predict(x_t, t, cond, "both").chunk(2)
+            raw = raw_u + guidance_scale * (raw_c - raw_u)  # for an x-prediction the same as guiding v
+        return self._as_velocity(raw, x_t, t)
+
+    def _as_velocity(self, raw: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
+        """DiT output [B, Ca, L] -> velocity. ``prediction="x"``: ``(x1_hat - x_t) / (1 - t)``, with
+        ``1 - t`` floored at :data:`X_PREDICTION_MIN_GAP` (t = 1 is evaluated by dopri5's last stage)."""
+        if self.config.prediction == "v":
+            return raw
+        t = self._time(t, x_t.shape[0], x_t.device).to(raw.dtype)
+        gap = (1 - t).clamp_min(X_PREDICTION_MIN_GAP)[:, None, None]
+        return (raw - x_t.to(raw.dtype)) / gap
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

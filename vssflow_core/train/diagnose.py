@@ -6,6 +6,8 @@ estimate is made with all conditions, then with one condition group left out at 
 none (the guidance branch). A model that uses a condition gets clearly worse without it; a model
 that ignores one scores the same. ``mean_baseline`` is the MSE of predicting the batch mean, the
 best that any estimate ignoring the clip can do; at t = 0 (pure noise) only the conditions can beat it.
+A second table splits the error by the latent's principal components: where it exceeds the data
+variance, the estimate keeps noise in those directions.
 
     python -m vssflow_core diagnose --model M.safetensors --val VALPACK [--times 0 0.05 0.3] [--json OUT]
 """
@@ -55,6 +57,46 @@ def condition_reliance(model, codec, clips, times=(0.0, 0.05, 0.3), chunk: int =
                 row[name] = _estimate_mse(model, clips, idx, x0, x1, float(t), keys, dropped, chunk)
             rows[f"t={t:g}"] = {k: round(v, 4) for k, v in row.items()}
         out[kind] = {"clips": len(idx), **rows}
+    return out
+
+
+BANDS = ((0, 32), (32, 128), (128, 256), (256, None))  # principal-component ranges of the latent
+
+
+@torch.no_grad()
+def error_by_component(model, codec, clips, times=(0.0, 0.05, 0.3, 0.7), bands=BANDS, chunk: int = 32,
+                       seed: int = 1234) -> dict:
+    """Where the clean-latent estimate goes wrong: its error in bands of the latent's principal
+    components (PCA of the held-out latents' frames, largest variance first), against each band's
+    data variance. ``{"t=T": {"A-B": {"error": mse, "data_var": var}}}``, per component.
+
+    An error above the band's data variance is worse than predicting the band's mean: the estimate
+    keeps noise there (a velocity model narrower than its latent cannot cancel noise in every
+    direction). All conditions given; noise fixed by ``seed``.
+    """
+    from vssflow_core.train.data import FEATURE_RATES
+
+    length = model.config.latent_length
+    keys = [k for k in FEATURE_RATES if k in {c.feature_key for c in model.config.conditions}]
+    x1 = codec.mel_to_latent(clips.log_mel)[..., :length]  # [N, Ca, L]
+    frames = x1.transpose(1, 2).reshape(-1, x1.shape[1]).double()  # [N * L, Ca]
+    variance, basis = torch.linalg.eigh(torch.cov(frames.T))
+    variance, basis = variance.flip(0), basis.flip(1).float()  # largest first
+    x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for t in times:
+        sq = torch.zeros(x1.shape[1], dtype=torch.float64)
+        for i in range(0, len(x1), chunk):
+            sl = slice(i, i + chunk)
+            n = len(x1[sl])
+            cond = model.encode_conditions(length, batch_size=n, **{k: getattr(clips, k)[sl] for k in keys})
+            x_t = (1 - t) * x0[sl] + t * x1[sl]
+            err = x_t + (1 - t) * model.velocity(x_t, torch.full((n,), float(t)), cond) - x1[sl]
+            sq += ((err.transpose(1, 2) @ basis) ** 2).sum((0, 1)).double()
+        per_component = sq / (len(x1) * length)
+        out[f"t={t:g}"] = {f"{lo}-{hi or x1.shape[1]}": {"error": round(float(per_component[lo:hi].mean()), 4),
+                                                           "data_var": round(float(variance[lo:hi].mean()), 4)}
+                           for lo, hi in bands if lo < x1.shape[1]}
     return out
 
 
@@ -113,9 +155,14 @@ def run(args) -> int:
             if t_name == "clips":
                 continue
             print(f"{kind:8} {t_name:6} " + " ".join(f"{row[n]:15.4f}" for n in names))
+    components = error_by_component(bundle.model, bundle.codec, clips, args.times)
+    print("\nerror of the estimate per principal component of the latent (error / data variance):")
+    for t_name, bands in components.items():
+        print(f"{t_name:6} " + "  ".join(f"{band}: {v['error']:.4f} / {v['data_var']:.4f}" for band, v in bands.items()))
     if args.json:
         tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(json.dumps({"model": str(args.model), "val": str(args.val), "table": table}, indent=1))
+        tmp.write_text(json.dumps({"model": str(args.model), "val": str(args.val), "table": table,
+                                   "by_component": components}, indent=1))
         tmp.rename(args.json)
     return 0
 

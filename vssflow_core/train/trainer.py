@@ -128,7 +128,8 @@ class Run:
 def init_weights(run: Run, model_path: str | os.PathLike) -> None:
     """Copy a model file's weights into a new run's model and EMA (fine-tuning start).
 
-    Raises ``VSSFlowError`` naming the weights whose shapes differ from the run's config."""
+    When the file and the run predict different things (``ModelConfig.prediction``), ``proj_out``
+    is zeroed. Raises ``VSSFlowError`` naming the weights whose shapes differ from the run's config."""
     from vssflow_core.errors import VSSFlowError
     from vssflow_core.model.checkpoint import load_model_file
 
@@ -142,6 +143,12 @@ def init_weights(run: Run, model_path: str | os.PathLike) -> None:
     with torch.no_grad():
         for name, tensor in ours.items():
             tensor.copy_(theirs[name])
+        if source.config.prediction != run.config.prediction:
+            # the output layer's meaning changes (velocity <-> clean latent): it restarts at zero, as
+            # a new DiT's final layer does, and the rest of the network keeps what it learned
+            run.model.vaflow.proj_out.weight.zero_()
+            print(f"train: --init {Path(model_path).name} predicts {source.config.prediction!r}, this run "
+                  f"{run.config.prediction!r}: proj_out starts at zero", file=sys.stderr)
     run.ema.load_state_dict(run.model.state_dict())
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     run.init = f"{Path(model_path).name} (sha256 {digest[:16]})"
