@@ -36,14 +36,9 @@ def condition_reliance(model, codec, clips, times=(0.0, 0.05, 0.3), chunk: int =
     ``model``: a VSSFlow with the ``embedded`` front-end keys; ``clips``: a ``PackedClips``; times in
     [0, 1) (0 = noise). Noise is fixed by ``seed``; every clip is used at every t.
     """
-    from vssflow_core.train.data import FEATURE_RATES
     from vssflow_core.train.pack import KINDS
 
-    length = model.config.latent_length
-    wanted = {c.feature_key for c in model.config.conditions}
-    keys = [k for k in FEATURE_RATES if k in wanted]
-    x1_all = codec.mel_to_latent(clips.log_mel)[..., :length]  # [N, Ca, L]
-    x0_all = torch.randn(x1_all.shape, generator=torch.Generator().manual_seed(seed))
+    keys, x1_all, x0_all = _latents_and_noise(model, codec, clips, seed)
     out = {}
     for kind_id, kind in enumerate(KINDS):
         idx = torch.nonzero(clips.kind == kind_id).flatten()
@@ -74,36 +69,36 @@ def error_by_component(model, codec, clips, times=(0.0, 0.05, 0.3, 0.7), bands=B
     keeps noise there (a velocity model narrower than its latent cannot cancel noise in every
     direction). All conditions given; noise fixed by ``seed``.
     """
-    from vssflow_core.train.data import FEATURE_RATES
-
-    length = model.config.latent_length
-    keys = [k for k in FEATURE_RATES if k in {c.feature_key for c in model.config.conditions}]
-    x1 = codec.mel_to_latent(clips.log_mel)[..., :length]  # [N, Ca, L]
+    keys, x1, x0 = _latents_and_noise(model, codec, clips, seed)
     frames = x1.transpose(1, 2).reshape(-1, x1.shape[1]).double()  # [N * L, Ca]
     variance, basis = torch.linalg.eigh(torch.cov(frames.T))
     variance, basis = variance.flip(0), basis.flip(1).float()  # largest first
-    x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
+    every_clip = torch.arange(len(x1))
     out = {}
     for t in times:
         sq = torch.zeros(x1.shape[1], dtype=torch.float64)
-        for i in range(0, len(x1), chunk):
-            sl = slice(i, i + chunk)
-            n = len(x1[sl])
-            cond = model.encode_conditions(length, batch_size=n, **{k: getattr(clips, k)[sl] for k in keys})
-            x_t = (1 - t) * x0[sl] + t * x1[sl]
-            err = x_t + (1 - t) * model.velocity(x_t, torch.full((n,), float(t)), cond) - x1[sl]
+        for err in _estimate_errors(model, clips, every_clip, x0, x1, float(t), keys, (), chunk):
             sq += ((err.transpose(1, 2) @ basis) ** 2).sum((0, 1)).double()
-        per_component = sq / (len(x1) * length)
+        per_component = sq / frames.shape[0]
         out[f"t={t:g}"] = {f"{lo}-{hi or x1.shape[1]}": {"error": round(float(per_component[lo:hi].mean()), 4),
                                                            "data_var": round(float(variance[lo:hi].mean()), 4)}
                            for lo, hi in bands if lo < x1.shape[1]}
     return out
 
 
+def _latents_and_noise(model, codec, clips, seed: int):
+    """(feature keys the model takes, clean latents x1 [N, Ca, L], noise x0 [N, Ca, L] fixed by ``seed``)."""
+    from vssflow_core.train.data import FEATURE_RATES
+
+    keys = [k for k in FEATURE_RATES if k in {c.feature_key for c in model.config.conditions}]
+    x1 = codec.mel_to_latent(clips.log_mel)[..., :model.config.latent_length]
+    return keys, x1, torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
-def _estimate_mse(model, clips, idx, x0, x1, t: float, keys, dropped, chunk: int) -> float:
-    """Mean MSE of ``x1_hat`` against ``x1`` [n, Ca, L] with ``dropped`` keys absent (None: all)."""
-    total = 0.0
+def _estimate_errors(model, clips, idx, x0, x1, t: float, keys, dropped, chunk: int):
+    """Yield ``x1_hat - x1`` [n, Ca, L] chunk by chunk for the clips ``idx`` (``x0``, ``x1``: their
+    noise and latents, in ``idx`` order), with ``dropped`` keys absent (None: all)."""
     for i in range(0, len(idx), chunk):
         sl = slice(i, i + chunk)
         n = len(idx[sl])
@@ -112,10 +107,14 @@ def _estimate_mse(model, clips, idx, x0, x1, t: float, keys, dropped, chunk: int
         else:
             feats = {k: (None if k in dropped else getattr(clips, k)[idx[sl]]) for k in keys}
             cond = model.encode_conditions(model.config.latent_length, batch_size=n, **feats)
-        tt = torch.full((n,), t)
         x_t = (1 - t) * x0[sl] + t * x1[sl]
-        x1_hat = x_t + (1 - t) * model.velocity(x_t, tt, cond)
-        total += float(((x1_hat - x1[sl]) ** 2).mean()) * n
+        yield x_t + (1 - t) * model.velocity(x_t, torch.full((n,), t), cond) - x1[sl]
+
+
+def _estimate_mse(model, clips, idx, x0, x1, t: float, keys, dropped, chunk: int) -> float:
+    """Mean MSE of ``x1_hat`` against ``x1`` [n, Ca, L] with ``dropped`` keys absent (None: all)."""
+    total = sum(float((err ** 2).mean()) * len(err)
+                for err in _estimate_errors(model, clips, idx, x0, x1, t, keys, dropped, chunk))
     return total / len(idx)
 
 
