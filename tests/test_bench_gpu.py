@@ -107,4 +107,19 @@ def test_main_passes_arguments(monkeypatch):
     seen = {}
     monkeypatch.setattr(gpu, "run", lambda **kw: seen.update(kw) or {})
     assert gpu.main(["--json", "o.json", "--budget-s", "50", "--device", "cpu", "--quick"]) == 0
-    assert seen == {"json_out": "o.json", "device": "cpu", "quick": True, "budget_s": 50.0}
+    assert seen == {"json_out": "o.json", "device": "cpu", "quick": True, "budget_s": 50.0, "only": None}
+    gpu.main(["--items", " eval, compile "])
+    assert seen["only"] == ["eval", "compile"]
+
+
+def test_items_option_runs_only_those_in_that_order(tmp_path, capsys):
+    path = tmp_path / "only.json"
+    gpu.main(["--device", "cpu", "--quick", "--json", str(path), "--items", "decode,eval"])
+    data = json.loads(path.read_text())
+    assert "decode" in data and "eval" in data
+    assert not any(item in data for item in ("sampling", "memory", "features", "throughput", "compile"))
+    out = capsys.readouterr().out
+    assert out.index("== decode") < out.index("== eval")
+    with pytest.raises(SystemExit):
+        gpu.main(["--device", "cpu", "--quick", "--items", "eval,warp"])
+    assert "unknown item(s) warp" in capsys.readouterr().err

@@ -475,17 +475,21 @@ def _print_item(name: str, result) -> None:
 
 
 def run(json_out=None, device: str | None = None, quick: bool = False, budget_s: float = 100.0,
-        settings: Settings | None = None) -> dict:
+        settings: Settings | None = None, only: list[str] | None = None) -> dict:
     """Run every item (see the module docstring) within ``budget_s`` seconds of wall time, counted
     from this call (an item is skipped when less than its ``ITEM_NEED_S`` is left, except with
     ``quick``); print a table as it goes; rewrite ``json_out`` after each item. Returns the
     results (top level: ``device``, ``gpu_name``, ``torch``, ``total_10s_s``, ``headline``, one
-    key per item; ``settings`` overrides the sizes that ``quick`` picks).
+    key per item; ``settings`` overrides the sizes that ``quick`` picks). ``only`` runs just these
+    items, in the order given (names from :data:`ITEM_NEED_S`; an unknown name raises ValueError).
     Without ``device`` it runs on CUDA, or returns ``{"skipped": ...}`` at once when there is none
     (``python -m vssflow_core bench`` on a CPU-only machine)."""
     if device is None and not torch.cuda.is_available():
         print("bench gpu: no CUDA device; skipped (pass device='cpu' to run it on the CPU)", flush=True)
         return {"skipped": "no CUDA device"}
+    unknown = sorted(set(only or ()) - set(ITEM_NEED_S))
+    if unknown:
+        raise ValueError(f"bench gpu: unknown item(s) {', '.join(unknown)}; choose from {', '.join(ITEM_NEED_S)}")
     budget = Budget(budget_s)
     device = device or "cuda"
     s = settings or (QUICK if quick else Settings())
@@ -506,11 +510,14 @@ def run(json_out=None, device: str | None = None, quick: bool = False, budget_s:
     except Exception as e:  # noqa: BLE001
         dit, results["model"] = e, _error(e)
     _print_item("model", results["model"])
-    reserve = 0.0 if quick else sum(ITEM_NEED_S[k] for k in ("memory", "decode", "features", "throughput"))
     items = {"eval": lambda: bench_eval(dit, s, device), "sampling": lambda: bench_sampling(dit, s, budget, device, reserve),
              "memory": lambda: bench_memory(dit, s, device), "decode": lambda: bench_decode(s, device),
              "features": lambda: bench_features(s, device), "throughput": lambda: bench_throughput(dit, s, device),
              "compile": lambda: bench_compile(dit, s, device)}
+    if only:
+        items = {name: items[name] for name in only}
+    after_sampling = list(items)[list(items).index("sampling") + 1:] if "sampling" in items else []
+    reserve = 0.0 if quick else sum(ITEM_NEED_S[k] for k in after_sampling if k != "compile")  # read by the lambda
     for name, fn in items.items():
         start = time.perf_counter()
         if budget.left() < (0.0 if quick else ITEM_NEED_S[name]):
@@ -542,8 +549,14 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget in seconds (default 100)")
     parser.add_argument("--device", default=None, help="torch device (default cuda; without one nothing runs)")
     parser.add_argument("--quick", action="store_true", help="2 layers, 0.4 s clips, small extractors (a smoke test)")
+    parser.add_argument("--items", default=None,
+                        help=f"comma-separated items to run, in this order (default all: {','.join(ITEM_NEED_S)})")
     args = parser.parse_args(argv)
-    run(json_out=args.json, device=args.device, quick=args.quick, budget_s=args.budget_s)
+    only = [name.strip() for name in args.items.split(",") if name.strip()] if args.items else None
+    try:
+        run(json_out=args.json, device=args.device, quick=args.quick, budget_s=args.budget_s, only=only)
+    except ValueError as e:
+        parser.error(str(e))
     return 0
 
 
