@@ -71,3 +71,36 @@ def test_eval_refuses_a_training_seed(tmp_path):
     add_arguments(p)
     with pytest.raises(VSSFlowError, match="training seed"):
         eval_data(p.parse_args(["--seed", "1", "--cache-dir", str(tmp_path)]))
+
+
+def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
+    """--no-ceiling skips the reference / vocoder rows, but FD still compares against the real sound clips."""
+    from vssflow_core.model import VSSFlow
+    from vssflow_core.model.checkpoint import save_model_file
+    from vssflow_core.train import metrics
+    from vssflow_core.train.evaluate import main
+
+    embedded = []
+
+    class FakeEmbedder:  # stands in for aisfx: a 4-number summary of the waveform
+        def __call__(self, wave, sample_rate):
+            embedded.append(len(wave))
+            w = np.asarray(wave, np.float64)
+            return np.array([w.mean(), np.abs(w).mean(), w.std(), np.abs(np.diff(w)).mean()])
+
+    monkeypatch.setattr(metrics, "SfxEmbedder", FakeEmbedder)
+    torch.manual_seed(0)
+    model_path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
+    data = write_data(tmp_path / "data", n=4)
+    out = tmp_path / "eval.json"
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["--model", str(model_path), "--data", str(data), "--n", "4", "--metrics", "fd", "--steps", "1",
+                   "--vocoder", "griffinlim", "--json", str(out), "--centroid-data", "", "--no-ceiling"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert "reference" not in res and "vocoder_ceiling" not in res
+    assert len(embedded) == 4  # 2 generated + 2 real sound clips
+    assert np.isfinite(res["fd"]) and res["fd"] > 0

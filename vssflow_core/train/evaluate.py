@@ -197,6 +197,8 @@ def run(args) -> int:
         generated.append({**base, "wave": wave})
         if not args.no_ceiling:
             reference.append({**base, "wave": crop["wave"]})
+        elif "fd" in metrics and row["kind"] == "sfx":  # FD's real side, embedded below without the ceiling rows
+            reference.append({**base, "wave": crop["wave"]})
             with torch.no_grad():
                 resynth.append({**base, "wave": codec.decode(codec.encode(torch.from_numpy(crop["wave"])[None]))[0].numpy()})
         if args.save_audio:
@@ -216,7 +218,10 @@ def run(args) -> int:
         results["reference"] = score(reference, metrics, tools, sr)
         results["vocoder_ceiling"] = score(resynth, metrics, tools, sr)
         sets.update(reference=reference, vocoder_ceiling=resynth)
-    ref_sfx = [it for it in reference if "emb" in it] if reference else []
+    if args.no_ceiling:
+        for it in reference:
+            it["emb"] = tools["sfx"](it["wave"], sr)
+    ref_sfx = [it for it in reference if "emb" in it]
     label = lambda row: row["classes"][0] if len(set(row.get("classes") or [])) == 1 else None  # single-class clips only
     cent_x, cent_y = None, None
     if "class" in metrics and args.centroid_data and (Path(args.centroid_data) / "manifest.jsonl").is_file():
