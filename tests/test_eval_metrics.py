@@ -12,6 +12,10 @@ def test_text_normalisation_and_wer():
     assert M.normalise_text("Hello, World!  It's  fine-tuned.") == "hello world it's fine tuned"
     assert M.word_error_rate(["the cat sat", "a dog"], ["The cat sat.", "a frog"]) == pytest.approx(1 / 5)
     assert np.isnan(M.word_error_rate([""], ["x"]))
+    # "tonight" -> "the night": every word wrong, but 3 edits for 7 characters
+    assert M.word_error_rate(["tonight"], ["The night."]) == pytest.approx(2.0)
+    assert M.char_error_rate(["tonight"], ["The night."]) == pytest.approx(3 / 7)
+    assert M.char_error_rate(["a dog"], ["a dog"]) == 0.0 and np.isnan(M.char_error_rate([""], ["x"]))
 
 
 def speechy(mouth: np.ndarray, lag: int) -> np.ndarray:

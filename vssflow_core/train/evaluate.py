@@ -4,7 +4,8 @@ Generates N fresh synthetic clips with the data generator (seed S, never a train
 model on each clip's own features (lips, phonemes, motion, appearance, speaker), decodes with the
 model's codec and scores the audio:
 
-* ``wer``: Whisper tiny.en transcript vs the transcript, speech and mixed clips (corpus WER);
+* ``wer``: Whisper tiny.en transcript vs the transcript, speech and mixed clips (corpus WER); the
+  same with characters as ``cer`` (moves while every word is still wrong);
 * ``lip_offset_ok_frac``: share of speech clips whose mouth-opening / loudness cross-correlation
   peaks within 1 frame (25 fps) of zero;
 * ``onset_f1``: detected onsets vs the true event times, 50 ms tolerance, sound clips;
@@ -131,6 +132,7 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
         for it, h in zip(speech, hyps):
             it["asr"] = h
         out["wer"] = M.word_error_rate([it["row"]["transcript"] for it in speech], hyps)
+        out["cer"] = M.char_error_rate([it["row"]["transcript"] for it in speech], hyps)
     lips = [it for it in items if it["row"]["kind"] == "speech" and it.get("mouth") is not None]
     if "lip" in metrics and lips:
         offs = [M.lip_offset_frames(it["mouth"], M.frame_loudness(it["wave"], sample_rate, len(it["mouth"]))) for it in lips]
@@ -254,7 +256,7 @@ def run(args) -> int:
     results["transcripts"] = [{"id": it["row"]["id"], "ref": it["row"]["transcript"], "asr": it.get("asr")}
                               for it in generated if "asr" in it]
     results["wall_seconds"] = time.time() - t_start
-    keys = ("wer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd")
+    keys = ("wer", "cer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd")
     print(f"{'':18}" + "".join(f"{k:>20}" for k in keys))
     for name, res in (("generated", results), ("reference", results.get("reference", {})),
                       ("vocoder_ceiling", results.get("vocoder_ceiling", {}))):

@@ -22,14 +22,30 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def _normalised_pairs(references: list[str], hypotheses: list[str]) -> list[tuple[str, str]]:
+    return [(normalise_text(r), normalise_text(h)) for r, h in zip(references, hypotheses) if normalise_text(r)]
+
+
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     """Corpus WER (jiwer) of normalised texts; empty references are skipped."""
     import jiwer
 
-    pairs = [(normalise_text(r), normalise_text(h)) for r, h in zip(references, hypotheses) if normalise_text(r)]
+    pairs = _normalised_pairs(references, hypotheses)
     if not pairs:
         return float("nan")
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+def char_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus character error rate (jiwer) of the same normalised texts as :func:`word_error_rate`.
+    It still moves when every word is wrong but the sounds are partly right ("the night" for
+    "tonight"), so it shows progress below WER's floor."""
+    import jiwer
+
+    pairs = _normalised_pairs(references, hypotheses)
+    if not pairs:
+        return float("nan")
+    return float(jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
 class Transcriber:
