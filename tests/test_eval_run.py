@@ -30,6 +30,7 @@ def test_eval_writes_metrics_json(tmp_path):
     assert 0.0 <= res["lip_offset_ok_frac"] <= 1.0 and len(res["lip_offsets"]) == 2
     assert 0.0 <= res["onset_f1"] <= 1.0
     assert set(res["reference"]) >= {"lip_offset_ok_frac", "onset_f1"}
+    assert set(res["vocoder_ceiling"]) >= {"lip_offset_ok_frac", "onset_f1"}
     assert "wer" not in res  # not requested
 
 
@@ -104,3 +105,25 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
     assert "reference" not in res and "vocoder_ceiling" not in res
     assert len(embedded) == 4  # 2 generated + 2 real sound clips
     assert np.isfinite(res["fd"]) and res["fd"] > 0
+
+
+def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):
+    """A specialist evaluated on one kind meets the same noise as the joint model on those clips."""
+    from vssflow_core.model import VSSFlow
+    from vssflow_core.model.checkpoint import save_model_file
+    from vssflow_core.train import evaluate
+
+    seeds = {}
+
+    def capture(model, codec, crop, seed, steps, solver, guidance):
+        seeds.setdefault(run, []).append(seed)
+        return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
+
+    monkeypatch.setattr(evaluate, "generate_clip", capture)
+    path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
+    data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
+    for run, kinds in (("all", "speech,sfx,mixed"), ("sfx", "sfx")):
+        assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
+                              "--no-ceiling", "--centroid-data", "", "--seed", "5"]) == 0
+    assert seeds["all"] == [5000, 5001, 5002, 5003]
+    assert seeds["sfx"] == [5001, 5003]

@@ -171,7 +171,10 @@ def run(args) -> int:
     guidance = cfg.guidance_scale if args.guidance is None else args.guidance
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
-    rows = [r for r in source.rows[: args.n] if r["kind"] in kinds]
+    # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
+    # so a specialist scored on one kind meets the same noise as the joint model on that kind
+    picked = [(pos, r) for pos, r in enumerate(source.rows[: args.n]) if r["kind"] in kinds]
+    rows = [r for _, r in picked]
     num_samples = cfg.latent_length * codec.samples_per_latent
     dur = num_samples / codec.sample_rate
     tools = {}
@@ -181,7 +184,7 @@ def run(args) -> int:
         tools["sfx"] = M.SfxEmbedder()
     generated, reference, resynth = [], [], []
     gen_seconds = 0.0
-    for i, row in enumerate(rows):
+    for i, (pos, row) in enumerate(picked):
         clip = source.load(row)
         crop = crop_clip(clip, 0.0, cfg.duration_s, num_samples, codec.sample_rate)
         lip_phones = placed_phones(row, clip.features, cfg.phone_placement)  # as inference places them
@@ -193,16 +196,16 @@ def run(args) -> int:
         elif row["kind"] == "speech":
             mouth = crop["lip_feat"][:, 0]
         t0 = time.time()
-        wave = generate_clip(model, codec, crop, args.seed * 1000 + i, steps, solver, guidance)
+        wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver, guidance)
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
         generated.append({**base, "wave": wave})
         if not args.no_ceiling:
             reference.append({**base, "wave": crop["wave"]})
-        elif "fd" in metrics and row["kind"] == "sfx":  # FD's real side, embedded below without the ceiling rows
-            reference.append({**base, "wave": crop["wave"]})
             with torch.no_grad():
                 resynth.append({**base, "wave": codec.decode(codec.encode(torch.from_numpy(crop["wave"])[None]))[0].numpy()})
+        elif "fd" in metrics and row["kind"] == "sfx":  # FD's real side, embedded below without the ceiling rows
+            reference.append({**base, "wave": crop["wave"]})
         if args.save_audio:
             import soundfile as sf
 
