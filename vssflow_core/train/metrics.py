@@ -22,18 +22,19 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def _normalised_pairs(references: list[str], hypotheses: list[str]) -> list[tuple[str, str]]:
-    return [(normalise_text(r), normalise_text(h)) for r, h in zip(references, hypotheses) if normalise_text(r)]
+def _corpus_error_rate(measure, references: list[str], hypotheses: list[str]) -> float:
+    """``measure`` (a jiwer corpus rate) of the normalised texts; empty references are skipped."""
+    pairs = [(normalise_text(r), normalise_text(h)) for r, h in zip(references, hypotheses) if normalise_text(r)]
+    if not pairs:
+        return float("nan")
+    return float(measure([r for r, _ in pairs], [h for _, h in pairs]))
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     """Corpus WER (jiwer) of normalised texts; empty references are skipped."""
     import jiwer
 
-    pairs = _normalised_pairs(references, hypotheses)
-    if not pairs:
-        return float("nan")
-    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+    return _corpus_error_rate(jiwer.wer, references, hypotheses)
 
 
 def char_error_rate(references: list[str], hypotheses: list[str]) -> float:
@@ -42,10 +43,7 @@ def char_error_rate(references: list[str], hypotheses: list[str]) -> float:
     "tonight"), so it shows progress below WER's floor."""
     import jiwer
 
-    pairs = _normalised_pairs(references, hypotheses)
-    if not pairs:
-        return float("nan")
-    return float(jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]))
+    return _corpus_error_rate(jiwer.cer, references, hypotheses)
 
 
 class Transcriber:
