@@ -8,8 +8,9 @@ import torch
 from test_train_trainer import tiny_config, write_data
 
 
-def test_eval_writes_metrics_json(tmp_path):
-    pytest.importorskip("librosa")
+def _eval_tiny_model(tmp_path, *options: str) -> dict:
+    """Run eval with a random tiny model on 4 generated clips (2 speech, 2 sound), Griffin-Lim, no
+    class centroids, plus ``options``; returns the JSON it wrote."""
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train.evaluate import main
@@ -20,12 +21,17 @@ def test_eval_writes_metrics_json(tmp_path):
     out = tmp_path / "eval.json"
     threads = torch.get_num_threads()
     try:
-        rc = main(["--model", str(model_path), "--data", str(data), "--n", "4", "--metrics", "lip,onset", "--steps", "2",
-                   "--vocoder", "griffinlim", "--json", str(out), "--centroid-data", ""])
+        rc = main(["--model", str(model_path), "--data", str(data), "--n", "4", "--vocoder", "griffinlim",
+                   "--json", str(out), "--centroid-data", "", *options])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_eval_writes_metrics_json(tmp_path):
+    pytest.importorskip("librosa")
+    res = _eval_tiny_model(tmp_path, "--metrics", "lip,onset", "--steps", "2")
     assert res["n"] == 4 and res["kinds"] == {"speech": 2, "sfx": 2, "mixed": 0}
     assert 0.0 <= res["lip_offset_ok_frac"] <= 1.0 and len(res["lip_offsets"]) == 2
     assert 0.0 <= res["onset_f1"] <= 1.0
@@ -76,10 +82,7 @@ def test_eval_refuses_a_training_seed(tmp_path):
 
 def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
     """--no-ceiling skips the reference / vocoder rows, but FD still compares against the real sound clips."""
-    from vssflow_core.model import VSSFlow
-    from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train import metrics
-    from vssflow_core.train.evaluate import main
 
     embedded = []
 
@@ -90,18 +93,7 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
             return np.array([w.mean(), np.abs(w).mean(), w.std(), np.abs(np.diff(w)).mean()])
 
     monkeypatch.setattr(metrics, "SfxEmbedder", FakeEmbedder)
-    torch.manual_seed(0)
-    model_path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
-    data = write_data(tmp_path / "data", n=4)
-    out = tmp_path / "eval.json"
-    threads = torch.get_num_threads()
-    try:
-        rc = main(["--model", str(model_path), "--data", str(data), "--n", "4", "--metrics", "fd", "--steps", "1",
-                   "--vocoder", "griffinlim", "--json", str(out), "--centroid-data", "", "--no-ceiling"])
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0
-    res = json.loads(out.read_text())
+    res = _eval_tiny_model(tmp_path, "--metrics", "fd", "--steps", "1", "--no-ceiling")
     assert "reference" not in res and "vocoder_ceiling" not in res
     assert len(embedded) == 4  # 2 generated + 2 real sound clips
     assert np.isfinite(res["fd"]) and res["fd"] > 0
