@@ -111,3 +111,21 @@ def test_two_process_gloo_keeps_replicas_identical(setup):
     assert r.returncode == 0, r.stderr[-3000:]
     st = torch.load(tmp / "state" / "ddp" / "last.pt", weights_only=True)
     assert st["step"] == 2 and st["examples"] == 4
+
+
+def test_cooldown_lowers_the_lr_linearly_to_zero(setup):
+    from vssflow_core.train.trainer import budget_left, lr_at
+
+    assert lr_at(10, 1e-3, 5, left=0.9, cooldown=0.3) == 1e-3
+    assert lr_at(10, 1e-3, 5, left=0.15, cooldown=0.3) == pytest.approx(5e-4)
+    assert lr_at(10, 1e-3, 5, left=-0.1, cooldown=0.3) == 0.0
+    assert budget_left(0, 30.0, 100, 1.0) == pytest.approx(0.5)  # time budget wins when set
+    assert budget_left(25, 30.0, 100, 0.0) == pytest.approx(0.75)
+    tmp, data, cfg_path = setup
+    base = ["--data", str(data), "--run", "cool", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
+            "--batch-size", "2", "--warmup", "1", "--lr", "1e-3", "--snapshot-steps", "0"]
+    assert run_trainer(base + ["--max-steps", "4", "--cooldown", "0.5"]) == 0
+    rows = [json.loads(l) for l in (tmp / "state" / "cool" / "log.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in rows] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+    with pytest.raises(Exception, match="--cooldown 1.5"):
+        run_trainer(base + ["--max-steps", "5", "--cooldown", "1.5"])

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="examples per step per process")
     p.add_argument("--lr", type=float, default=4e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--cooldown", type=float, default=0.0, metavar="FRAC",
+                   help="lower the lr linearly to 0 over the last FRAC of the budget: of --max-minutes (this "
+                        "process's time) when set, else of --max-steps (0 = constant lr, the official schedule)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (warmed up as (1+n)/(10+n))")
     p.add_argument("--p-uncond", type=float, default=0.1, help="whole-batch all-condition dropout (guidance)")
@@ -72,9 +75,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --export: the EMA weights of the best validation loss (best_ema.pt) instead of the last")
 
 
-def lr_at(step: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then constant (official schedule)."""
-    return peak * min(1.0, (step + 1) / max(1, warmup))
+def lr_at(step: int, peak: float, warmup: int, left: float = 1.0, cooldown: float = 0.0) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then constant (official schedule); with
+    ``cooldown`` > 0, a linear fall to 0 once the fraction ``left`` of the budget still to run
+    (time or steps, 1 at the start, 0 at the end) is below ``cooldown``."""
+    fall = min(1.0, max(0.0, left) / cooldown) if cooldown > 0 else 1.0
+    return peak * min(1.0, (step + 1) / max(1, warmup)) * fall
+
+
+def budget_left(step: int, elapsed_s: float, max_steps: int, max_minutes: float) -> float:
+    """Fraction of the run's budget still to run: of ``max_minutes`` (seconds ``elapsed_s`` of this
+    process) when it is set, else of ``max_steps`` (steps in total)."""
+    if max_minutes:
+        return 1.0 - elapsed_s / (max_minutes * 60)
+    return 1.0 - step / max(1, max_steps)
 
 
 class Run:
@@ -221,11 +235,12 @@ def _check_replicas(model) -> None:
 
 
 def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: int,
-               noise_gen: torch.Generator | None = None) -> torch.Tensor:
+               noise_gen: torch.Generator | None = None, lr: float | None = None) -> torch.Tensor:
     """One optimiser step on a collated batch (``wave`` [B, S] or ready ``latent`` [B, Ca, L]).
 
     ``gen`` (CPU) draws the condition dropout and the times, ``noise_gen`` (on the model's device,
-    default ``gen``) the noise. Returns the (local) loss as a 0-d tensor on the device.
+    default ``gen``) the noise; ``lr`` defaults to the warm-up schedule's. Returns the (local) loss
+    as a 0-d tensor on the device.
     """
     from vssflow_core import flow
 
@@ -253,7 +268,7 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
     _average_gradients(params, world)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     for group in run.opt.param_groups:
-        group["lr"] = lr_at(run.step, args.lr, args.warmup)
+        group["lr"] = lr_at(run.step, args.lr, args.warmup) if lr is None else lr
     run.opt.step()
     run.step += 1
     run.update_ema(args.ema)
@@ -370,6 +385,8 @@ def run(args) -> int:
             raise VSSFlowError(f"--export: run {run_dir} has no last.pt yet; train first")
         print(f"exported {export_weights(run_dir, args.export, best=args.export_best)}")
         return 0
+    if not 0.0 <= args.cooldown < 1.0:
+        raise VSSFlowError(f"--cooldown {args.cooldown}: a fraction of the budget in [0, 1), e.g. 0.3")
     rank, world = _setup_distributed()
     import signal
 
@@ -428,7 +445,9 @@ def run(args) -> int:
             base = (args.seed, state.step, rank)
             gen = torch.Generator().manual_seed(hash(base) & 0x7FFFFFFF)
             batch = draw_batch(base, gen)
-            losses.append(train_step(state, codec, batch, args, gen, world, noise_gen))
+            lr = lr_at(state.step, args.lr, args.warmup, cooldown=args.cooldown,
+                       left=budget_left(state.step, t0 - started, args.max_steps, args.max_minutes))
+            losses.append(train_step(state, codec, batch, args, gen, world, noise_gen, lr=lr))
             dt = time.time() - t0
             step_seconds += dt
             state.train_seconds += dt
@@ -440,7 +459,7 @@ def run(args) -> int:
                 loss = float(torch.stack(losses).float().mean())  # one device sync per logged row
                 if not math.isfinite(loss):
                     raise RuntimeError(f"loss is {loss} at step {state.step}; lower --lr")
-                row = {"step": state.step, "loss": round(loss, 5), "lr": lr_at(state.step - 1, args.lr, args.warmup),
+                row = {"step": state.step, "loss": round(loss, 5), "lr": round(lr, 8),
                        "sec": round(step_seconds / len(losses), 4), "clips": describe(), "time": round(time.time(), 1)}
                 losses, step_seconds = [], 0.0
             if validate and state.step % args.val_every == 0:
