@@ -301,3 +301,38 @@ def test_x_prediction_velocity_guidance_and_config(model):
     assert ModelConfig.from_json(json.dumps(old)).prediction == "v"  # files from before the field
     with pytest.raises(ValueError, match="prediction must be one of"):
         dataclasses.replace(cfg, prediction="eps")
+
+
+def test_time_shift_grid_and_sampling(model):
+    """time_grid(shift=s) maps u to 1 - s(1-u)/(1+(s-1)(1-u)): uniform at s = 1, more steps near the
+    noise for s > 1; a fixed-step sampler follows it, dopri5 ignores it; bad shifts are refused."""
+    torch.testing.assert_close(flow.time_grid(4), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    g = flow.time_grid(4, shift=3.0)
+    torch.testing.assert_close(g, torch.tensor([0.0, 1 - 2.25 / 2.5, 1 - 1.5 / 2.0, 1 - 0.75 / 1.5, 1.0]))
+    assert (g.diff() > 0).all() and g.diff()[0] < g.diff()[-1]  # first steps (near the noise) are short
+    c = model.encode_conditions(**feats(1))
+    x0 = torch.randn(1, 128, 50, generator=torch.Generator().manual_seed(7))
+    seen = []
+    fn = lambda t, x: seen.append(float(t)) or torch.zeros_like(x)
+    flow.integrate(fn, x0, solver="euler", steps=4, time_shift=3.0)
+    assert seen == pytest.approx(g[:-1].tolist())
+    a = model.sample(x0, c, solver="midpoint", steps=3, time_shift=3.0)
+    assert not torch.allclose(a, model.sample(x0, c, solver="midpoint", steps=3))
+    torch.testing.assert_close(model.sample(x0, c, solver="dopri5", time_shift=3.0, rtol=1e-3, atol=1e-3),
+                               model.sample(x0, c, solver="dopri5", rtol=1e-3, atol=1e-3))
+    with pytest.raises(VSSFlowError, match="time shift"):
+        flow.time_grid(4, shift=0.0)
+
+
+def test_sampling_defaults_in_the_config(model):
+    """sound_guidance_scale applies without a transcript (None = guidance_scale); both new fields survive
+    a JSON round trip, and files from before them read as the official defaults."""
+    cfg = dataclasses.replace(model.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=3.0)
+    assert (cfg.guidance_for(True), cfg.guidance_for(False)) == (3.0, 1.5)
+    assert model.config.guidance_for(False) == model.config.guidance_scale
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    old = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in ("sound_guidance_scale", "time_shift")}
+    again = ModelConfig.from_json(json.dumps(old))
+    assert again.sound_guidance_scale is None and again.time_shift == 1.0
+    with pytest.raises(ValueError, match="time_shift must be > 0"):
+        dataclasses.replace(cfg, time_shift=-1.0)

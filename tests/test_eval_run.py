@@ -54,7 +54,7 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
     seen = {}
 
-    def capture(model, codec, crop, seed, steps, solver, guidance):
+    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift):
         seen[model.config.phone_placement] = crop["phone_id"].copy()
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
@@ -100,22 +100,30 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
 
 
 def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):
-    """A specialist evaluated on one kind meets the same noise as the joint model on those clips."""
+    """A specialist evaluated on one kind meets the same noise as the joint model on those clips; each
+    clip gets the model's default guidance for clips with or without a transcript, and its time shift."""
+    import dataclasses
+
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train import evaluate
 
-    seeds = {}
+    calls = {}
 
-    def capture(model, codec, crop, seed, steps, solver, guidance):
-        seeds.setdefault(run, []).append(seed)
+    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift):
+        calls.setdefault(run, []).append((seed, guidance, time_shift))
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
     monkeypatch.setattr(evaluate, "generate_clip", capture)
-    path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
+    cfg = dataclasses.replace(tiny_config(), guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.0)
+    path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
     for run, kinds in (("all", "speech,sfx,mixed"), ("sfx", "sfx")):
         assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
                               "--no-ceiling", "--centroid-data", "", "--seed", "5"]) == 0
-    assert seeds["all"] == [5000, 5001, 5002, 5003]
-    assert seeds["sfx"] == [5001, 5003]
+    assert calls["all"] == [(5000, 3.0, 2.0), (5001, 1.5, 2.0), (5002, 3.0, 2.0), (5003, 1.5, 2.0)]
+    assert calls["sfx"] == [(5001, 1.5, 2.0), (5003, 1.5, 2.0)]
+    run = "forced"
+    assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",
+                          "--centroid-data", "", "--guidance", "4", "--time-shift", "1"]) == 0
+    assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0), (4.0, 1.0)]

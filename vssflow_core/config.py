@@ -187,6 +187,17 @@ class ModelConfig:
     # into the velocity (x1_hat - x_t) / (1 - t). "x" suits a DiT narrower than its latent (the
     # embedded model: width 256, 320 channels): noise needs every channel, clean latents do not
     prediction: str = "v"
+    # guidance when no transcript is given (video-to-sound only); None = guidance_scale for all
+    sound_guidance_scale: float | None = None
+    # step times of the fixed-step solvers (flow.time_grid): 1 = equal steps (official), > 1 = more
+    # of them near the noise
+    time_shift: float = 1.0
+
+    def guidance_for(self, with_text: bool) -> float:
+        """The default guidance scale of a generation with (True) or without (False) a transcript."""
+        if with_text or self.sound_guidance_scale is None:
+            return self.guidance_scale
+        return self.sound_guidance_scale
 
     def __post_init__(self):
         names = [c.name for c in self.conditions]
@@ -207,6 +218,8 @@ class ModelConfig:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"model config {self.name!r}: prediction must be one of {PREDICTIONS}, "
                              f"got {self.prediction!r}")
+        if not self.time_shift > 0:
+            raise ValueError(f"model config {self.name!r}: time_shift must be > 0, got {self.time_shift}")
 
     @property
     def audio_channels(self) -> int:
@@ -263,7 +276,7 @@ class ModelConfig:
                 codec=CodecConfig(**d["codec"]),
                 conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
                 **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend",
-                                     "phone_placement", "prediction") if k in d},
+                                     "phone_placement", "prediction", "sound_guidance_scale", "time_shift") if k in d},
             )
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
             if isinstance(e, VSSFlowError):

@@ -5,6 +5,7 @@ target velocity x_1 - x_0. Shape letters: B batch, Ca audio channels, Cc conditi
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -16,11 +17,22 @@ SOLVERS = ("euler", "midpoint", "heun", "dopri5")
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (t 0-d, x [B, Ca, L]) -> [B, Ca, L]
 
 
-def time_grid(steps: int, device=None) -> torch.Tensor:
-    """Output/step times linspace(0, 1, steps + 1), float32 [steps + 1] (as the official sampler)."""
+def time_grid(steps: int, device=None, shift: float = 1.0) -> torch.Tensor:
+    """Output/step times, float32 [steps + 1] from 0 to 1.
+
+    ``shift`` 1: linspace(0, 1, steps + 1), as the official sampler. Otherwise each uniform u maps
+    to t = 1 - s (1 - u) / (1 + (s - 1)(1 - u)) (the noise-level shift of SD3, Esser et al. 2024,
+    in this file's direction: t = 0 is noise): s > 1 puts more of the steps near the noise.
+    """
     if steps < 1:
         raise VSSFlowError(f"steps: expected >= 1, got {steps}")
-    return torch.linspace(0, 1, steps + 1, device=device)
+    if not (math.isfinite(shift) and shift > 0):
+        raise VSSFlowError(f"time shift: expected a number > 0 (1 = uniform steps), got {shift}")
+    u = torch.linspace(0, 1, steps + 1, device=device)
+    if shift == 1.0:
+        return u
+    noise_level = 1 - u
+    return 1 - shift * noise_level / (1 + (shift - 1) * noise_level)
 
 
 def _fixed_step(fn: VelocityFn, x: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, solver: str) -> torch.Tensor:
@@ -38,14 +50,15 @@ def _fixed_step(fn: VelocityFn, x: torch.Tensor, t0: torch.Tensor, t1: torch.Ten
 
 def integrate(fn: VelocityFn, x0: torch.Tensor, solver: str = "euler", steps: int = 10, rtol: float = 1e-5,
               atol: float = 1e-5, callback: Callable[[int, int | None], None] | None = None,
-              constant_channels: torch.Tensor | None = None) -> torch.Tensor:
+              constant_channels: torch.Tensor | None = None, time_shift: float = 1.0) -> torch.Tensor:
     """Solve dx/dt = fn(t, x) from t = 0 to 1.
 
     Args:
         fn: velocity; called with a 0-d float32 time and x [B, Ca, L].
         x0: [B, Ca, L] the noise.
-        solver: ``euler`` / ``midpoint`` / ``heun`` on ``steps`` equal steps, or ``dopri5``
-            (adaptive, torchdiffeq; ``steps`` only sets the output grid).
+        solver: ``euler`` / ``midpoint`` / ``heun`` on ``steps`` steps of the grid
+            :func:`time_grid` (``time_shift``; 1 = equal steps), or ``dopri5`` (adaptive,
+            torchdiffeq; ``steps`` only sets the output grid, which stays uniform).
         callback: ``callback(done, total)`` after each step (dopri5: each accepted step, total None).
         constant_channels: [B, Cc, L] channels carried with the state at zero velocity. Only
             dopri5 sees them (its step control measures the whole state, as the official sampler
@@ -54,15 +67,15 @@ def integrate(fn: VelocityFn, x0: torch.Tensor, solver: str = "euler", steps: in
     """
     if solver not in SOLVERS:
         raise VSSFlowError(f"solver: expected one of {SOLVERS}, got {solver!r}")
-    grid = time_grid(steps, x0.device)
     if solver != "dopri5":
+        grid = time_grid(steps, x0.device, time_shift)
         x = x0
         for i in range(steps):
             x = _fixed_step(fn, x, grid[i], grid[i + 1], solver)
             if callback is not None:
                 callback(i + 1, steps)
         return x
-    return _dopri5(fn, x0, grid, rtol, atol, callback, constant_channels)
+    return _dopri5(fn, x0, time_grid(steps, x0.device), rtol, atol, callback, constant_channels)
 
 
 def _dopri5(fn, x0, grid, rtol, atol, callback, constant_channels):

@@ -293,10 +293,10 @@ def crossfade_gains(spans: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
 
 # --- generation ---------------------------------------------------------------------------------
 
-def _check_sampling(bundle: Bundle, steps, guidance, solver, variations):
+def _check_sampling(bundle: Bundle, steps, guidance, solver, variations, with_text: bool):
     cfg = bundle.config
     steps = int(cfg.steps if steps is None else steps)
-    guidance = float(cfg.guidance_scale if guidance is None else guidance)
+    guidance = float(cfg.guidance_for(with_text) if guidance is None else guidance)
     solver = cfg.solver if solver is None else solver
     if solver not in SOLVERS:
         raise VSSFlowError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
@@ -373,7 +373,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         voice: reference voice ``(wave float32 [C, S], sample_rate)``.
         lips: a :class:`LipCondition` over the video; extracted automatically when a transcript is
             given to the embedded model and no lips are.
-        seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None.
+        seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None (the
+            default guidance depends on whether a transcript is given: ``ModelConfig.guidance_for``).
         variations: B, the batch of variations.
         callback: ``callback(done, total)`` after each solver step over all windows (total None for
             dopri5); raising from it cancels.
@@ -383,13 +384,14 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     Returns:
         (audio float32 [B, 1, S] in -1..1, sample_rate Hz) with S = ceil(duration * sample_rate).
     """
-    steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations)
+    text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
+    steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations,
+                                                          with_text=text_cond is not None)
     source = open_video(video, frames, fps, duration_s)
     cfg, codec = bundle.config, bundle.codec
     duration_s = source.duration_s
     sample_rate = int(codec.sample_rate)
     latent_rate = float(codec.latent_rate_hz)
-    text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
     lip_cond = _as_lips(lips)
 
     if text_cond is not None and not text_cond.automatic_window and text_cond.speech_start_s >= duration_s:
@@ -440,7 +442,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                 feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
                 cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
                 latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
-                                             callback=on_step)
+                                             callback=on_step, time_shift=cfg.time_shift)
             with clock("vocoder"):
                 codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
                 wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]

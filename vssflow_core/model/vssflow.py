@@ -219,13 +219,15 @@ class VSSFlow(nn.Module):
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: Conditions, solver: str = "euler", steps: int = 10,
                guidance_scale: float | None = 3.0, rtol: float = 1e-5, atol: float = 1e-5,
-               callback: Callable[[int, int | None], None] | None = None) -> torch.Tensor:
+               callback: Callable[[int, int | None], None] | None = None, time_shift: float = 1.0) -> torch.Tensor:
         """Integrate the guided flow from noise (t = 0) to data (t = 1).
 
         Args:
             noise: [B, Ca, L] x_0 ~ N(0, I).
             solver: ``euler``, ``midpoint``, ``heun`` (fixed ``steps``) or ``dopri5`` (adaptive,
                 rtol/atol; ``steps`` only sets the output grid, as official).
+            time_shift: step times of the fixed-step solvers (:func:`vssflow_core.flow.time_grid`;
+                1 = equal steps, as official; > 1 = more steps near the noise).
             callback: ``callback(done, total)`` after each solver step (total None for dopri5);
                 raising from it cancels sampling.
         Returns: the audio latent x_1 [B, Ca, L].
@@ -238,7 +240,7 @@ class VSSFlow(nn.Module):
         extra = cond.concat if cond.concat is not None else None
         with self._autocast():  # one autocast region: weight casts are cached for the whole run
             return flow.integrate(fn, noise, solver=solver, steps=steps, rtol=rtol, atol=atol,
-                                  callback=callback, constant_channels=extra)
+                                  callback=callback, constant_channels=extra, time_shift=time_shift)
 
     # ------------------------------------------------------------------ misc
     def num_parameters(self) -> int:

@@ -48,7 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default="/work/train_state", help="training runs (for --model run:NAME)")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
     p.add_argument("--solver", default=None, help="euler, midpoint, heun, dopri5 (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale of every clip (default: the model's, which may differ with and without a transcript)")
+    p.add_argument("--time-shift", type=float, default=None,
+                   help="step-time shift of the fixed-step solvers (default: the model's; 1 = equal steps)")
     p.add_argument("--vocoder", default="griffinlim", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
     p.add_argument("--kinds", default="speech,sfx,mixed", help="which clip kinds of the first N to evaluate")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
@@ -103,7 +106,8 @@ def eval_data(args) -> Path:
     return out
 
 
-def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float) -> np.ndarray:
+def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float,
+                  time_shift: float = 1.0) -> np.ndarray:
     """Sample audio for one cropped clip (features at native rates) -> waveform [S] at the codec rate."""
     cfg = model.config
     length = cfg.latent_length
@@ -117,7 +121,7 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
     with torch.no_grad():
         cond = model.encode_conditions(length, batch_size=1, **feats)
         noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed))
-        latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance)
+        latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance, time_shift=time_shift)
         return limit_peak(codec.decode(latent))[0].numpy()  # as the pipeline hands it to users
 
 
@@ -168,7 +172,10 @@ def run(args) -> int:
         codec.set_vocoder(args.vocoder)
     cfg = model.config
     steps, solver = args.steps or cfg.steps, args.solver or cfg.solver
-    guidance = cfg.guidance_scale if args.guidance is None else args.guidance
+    # the model's default guidance depends on the transcript (ModelConfig.guidance_for), as in the pipeline
+    guidance = {with_text: cfg.guidance_for(with_text) if args.guidance is None else args.guidance
+                for with_text in (True, False)}
+    time_shift = cfg.time_shift if args.time_shift is None else args.time_shift
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
     # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
@@ -196,7 +203,8 @@ def run(args) -> int:
         elif row["kind"] == "speech":
             mouth = crop["lip_feat"][:, 0]
         t0 = time.time()
-        wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver, guidance)
+        wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver,
+                             guidance[bool(row.get("transcript"))], time_shift)
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
         generated.append({**base, "wave": wave})
@@ -214,7 +222,7 @@ def run(args) -> int:
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
     results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
-               "guidance": guidance, "vocoder": args.vocoder, "window_s": dur,
+               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift, "vocoder": args.vocoder, "window_s": dur,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
     results.update(score(generated, metrics, tools, sr))
