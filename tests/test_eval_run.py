@@ -101,17 +101,19 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
 
 def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):
     """A specialist evaluated on one kind meets the same noise as the joint model on those clips; each
-    clip gets the model's default guidance for clips with or without a transcript, and its time shift."""
+    clip gets the model's default guidance for clips with or without a transcript, and its time shift;
+    --guidance, --time-shift and --precision override them."""
     import dataclasses
 
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train import evaluate
 
-    calls = {}
+    calls, precisions = {}, set()
 
     def capture(model, codec, crop, seed, steps, solver, guidance, time_shift):
         calls.setdefault(run, []).append((seed, guidance, time_shift))
+        precisions.add(model.precision)
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
     monkeypatch.setattr(evaluate, "generate_clip", capture)
@@ -123,7 +125,9 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
                               "--no-ceiling", "--centroid-data", "", "--seed", "5"]) == 0
     assert calls["all"] == [(5000, 3.0, 2.0), (5001, 1.5, 2.0), (5002, 3.0, 2.0), (5003, 1.5, 2.0)]
     assert calls["sfx"] == [(5001, 1.5, 2.0), (5003, 1.5, 2.0)]
+    assert precisions == {"fp32"}
     run = "forced"
     assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",
-                          "--centroid-data", "", "--guidance", "4", "--time-shift", "1"]) == 0
+                          "--centroid-data", "", "--guidance", "4", "--time-shift", "1", "--precision", "int8"]) == 0
     assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0), (4.0, 1.0)]
+    assert precisions == {"fp32", "int8"}

@@ -52,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="guidance scale of every clip (default: the model's, which may differ with and without a transcript)")
     p.add_argument("--time-shift", type=float, default=None,
                    help="step-time shift of the fixed-step solvers (default: the model's; 1 = equal steps)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp32-fused", "int8", "bf16"),
+                   help="inference arithmetic of the DiT (VSSFlow.set_precision): measure what int8 or bf16 costs")
     p.add_argument("--vocoder", default="griffinlim", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
     p.add_argument("--kinds", default="speech,sfx,mixed", help="which clip kinds of the first N to evaluate")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
@@ -168,6 +170,7 @@ def run(args) -> int:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
     t_start = time.time()
     model, codec = load_model(args.model, args.state_dir)
+    model.set_precision(args.precision)
     if hasattr(codec, "set_vocoder"):
         codec.set_vocoder(args.vocoder)
     cfg = model.config
@@ -222,7 +225,7 @@ def run(args) -> int:
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
     results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
-               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift, "vocoder": args.vocoder, "window_s": dur,
+               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift, "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
     results.update(score(generated, metrics, tools, sr))
