@@ -336,3 +336,19 @@ def test_sampling_defaults_in_the_config(model):
     assert again.sound_guidance_scale is None and again.time_shift == 1.0
     with pytest.raises(ValueError, match="time_shift must be > 0"):
         dataclasses.replace(cfg, time_shift=-1.0)
+
+
+def test_x_range_clamps_the_clean_latent_estimate(model):
+    """prediction="x": x_range clamps the guided estimate before it becomes a velocity (one runaway
+    frame cannot grow); a velocity model ignores it."""
+    xm = VSSFlow(dataclasses.replace(model.config, prediction="x")).eval()
+    xm.load_state_dict(model.state_dict())
+    c = xm.encode_conditions(**feats())
+    x = torch.randn(2, 128, 50, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        raw = model.velocity(x, 0.5, c, 2.0)  # the same weights read as velocity: the raw guided output
+        torch.testing.assert_close(xm.velocity(x, 0.5, c, 2.0, x_range=(-0.01, 0.02)),
+                                   (raw.clamp(-0.01, 0.02) - x) / 0.5)
+        torch.testing.assert_close(model.velocity(x, 0.5, c, 2.0, x_range=(-0.01, 0.02)), raw)
+        out = xm.sample(x, c, solver="euler", steps=1, guidance_scale=2.0, x_range=(-0.01, 0.02))
+    assert float(out.min()) >= -0.01 - 1e-6 and float(out.max()) <= 0.02 + 1e-6

@@ -114,3 +114,19 @@ def test_hifigan_weights_map_exactly_and_vocode_a_tone(codec):
     y = codec.decode(codec.encode(tone(440.0, 0.4)))
     assert y.shape == (1, 9 * 1024)
     assert abs(peak_hz(y[:, 1024:8192]) - 440.0) < 15
+
+
+def test_latent_range_bounds_real_sound_and_decode_clamps_to_it(codec):
+    """Every latent of a real waveform lies in latent_range (silence at its low end); a diverged
+    latent (value 50) decodes to finite audio, the same as the latent clamped to the range."""
+    low, high = codec.latent_range
+    assert low == pytest.approx((math.log(LOG_FLOOR) + 6.5) / 3.0)
+    t = torch.arange(22050) / 22050
+    loud = torch.sign(torch.sin(2 * math.pi * 100 * t))[None]  # full-scale square wave
+    z = codec.encode(torch.cat([loud, torch.zeros_like(loud)]))
+    assert float(z.max()) < high and float(z.min()) >= low - 1e-6
+    wild = z[:1].clone()
+    wild[:, :, 5] = 50.0
+    out = codec.decode(wild)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, codec.decode(wild.clamp(low, high)))

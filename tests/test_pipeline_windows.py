@@ -243,6 +243,7 @@ def test_default_guidance_depends_on_the_transcript_and_time_shift_reaches_the_s
 
     def sample(*args, **kwargs):
         seen.append((kwargs["guidance_scale"], kwargs["time_shift"]))
+        assert kwargs["x_range"] == bundle.codec.latent_range
         return real_sample(*args, **kwargs)
 
     monkeypatch.setattr(bundle.model, "sample", sample)

@@ -41,6 +41,12 @@ class AudioCodec(nn.Module):
         """Waveform samples per latent frame (``sample_rate / latent_rate_hz``)."""
         return int(round(self.sample_rate / self.latent_rate_hz))
 
+    @property
+    def latent_range(self) -> tuple[float, float] | None:
+        """``(low, high)`` that every latent value of a real waveform lies in, or None if unbounded.
+        A sampler that estimates the clean latent may clamp its estimate to it."""
+        return None
+
     def latent_length(self, num_samples: int) -> int:
         """Latent frames :meth:`encode` produces for ``num_samples`` samples (rounded up)."""
         spl = self.samples_per_latent

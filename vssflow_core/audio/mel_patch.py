@@ -32,6 +32,9 @@ GRIFFIN_LIM_ITERATIONS = 16
 LOG_FLOOR = 1e-5  # the clamp of the HiFi-GAN recipe: silence = log(1e-5) = -11.51
 LOG_MEL_MEAN = -6.5  # fixed normalisation of the log-mel (measured on the synthetic training clips: mean -6.9, std 2.9)
 LOG_MEL_STD = 3.0
+# no real waveform in -1..1 exceeds this log-mel (a full-scale 100 Hz square wave reaches 2.35, the
+# training clips 1.66); decoding clamps to it, so a diverged latent cannot overflow exp()
+LOG_MEL_CEIL = 3.0
 VOCODERS = ("hifigan", "griffinlim")
 # Default decoder, chosen by measurement (weights/MODEL_CARD.md): on the synthetic eval clips Griffin-Lim
 # resynthesis kept the ASR word error rate of the original audio (0.113 vs 0.113, 14 clips) while the
@@ -213,13 +216,19 @@ class MelPatchCodec(AudioCodec):
         w = istft(mag * angles)
         return F.pad(w, (shift, 0))[:, :length]
 
+    @property
+    def latent_range(self) -> tuple[float, float]:
+        """Normalised values of log-mel ``log(LOG_FLOOR)`` (silence) and ``LOG_MEL_CEIL``."""
+        return ((math.log(LOG_FLOOR) - LOG_MEL_MEAN) / LOG_MEL_STD, (LOG_MEL_CEIL - LOG_MEL_MEAN) / LOG_MEL_STD)
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent ``[B, 320, L]`` -> waveform ``[B, 1024 * L]`` float32 at 22050 Hz.
 
-        Not clipped: a loud latent may decode past +-1; callers limit the finished track's peak
-        (``audio.level.limit_peak``) instead of hard-clipping each window here."""
+        The latent is clamped to :attr:`latent_range` first (a value beyond it is no real sound and
+        would overflow ``exp``). Not clipped: a loud latent may decode past +-1; callers limit the
+        finished track's peak (``audio.level.limit_peak``) instead of hard-clipping each window here."""
         latent = self.check_latent(latent)
-        mel = self.latent_to_mel(latent.float())
+        mel = self.latent_to_mel(latent.float().clamp(*self.latent_range))
         if self.vocoder_kind == "griffinlim":
             wave = self.griffin_lim(mel)
         else:

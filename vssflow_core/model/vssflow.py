@@ -180,7 +180,8 @@ class VSSFlow(nn.Module):
                 cond.cache[key] = F.linear(cond.concat.transpose(1, 2).to(m_c.dtype), m_c)
         return cond.cache[key]
 
-    def velocity(self, x_t: torch.Tensor, t, cond: Conditions, guidance_scale: float | None = None) -> torch.Tensor:
+    def velocity(self, x_t: torch.Tensor, t, cond: Conditions, guidance_scale: float | None = None,
+                 x_range: tuple[float, float] | None = None) -> torch.Tensor:
         """Velocity of the audio channels.
 
         Args:
@@ -190,6 +191,9 @@ class VSSFlow(nn.Module):
             guidance_scale: None -> conditional prediction; w >= 1 -> v_u + w (v_c - v_u) with
                 both branches in one batched forward; w < 1 -> the unconditional prediction
                 (as the official wrapper does).
+            x_range: ``(low, high)`` of real latents (``AudioCodec.latent_range``); with
+                ``prediction="x"`` the guided clean-latent estimate is clamped to it (as diffusion
+                samplers clip x0), so one diverging frame cannot run away. Ignored for "v".
         Returns: [B, Ca, L]. With ``config.prediction == "x"`` the DiT estimates the clean latent;
         the guided estimate is turned into the velocity (:meth:`_as_velocity`).
         """
@@ -204,6 +208,8 @@ class VSSFlow(nn.Module):
         else:
             raw_c, raw_u = self.predict(x_t, t, cond, "both").chunk(2)
             raw = raw_u + guidance_scale * (raw_c - raw_u)  # for an x-prediction the same as guiding v
+        if x_range is not None and self.config.prediction == "x":
+            raw = raw.clamp(*x_range)
         return self._as_velocity(raw, x_t, t)
 
     def _as_velocity(self, raw: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
@@ -219,7 +225,8 @@ class VSSFlow(nn.Module):
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: Conditions, solver: str = "euler", steps: int = 10,
                guidance_scale: float | None = 3.0, rtol: float = 1e-5, atol: float = 1e-5,
-               callback: Callable[[int, int | None], None] | None = None, time_shift: float = 1.0) -> torch.Tensor:
+               callback: Callable[[int, int | None], None] | None = None, time_shift: float = 1.0,
+               x_range: tuple[float, float] | None = None) -> torch.Tensor:
         """Integrate the guided flow from noise (t = 0) to data (t = 1).
 
         Args:
@@ -228,13 +235,14 @@ class VSSFlow(nn.Module):
                 rtol/atol; ``steps`` only sets the output grid, as official).
             time_shift: step times of the fixed-step solvers (:func:`vssflow_core.flow.time_grid`;
                 1 = equal steps, as official; > 1 = more steps near the noise).
+            x_range: clamp of the clean-latent estimate (see :meth:`velocity`).
             callback: ``callback(done, total)`` after each solver step (total None for dopri5);
                 raising from it cancels sampling.
         Returns: the audio latent x_1 [B, Ca, L].
         """
         cond = self._check_latent(noise, cond)
         _check_guidance(guidance_scale)
-        fn = lambda t, x: self.velocity(x, t, cond, guidance_scale)
+        fn = lambda t, x: self.velocity(x, t, cond, guidance_scale, x_range)
         # The official dopri5 integrates the full DiT input (audio + constant condition channels);
         # the step-size control sees those channels, so carry them for identical steps.
         extra = cond.concat if cond.concat is not None else None

@@ -123,7 +123,8 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
     with torch.no_grad():
         cond = model.encode_conditions(length, batch_size=1, **feats)
         noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed))
-        latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance, time_shift=time_shift)
+        latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance, time_shift=time_shift,
+                              x_range=codec.latent_range)
         return limit_peak(codec.decode(latent))[0].numpy()  # as the pipeline hands it to users
 
 
