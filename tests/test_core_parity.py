@@ -106,7 +106,7 @@ def test_dopri5_sampling_matches_official(official_fixtures, model, cond):
     s = load_file(str(official_fixtures / "sampling.safetensors"))
     evals = []
     fn = model.velocity
-    model.velocity = lambda x, t, c, g=None: (evals.append(float(t)), fn(x, t, c, g))[1]
+    model.velocity = lambda x, t, c, g=None, **kw: (evals.append(float(t)), fn(x, t, c, g, **kw))[1]
     try:
         out = model.sample(s["input.x_init"][:, :128], cond, solver="dopri5", steps=10, guidance_scale=3.0)
     finally:

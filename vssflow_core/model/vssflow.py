@@ -242,7 +242,7 @@ class VSSFlow(nn.Module):
         """
         cond = self._check_latent(noise, cond)
         _check_guidance(guidance_scale)
-        fn = lambda t, x: self.velocity(x, t, cond, guidance_scale, x_range)
+        fn = lambda t, x: self.velocity(x, t, cond, guidance_scale, x_range=x_range)
         # The official dopri5 integrates the full DiT input (audio + constant condition channels);
         # the step-size control sees those channels, so carry them for identical steps.
         extra = cond.concat if cond.concat is not None else None
