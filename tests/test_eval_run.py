@@ -101,7 +101,7 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
 
 def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):
     """A specialist evaluated on one kind meets the same noise as the joint model on those clips; each
-    clip gets the model's default guidance for clips with or without a transcript, and its time shift;
+    clip gets the model's default guidance and time shift for clips with or without a transcript;
     --guidance, --time-shift and --precision override them."""
     import dataclasses
 
@@ -117,14 +117,15 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
     monkeypatch.setattr(evaluate, "generate_clip", capture)
-    cfg = dataclasses.replace(tiny_config(), guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.0)
+    cfg = dataclasses.replace(tiny_config(), guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.0,
+                              sound_time_shift=4.0)
     path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
     for run, kinds in (("all", "speech,sfx,mixed"), ("sfx", "sfx")):
         assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
                               "--no-ceiling", "--centroid-data", "", "--seed", "5"]) == 0
-    assert calls["all"] == [(5000, 3.0, 2.0), (5001, 1.5, 2.0), (5002, 3.0, 2.0), (5003, 1.5, 2.0)]
-    assert calls["sfx"] == [(5001, 1.5, 2.0), (5003, 1.5, 2.0)]
+    assert calls["all"] == [(5000, 3.0, 2.0), (5001, 1.5, 4.0), (5002, 3.0, 2.0), (5003, 1.5, 4.0)]
+    assert calls["sfx"] == [(5001, 1.5, 4.0), (5003, 1.5, 4.0)]
     assert precisions == {"fp32"}
     run = "forced"
     assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",

@@ -231,12 +231,13 @@ def test_loud_audio_is_scaled_not_clipped():
     assert torch.equal(limit_peak(torch.zeros(1, 1, 10)), torch.zeros(1, 1, 10))
 
 
-def test_default_guidance_depends_on_the_transcript_and_time_shift_reaches_the_sampler(bundle, monkeypatch):
-    """With sound_guidance_scale set, sound-only generation uses it and speech keeps guidance_scale;
-    an explicit guidance wins over both; the config's time_shift goes to the sampler."""
+def test_default_guidance_and_time_shift_depend_on_the_transcript(bundle, monkeypatch):
+    """With sound_guidance_scale / sound_time_shift set, sound-only generation uses them and speech
+    keeps guidance_scale / time_shift; an explicit guidance wins over both."""
     import dataclasses
 
-    cfg = dataclasses.replace(bundle.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.5)
+    cfg = dataclasses.replace(bundle.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.5,
+                              sound_time_shift=2.0)
     shifted = dataclasses.replace(bundle, config=cfg)
     seen = []
     real_sample = bundle.model.sample
@@ -250,4 +251,4 @@ def test_default_guidance_depends_on_the_transcript_and_time_shift_reaches_the_s
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1, speech_end_s=1.5)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, guidance=4.0)
-    assert seen == [(1.5, 2.5), (3.0, 2.5), (4.0, 2.5)]
+    assert seen == [(1.5, 2.0), (3.0, 2.5), (4.0, 2.0)]

@@ -192,12 +192,20 @@ class ModelConfig:
     # step times of the fixed-step solvers (flow.time_grid): 1 = equal steps (official), > 1 = more
     # of them near the noise
     time_shift: float = 1.0
+    # time_shift when no transcript is given (video-to-sound only); None = time_shift for all
+    sound_time_shift: float | None = None
 
     def guidance_for(self, with_text: bool) -> float:
         """The default guidance scale of a generation with (True) or without (False) a transcript."""
         if with_text or self.sound_guidance_scale is None:
             return self.guidance_scale
         return self.sound_guidance_scale
+
+    def time_shift_for(self, with_text: bool) -> float:
+        """The default time shift of a generation with (True) or without (False) a transcript."""
+        if with_text or self.sound_time_shift is None:
+            return self.time_shift
+        return self.sound_time_shift
 
     def __post_init__(self):
         names = [c.name for c in self.conditions]
@@ -218,8 +226,10 @@ class ModelConfig:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"model config {self.name!r}: prediction must be one of {PREDICTIONS}, "
                              f"got {self.prediction!r}")
-        if not self.time_shift > 0:
-            raise ValueError(f"model config {self.name!r}: time_shift must be > 0, got {self.time_shift}")
+        for name in ("time_shift", "sound_time_shift"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"model config {self.name!r}: {name} must be > 0, got {value}")
 
     @property
     def audio_channels(self) -> int:
@@ -276,7 +286,7 @@ class ModelConfig:
                 codec=CodecConfig(**d["codec"]),
                 conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
                 **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend",
-                                     "phone_placement", "prediction", "sound_guidance_scale", "time_shift") if k in d},
+                                     "phone_placement", "prediction", "sound_guidance_scale", "time_shift", "sound_time_shift") if k in d},
             )
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
             if isinstance(e, VSSFlowError):

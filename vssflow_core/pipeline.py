@@ -442,7 +442,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                 feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
                 cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
                 latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
-                                             callback=on_step, time_shift=cfg.time_shift, x_range=codec.latent_range)
+                                             callback=on_step, time_shift=cfg.time_shift_for(text_cond is not None),
+                                             x_range=codec.latent_range)
             with clock("vocoder"):
                 codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
                 wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]

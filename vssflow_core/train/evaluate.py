@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale of every clip (default: the model's, which may differ with and without a transcript)")
     p.add_argument("--time-shift", type=float, default=None,
-                   help="step-time shift of the fixed-step solvers (default: the model's; 1 = equal steps)")
+                   help="step-time shift of the fixed-step solvers for every clip (default: the model's, which may "
+                        "differ with and without a transcript; 1 = equal steps)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp32-fused", "int8", "bf16"),
                    help="inference arithmetic of the DiT (VSSFlow.set_precision): measure what int8 or bf16 costs")
     p.add_argument("--vocoder", default="griffinlim", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
@@ -179,7 +180,8 @@ def run(args) -> int:
     # the model's default guidance depends on the transcript (ModelConfig.guidance_for), as in the pipeline
     guidance = {with_text: cfg.guidance_for(with_text) if args.guidance is None else args.guidance
                 for with_text in (True, False)}
-    time_shift = cfg.time_shift if args.time_shift is None else args.time_shift
+    time_shift = {with_text: cfg.time_shift_for(with_text) if args.time_shift is None else args.time_shift
+                  for with_text in (True, False)}
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
     # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
@@ -208,7 +210,7 @@ def run(args) -> int:
             mouth = crop["lip_feat"][:, 0]
         t0 = time.time()
         wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver,
-                             guidance[bool(row.get("transcript"))], time_shift)
+                             guidance[bool(row.get("transcript"))], time_shift[bool(row.get("transcript"))])
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
         generated.append({**base, "wave": wave})
@@ -226,7 +228,7 @@ def run(args) -> int:
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
     results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
-               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift, "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
+               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True], "sound_time_shift": time_shift[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
     results.update(score(generated, metrics, tools, sr))
