@@ -286,7 +286,8 @@ class ModelConfig:
                 codec=CodecConfig(**d["codec"]),
                 conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
                 **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend",
-                                     "phone_placement", "prediction", "sound_guidance_scale", "time_shift", "sound_time_shift") if k in d},
+                                     "phone_placement", "prediction", "sound_guidance_scale", "time_shift",
+                                     "sound_time_shift") if k in d},
             )
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
             if isinstance(e, VSSFlowError):

@@ -374,7 +374,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         lips: a :class:`LipCondition` over the video; extracted automatically when a transcript is
             given to the embedded model and no lips are.
         seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None (the
-            default guidance depends on whether a transcript is given: ``ModelConfig.guidance_for``).
+            default guidance and time shift depend on whether a transcript is given:
+            ``ModelConfig.guidance_for`` / ``time_shift_for``).
         variations: B, the batch of variations.
         callback: ``callback(done, total)`` after each solver step over all windows (total None for
             dopri5); raising from it cancels.
