@@ -386,10 +386,11 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         (audio float32 [B, 1, S] in -1..1, sample_rate Hz) with S = ceil(duration * sample_rate).
     """
     text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
-    steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations,
-                                                          with_text=text_cond is not None)
+    with_text = text_cond is not None
+    steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations, with_text)
     source = open_video(video, frames, fps, duration_s)
     cfg, codec = bundle.config, bundle.codec
+    time_shift = cfg.time_shift_for(with_text)
     duration_s = source.duration_s
     sample_rate = int(codec.sample_rate)
     latent_rate = float(codec.latent_rate_hz)
@@ -443,8 +444,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                 feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
                 cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
                 latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
-                                             callback=on_step, time_shift=cfg.time_shift_for(text_cond is not None),
-                                             x_range=codec.latent_range)
+                                             callback=on_step, time_shift=time_shift, x_range=codec.latent_range)
             with clock("vocoder"):
                 codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
                 wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]

@@ -209,8 +209,9 @@ def run(args) -> int:
         elif row["kind"] == "speech":
             mouth = crop["lip_feat"][:, 0]
         t0 = time.time()
-        wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver,
-                             guidance[bool(row.get("transcript"))], time_shift[bool(row.get("transcript"))])
+        with_text = bool(row.get("transcript"))
+        wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver, guidance[with_text],
+                             time_shift[with_text])
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
         generated.append({**base, "wave": wave})
@@ -228,7 +229,8 @@ def run(args) -> int:
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
     results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
-               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True], "sound_time_shift": time_shift[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
+               "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True],
+               "sound_time_shift": time_shift[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
     results.update(score(generated, metrics, tools, sr))

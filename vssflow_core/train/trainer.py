@@ -235,12 +235,12 @@ def _check_replicas(model) -> None:
 
 
 def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: int,
-               noise_gen: torch.Generator | None = None, lr: float | None = None) -> torch.Tensor:
+               noise_gen: torch.Generator | None, lr: float) -> torch.Tensor:
     """One optimiser step on a collated batch (``wave`` [B, S] or ready ``latent`` [B, Ca, L]).
 
     ``gen`` (CPU) draws the condition dropout and the times, ``noise_gen`` (on the model's device,
-    default ``gen``) the noise; ``lr`` defaults to the warm-up schedule's. Returns the (local) loss
-    as a 0-d tensor on the device.
+    default ``gen``) the noise; ``lr`` is this step's learning rate (:func:`lr_at`). Returns the
+    (local) loss as a 0-d tensor on the device.
     """
     from vssflow_core import flow
 
@@ -268,7 +268,7 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
     _average_gradients(params, world)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     for group in run.opt.param_groups:
-        group["lr"] = lr_at(run.step, args.lr, args.warmup) if lr is None else lr
+        group["lr"] = lr
     run.opt.step()
     run.step += 1
     run.update_ema(args.ema)
