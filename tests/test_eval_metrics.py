@@ -87,8 +87,36 @@ def test_nearest_centroid_and_frechet():
     b = rng.normal(size=(20, 8)) + np.eye(8)[1] * 5
     x = np.concatenate([a, b])
     y = ["a"] * 20 + ["b"] * 20
-    assert M.nearest_centroid_accuracy(x, y, x, y) == 1.0
-    assert M.nearest_centroid_accuracy(x, y, b[:5], ["a"] * 5) == 0.0
+    assert M.nearest_centroid_predict(x, y, x) == y
+    assert M.nearest_centroid_predict(x, y, b[:5]) == ["b"] * 5
     same = M.frechet_distance(a[:10], a[10:])
     far = M.frechet_distance(a, b)
     assert same < far and far > 40  # means 5*sqrt(2) apart -> about 50
+
+
+def test_frechet_distance_equals_the_matrix_square_root_form():
+    """The symmetric-eigenvalue trace term is the textbook tr(sqrtm(S1 S2)), on unequal, rank-poor covariances."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 40)) * rng.uniform(0.1, 3.0, 40)
+    y = rng.normal(size=(15, 40)) + 0.5
+
+    def cov(v):
+        c = np.cov(v, rowvar=False)
+        return 0.9 * c + 0.1 * np.diag(np.diag(c))
+
+    s1, s2 = cov(x), cov(y)
+    textbook = (((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2)
+                - 2 * np.trace(np.real(linalg.sqrtm(s1 @ s2))))
+    assert M.frechet_distance(x, y) == pytest.approx(textbook, rel=1e-9)
+
+
+def test_edit_counts_sum_to_the_corpus_rates():
+    refs, hyps = ["the cat sat", "a dog", "", "tonight"], ["The cat sat.", "a frog", "x", "The night."]
+    words = [M.edit_counts(r, h, "word") for r, h in zip(refs, hyps)]
+    assert words == [(0, 3), (1, 2), (0, 0), (2, 1)]
+    assert M.rate_from_counts(words) == pytest.approx(3 / 6) == pytest.approx(M.word_error_rate(refs, hyps))
+    chars = [M.edit_counts(r, h, "char") for r, h in zip(refs, hyps)]
+    assert chars[3] == (3, 7) and M.rate_from_counts(chars) == pytest.approx(M.char_error_rate(refs, hyps))
+    assert np.isnan(M.rate_from_counts([]))

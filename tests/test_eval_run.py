@@ -38,6 +38,12 @@ def test_eval_writes_metrics_json(tmp_path):
     assert set(res["reference"]) >= {"lip_offset_ok_frac", "onset_f1"}
     assert set(res["vocoder_ceiling"]) >= {"lip_offset_ok_frac", "onset_f1"}
     assert "wer" not in res  # not requested
+    # the per-clip records that eval-compare resamples give back the same metrics
+    from vssflow_core.train.compare import metrics_of
+
+    assert [r["kind"] for r in res["clips"]] == ["speech", "sfx", "speech", "sfx"]
+    again = metrics_of(res["clips"])
+    assert again["lip_offset_ok_frac"] == res["lip_offset_ok_frac"] and again["onset_f1"] == pytest.approx(res["onset_f1"])
 
 
 def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
@@ -97,6 +103,11 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
     assert "reference" not in res and "vocoder_ceiling" not in res
     assert len(embedded) == 4  # 2 generated + 2 real sound clips
     assert np.isfinite(res["fd"]) and res["fd"] > 0
+    from vssflow_core.train.compare import metrics_of
+
+    sound = [r for r in res["clips"] if r["kind"] == "sfx"]
+    assert len(sound) == 2 and all(len(r["emb"]) == len(r["real_emb"]) == 4 for r in sound)
+    assert metrics_of(res["clips"])["fd"] == pytest.approx(res["fd"], rel=1e-4)  # embeddings kept to 6 decimals
 
 
 def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, pack, train, eval, bench.
+"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, pack, train, eval,
+eval-compare, diagnose, bench.
 
 Each command other than ``generate`` lives in its own module, imported only when that command runs
 (``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
@@ -18,6 +19,8 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "pack": ("vssflow_core.train.pack", "add_arguments", "run", "pack a training set small for a remote (GPU) machine"),
     "train": ("vssflow_core.train.trainer", "add_arguments", "run", "train a model (resumable)"),
     "eval": ("vssflow_core.train.evaluate", "add_arguments", "run", "evaluate a model on fresh synthetic clips"),
+    "eval-compare": ("vssflow_core.train.compare", "add_arguments", "run",
+                     "confidence intervals of eval's metrics, and whether model / settings B beats A"),
     "diagnose": ("vssflow_core.train.diagnose", "add_arguments", "run",
                  "measure how much a model leans on each condition (held-out packed clips)"),
     "bench": ("vssflow_core.bench", "add_arguments", "run", "measure speed and memory"),

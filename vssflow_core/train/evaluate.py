@@ -14,7 +14,9 @@ model's codec and scores the audio:
 * ``fd``: Fréchet distance of aisfx embeddings, generated vs real sound clips.
 
 The same metrics on the real clips (``reference``) and on their vocoder resynthesis (real mel ->
-vocoder, ``vocoder_ceiling``) bound what the model can reach.
+vocoder, ``vocoder_ceiling``) bound what the model can reach. The JSON also keeps each generated
+clip's own counts and embeddings (``clips``), from which ``eval-compare``
+(:mod:`vssflow_core.train.compare`) gives intervals and paired comparisons.
 """
 from __future__ import annotations
 
@@ -130,26 +132,35 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
 
 
 def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dict:
-    """Metrics over ``items`` (each: row, wave [S], mouth [F] or None); see the module docstring."""
+    """Metrics over ``items`` (each: row, wave [S], mouth [F] or None); see the module docstring.
+
+    Also leaves each item's own counts on it (``wer_counts``, ``cer_counts``: (edits, length);
+    ``lip_offset``: frames; ``onset_counts``: (hits, true events, detected onsets)) for
+    :func:`clip_records`.
+    """
     from vssflow_core.train import metrics as M
 
     out: dict = {}
     speech = [it for it in items if it["row"]["kind"] in ("speech", "mixed") and it["row"].get("transcript")]
     if "wer" in metrics and speech:
-        hyps = [tools["asr"](it["wave"], sample_rate) for it in speech]
-        for it, h in zip(speech, hyps):
-            it["asr"] = h
-        out["wer"] = M.word_error_rate([it["row"]["transcript"] for it in speech], hyps)
-        out["cer"] = M.char_error_rate([it["row"]["transcript"] for it in speech], hyps)
+        for it in speech:
+            it["asr"] = tools["asr"](it["wave"], sample_rate)
+            it["wer_counts"] = M.edit_counts(it["row"]["transcript"], it["asr"], "word")
+            it["cer_counts"] = M.edit_counts(it["row"]["transcript"], it["asr"], "char")
+        out["wer"] = M.rate_from_counts([it["wer_counts"] for it in speech])
+        out["cer"] = M.rate_from_counts([it["cer_counts"] for it in speech])
     lips = [it for it in items if it["row"]["kind"] == "speech" and it.get("mouth") is not None]
     if "lip" in metrics and lips:
-        offs = [M.lip_offset_frames(it["mouth"], M.frame_loudness(it["wave"], sample_rate, len(it["mouth"]))) for it in lips]
-        out["lip_offsets"] = offs
-        out["lip_offset_ok_frac"] = float(np.mean([abs(o) <= 1 for o in offs]))
+        for it in lips:
+            it["lip_offset"] = M.lip_offset_frames(it["mouth"], M.frame_loudness(it["wave"], sample_rate, len(it["mouth"])))
+        out["lip_offsets"] = [it["lip_offset"] for it in lips]
+        out["lip_offset_ok_frac"] = float(np.mean([abs(o) <= 1 for o in out["lip_offsets"]]))
     sfx = [it for it in items if it["row"]["kind"] == "sfx"]
     if "onset" in metrics and sfx:
-        counts = np.array([M.onset_counts([e["time_s"] for e in it["row"].get("events", []) if e["time_s"] < it["dur"]],
-                                          M.detect_onsets(it["wave"], sample_rate)) for it in sfx])
+        for it in sfx:
+            events = [e["time_s"] for e in it["row"].get("events", []) if e["time_s"] < it["dur"]]
+            it["onset_counts"] = M.onset_counts(events, M.detect_onsets(it["wave"], sample_rate))
+        counts = np.array([it["onset_counts"] for it in sfx])
         out["onset_f1"] = M.f1_from_counts(*counts.sum(axis=0).tolist())
         out["onset_precision"] = float(counts[:, 0].sum() / max(1, counts[:, 2].sum()))
         out["onset_recall"] = float(counts[:, 0].sum() / max(1, counts[:, 1].sum()))
@@ -157,6 +168,24 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
         for it in sfx:
             it["emb"] = tools["sfx"](it["wave"], sample_rate)
     return out
+
+
+def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
+    """One JSON record per generated clip: id, kind and whatever :func:`score` and the class step left
+    on it; ``emb`` / ``real_emb``: the generated and the real clip's aisfx embeddings [512] (sound
+    clips). ``eval-compare`` recomputes every metric from these on resampled clips."""
+    real_emb = {it["row"]["id"]: it["emb"] for it in real if "emb" in it}
+    records = []
+    for it in generated:
+        rec = {"id": it["row"]["id"], "kind": it["row"]["kind"]}
+        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_ok"):
+            if key in it:
+                rec[key] = it[key]
+        if "emb" in it and it["row"]["id"] in real_emb:
+            rec["emb"] = np.round(it["emb"], 6).tolist()
+            rec["real_emb"] = np.round(real_emb[it["row"]["id"]], 6).tolist()
+        records.append(rec)
+    return records
 
 
 def run(args) -> int:
@@ -257,21 +286,24 @@ def run(args) -> int:
         labelled = [it for it in with_emb if label(it["row"])]
         if "class" in metrics and labelled:
             if cent_x is not None:
-                target["class_acc"] = M.nearest_centroid_accuracy(cent_x, cent_y, np.stack([it["emb"] for it in labelled]),
-                                                                  [label(it["row"]) for it in labelled])
+                predicted = M.nearest_centroid_predict(cent_x, cent_y, np.stack([it["emb"] for it in labelled]))
             else:  # leave-one-out centroids from the eval set's real single-class clips
                 ref_l = [it for it in ref_sfx if label(it["row"])]
-                accs = []
+                predicted = []
                 for it in labelled:
                     keep = [r for r in ref_l if r["row"]["id"] != it["row"]["id"]]
-                    if keep:
-                        accs.append(M.nearest_centroid_accuracy(np.stack([r["emb"] for r in keep]), [label(r["row"]) for r in keep],
-                                                                it["emb"][None], [label(it["row"])]))
-                if accs:
-                    target["class_acc"] = float(np.mean(accs))
+                    predicted.append(M.nearest_centroid_predict(np.stack([r["emb"] for r in keep]), [label(r["row"]) for r in keep],
+                                                                it["emb"][None])[0] if keep else None)
+            for it, p in zip(labelled, predicted):
+                if p is not None:
+                    it["class_ok"] = p == label(it["row"])
+            judged = [it["class_ok"] for it in labelled if "class_ok" in it]
+            if judged:
+                target["class_acc"] = float(np.mean(judged))
             target["class_clips"] = len(labelled)
         if "fd" in metrics and with_emb and name != "reference" and len(ref_sfx) > 1:
             target["fd"] = M.frechet_distance(np.stack([it["emb"] for it in with_emb]), np.stack([it["emb"] for it in ref_sfx]))
+    results["clips"] = clip_records(generated, reference)
     results["transcripts"] = [{"id": it["row"]["id"], "ref": it["row"]["transcript"], "asr": it.get("asr")}
                               for it in generated if "asr" in it]
     results["wall_seconds"] = time.time() - t_start

@@ -1,0 +1,75 @@
+"""eval-compare: metrics recomputed from eval's per-clip records, bootstrap intervals and verdicts."""
+import json
+
+import numpy as np
+import pytest
+
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.train import compare
+
+
+def _records(seed: int = 0, onset_hits: int = 3, dim: int = 6) -> list[dict]:
+    """12 clips: 4 speech (WER counts, lip offsets), 8 sound (onsets, class, embeddings)."""
+    rng = np.random.default_rng(seed)
+    recs = [{"id": f"s{i}", "kind": "speech", "wer_counts": [i % 3, 6], "cer_counts": [i % 4, 25],
+             "lip_offset": [0, -1, 2, 1][i]} for i in range(4)]
+    for i in range(8):
+        recs.append({"id": f"f{i}", "kind": "sfx", "onset_counts": [min(onset_hits, 4), 4, 5], "class_ok": i % 4 != 0,
+                     "emb": rng.normal(size=dim).tolist(), "real_emb": (rng.normal(size=dim) + 0.3).tolist()})
+    return recs
+
+
+def test_metrics_of_records_match_the_definitions():
+    m = compare.metrics_of(_records())
+    assert m["wer"] == pytest.approx((0 + 1 + 2 + 0) / 24) and m["cer"] == pytest.approx((0 + 1 + 2 + 3) / 100)
+    assert m["lip_offset_ok_frac"] == 0.75
+    assert m["onset_f1"] == pytest.approx(2 * 24 / (32 + 40))
+    assert m["class_acc"] == 0.75 and m["fd"] > 0
+
+
+def test_one_file_gives_intervals_around_the_value():
+    table = compare.compare(_records(), resamples=60)
+    assert set(table) == {"wer", "cer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd"}
+    for row in table.values():
+        lo, hi = row["a_ci"]
+        assert lo <= hi and "verdict" not in row
+    assert table["wer"]["a_ci"][0] < table["wer"]["a"] < table["wer"]["a_ci"][1]  # per-clip WER varies
+    assert table["onset_f1"]["a_ci"] == pytest.approx((table["onset_f1"]["a"],) * 2)  # every clip is the same
+
+
+def test_paired_verdicts():
+    a = _records()
+    same = compare.compare(a, _records(), resamples=60)
+    assert all(row["verdict"] == "same within 2 %" and row["rel_change"] == 0 for row in same.values())
+    better = compare.compare(a, _records(onset_hits=4), resamples=60)["onset_f1"]
+    assert better["rel_change"] > 0 and better["verdict"] == "better"
+    worse = compare.compare(a, _records(onset_hits=2), resamples=60)["onset_f1"]
+    assert worse["verdict"] == "worse"
+    b = _records()
+    b[0]["wer_counts"] = [1, 6]  # one more word wrong on one clip: a change the 12 clips cannot resolve
+    assert compare.compare(a, b, resamples=200)["wer"]["verdict"] == "not resolved"
+    fd = compare.compare(a, _records(seed=1), resamples=40)["fd"]  # other embeddings: FD differs
+    assert fd["rel_change"] != 0 and fd["rel_ci"][0] <= fd["rel_ci"][1]
+
+
+def test_files_must_hold_the_same_clips(tmp_path):
+    b = _records()[1:]
+    with pytest.raises(VSSFlowError, match="different clips"):
+        compare.compare(_records(), b, resamples=20)
+
+
+def test_cli_errors_and_json(tmp_path, capsys):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"wer": 0.5}))
+    with pytest.raises(VSSFlowError, match="older eval"):
+        compare.main([str(old)])
+    with pytest.raises(VSSFlowError, match="does not exist"):
+        compare.main([str(tmp_path / "missing.json")])
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"clips": _records()}))
+    b.write_text(json.dumps({"clips": _records(onset_hits=4)}))
+    out = tmp_path / "table.json"
+    assert compare.main([str(a), str(b), "--resamples", "40", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "onset_f1" in printed and "better" in printed
+    assert json.loads(out.read_text())["table"]["onset_f1"]["verdict"] == "better"
