@@ -37,3 +37,30 @@ def test_aggregator_merges_headline_keys(tmp_path, monkeypatch, capsys):
     assert data["guided_eval_speedup"] == 2.7 and data["official_nfe_matched"] == 10
     assert data["official"]["detail"] == {"x": 1}
     assert '"guided_eval_speedup": 2.7' in capsys.readouterr().out
+
+
+def test_matmul_gflop_counts_the_multiplies():
+    import torch
+
+    from vssflow_core.bench.official_dit import matmul_gflop, sgemm_gflops
+
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(10, 64)
+    with torch.no_grad():
+        assert matmul_gflop(lambda: layer(x)) == pytest.approx(2 * 10 * 64 * 32 / 1e9)
+        assert matmul_gflop(lambda: torch.relu(x)) == 0.0
+    rate = sgemm_gflops(n=256, rounds=2)
+    assert 0.1 < rate < 1e5  # GFLOP/s of a real product on this machine
+
+
+def test_official_bench_reports_the_compute_ceiling():
+    """One official-width layer: the batched path multiplies less than the official one, and the
+    ceiling is the official time over the batched multiplies at the machine's GEMM rate."""
+    from vssflow_core.bench.official_dit import bench_eval
+
+    r = bench_eval(layers=1, rounds=1, include_bf16=False)
+    assert 0 < r["batched_fp32_gflop"] < r["official_two_pass_fp32_gflop"]
+    assert r["batched_fp32_gflops_per_s"] == pytest.approx(r["batched_fp32_gflop"] / r["batched_fp32_ms"] * 1000, rel=0.01)
+    ceiling = r["official_two_pass_fp32_ms"] / (r["batched_fp32_gflop"] / r["sgemm_gflops_per_s"] * 1000)
+    assert r["fp32_speedup_ceiling"] == pytest.approx(ceiling, rel=0.01)
+    assert r["batched_fp32_dev"] < 1e-4

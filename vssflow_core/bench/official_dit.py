@@ -9,6 +9,11 @@ Part 1, ms per guided velocity evaluation (w = 3):
 * ``batched_fp32_fused``, ``batched_int8``, ``batched_bf16``: the other precision modes
   (bf16 is skipped on CPUs without bf16 units, where it is several times slower).
 Deviations are relative RMS differences from the float32 guided velocity.
+The compute ceiling: matrix-multiply GFLOP of the official and the batched evaluation (torch's
+flop counter; attention scores, under 1 %, are not counted), the rate each reached, this machine's
+float32 GEMM rate (``sgemm_gflops_per_s``, [2048, 2048] products) and ``fp32_speedup_ceiling``:
+the official time over the batched GFLOP run at that GEMM rate, the most any float32 evaluation
+doing the same multiplies could gain here.
 
 Part 2, solvers: total time, function evaluations (NFE) and the error of the final latent against
 dopri5 at tight tolerance (1e-7), for euler-10, midpoint-10, heun-10 and dopri5 (1e-5, official).
@@ -110,6 +115,29 @@ def _time_interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
     return best, outs
 
 
+def sgemm_gflops(n: int = 2048, rounds: int = 3) -> float:
+    """This machine's float32 matrix-multiply rate in GFLOP/s (torch's current threads): the best of
+    ``rounds`` products of two [n, n] matrices."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    torch.mm(a, b)  # warm-up
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def matmul_gflop(fn) -> float:
+    """GFLOP of the matrix multiplies (mm, addmm, bmm, convolutions) that one call of ``fn`` runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
 
@@ -147,6 +175,7 @@ def bench_eval(layers: int = 10, seconds: float = 10.0, rounds: int = 2, include
         fns.update({"batched_" + m.replace("-", "_"): ours(m) for m in modes})
         best, outs = _time_interleaved(fns, rounds)
         model.set_precision("fp32")
+        gflop = {name: matmul_gflop(fns[name]) for name in ("official_two_pass_fp32", "batched_fp32")}
         ref = outs["official_two_pass_fp32"]
         for name, ms in best.items():
             out[name + "_ms"] = round(ms, 1)
@@ -157,6 +186,12 @@ def bench_eval(layers: int = 10, seconds: float = 10.0, rounds: int = 2, include
     out["guided_eval_speedup_fp32"] = round(out["official_two_pass_fp32_ms"] / out["batched_fp32_ms"], 2)
     out["guided_eval_speedup"] = round(out["official_two_pass_fp32_ms"] / timed[best], 2)
     out["guided_eval_best_mode"] = best[len("batched_"):-len("_ms")]
+    gemm = sgemm_gflops()
+    for name, value in gflop.items():
+        out[name + "_gflop"] = round(value, 1)
+        out[name + "_gflops_per_s"] = round(value / out[name + "_ms"] * 1000, 1)
+    out["sgemm_gflops_per_s"] = round(gemm, 1)
+    out["fp32_speedup_ceiling"] = round(out["official_two_pass_fp32_ms"] / (gflop["batched_fp32"] / gemm * 1000), 2)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
