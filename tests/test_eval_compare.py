@@ -66,6 +66,8 @@ def test_cli_errors_and_json(tmp_path, capsys):
     with pytest.raises(VSSFlowError, match="does not exist"):
         compare.main([str(tmp_path / "missing.json")])
     a, b = tmp_path / "a.json", tmp_path / "b.json"
+    with pytest.raises(VSSFlowError, match="--margin"):
+        compare.main([str(old), "--margin", "-1"])
     a.write_text(json.dumps({"clips": _records()}))
     b.write_text(json.dumps({"clips": _records(onset_hits=4)}))
     out = tmp_path / "table.json"

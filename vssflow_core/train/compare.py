@@ -144,6 +144,8 @@ def run(args) -> int:
         raise VSSFlowError("eval-compare: give one eval JSON (intervals) or two (A vs B)")
     if args.resamples < 20:
         raise VSSFlowError(f"--resamples {args.resamples}: use at least 20 (a 95 % interval needs many)")
+    if not (args.margin >= 0):
+        raise VSSFlowError(f"--margin {args.margin}: give a percentage >= 0 (e.g. 2 for +-2 %)")
     records = [load_records(f) for f in args.files]
     table = compare(records[0], records[1] if len(records) == 2 else None, args.resamples, args.margin, args.seed)
     if len(records) == 1:
