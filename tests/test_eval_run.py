@@ -8,9 +8,10 @@ import torch
 from test_train_trainer import tiny_config, write_data
 
 
-def _eval_tiny_model(tmp_path, *options: str) -> dict:
+def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = ()) -> dict:
     """Run eval with a random tiny model on 4 generated clips (2 speech, 2 sound), Griffin-Lim, no
-    class centroids, plus ``options``; returns the JSON it wrote."""
+    class centroids, plus ``options``; returns the JSON it wrote. ``sound_classes``: one class
+    label per sound clip, written into the manifest."""
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train.evaluate import main
@@ -18,6 +19,13 @@ def _eval_tiny_model(tmp_path, *options: str) -> dict:
     torch.manual_seed(0)
     model_path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
     data = write_data(tmp_path / "data", n=4)
+    if sound_classes:
+        rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+        labels = iter(sound_classes)
+        for row in rows:
+            if row["kind"] == "sfx":
+                row["classes"] = [next(labels)]
+        (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "eval.json"
     threads = torch.get_num_threads()
     try:
@@ -87,7 +95,8 @@ def test_eval_refuses_a_training_seed(tmp_path):
 
 
 def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
-    """--no-ceiling skips the reference / vocoder rows, but FD still compares against the real sound clips."""
+    """--no-ceiling skips the reference / vocoder rows, but FD and the leave-one-out class still use
+    the real sound clips; the per-clip records give back FD and class accuracy."""
     from vssflow_core.train import metrics
 
     embedded = []
@@ -99,7 +108,7 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
             return np.array([w.mean(), np.abs(w).mean(), w.std(), np.abs(np.diff(w)).mean()])
 
     monkeypatch.setattr(metrics, "SfxEmbedder", FakeEmbedder)
-    res = _eval_tiny_model(tmp_path, "--metrics", "fd", "--steps", "1", "--no-ceiling")
+    res = _eval_tiny_model(tmp_path, "--metrics", "fd,class", "--steps", "1", "--no-ceiling", sound_classes=("bell", "wood"))
     assert "reference" not in res and "vocoder_ceiling" not in res
     assert len(embedded) == 4  # 2 generated + 2 real sound clips
     assert np.isfinite(res["fd"]) and res["fd"] > 0
@@ -108,6 +117,9 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
     sound = [r for r in res["clips"] if r["kind"] == "sfx"]
     assert len(sound) == 2 and all(len(r["emb"]) == len(r["real_emb"]) == 4 for r in sound)
     assert metrics_of(res["clips"])["fd"] == pytest.approx(res["fd"], rel=1e-4)  # embeddings kept to 6 decimals
+    # leave-one-out centroids: each sound clip's only centroid is the other clip's class
+    assert [(r["class_pred"], r["class_ok"]) for r in sound] == [("wood", False), ("bell", False)]
+    assert res["class_acc"] == metrics_of(res["clips"])["class_acc"] == 0.0 and res["class_clips"] == 2
 
 
 def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):

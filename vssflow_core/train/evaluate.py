@@ -172,13 +172,13 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
 
 def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
     """One JSON record per generated clip: id, kind and whatever :func:`score` and the class step left
-    on it; ``emb`` / ``real_emb``: the generated and the real clip's aisfx embeddings [512] (sound
+    on it (``class_pred``: the predicted class of a single-class sound clip); ``emb`` / ``real_emb``: the generated and the real clip's aisfx embeddings [512] (sound
     clips). ``eval-compare`` recomputes every metric from these on resampled clips."""
     real_emb = {it["row"]["id"]: it["emb"] for it in real if "emb" in it}
     records = []
     for it in generated:
         rec = {"id": it["row"]["id"], "kind": it["row"]["kind"]}
-        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_ok"):
+        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_pred", "class_ok"):
             if key in it:
                 rec[key] = it[key]
         if "emb" in it and it["row"]["id"] in real_emb:
@@ -296,7 +296,7 @@ def run(args) -> int:
                                                                 it["emb"][None])[0] if keep else None)
             for it, p in zip(labelled, predicted):
                 if p is not None:
-                    it["class_ok"] = p == label(it["row"])
+                    it["class_pred"], it["class_ok"] = p, p == label(it["row"])
             judged = [it["class_ok"] for it in labelled if "class_ok" in it]
             if judged:
                 target["class_acc"] = float(np.mean(judged))
