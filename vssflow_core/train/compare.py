@@ -27,6 +27,7 @@ import numpy as np
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train import metrics as M
+from vssflow_core.train.report import write_json_report
 
 LOWER_IS_BETTER = {"wer": True, "cer": True, "lip_offset_ok_frac": False, "onset_f1": False, "class_acc": False,
                    "fd": True}
@@ -160,10 +161,7 @@ def run(args) -> int:
             interval = f"[{100 * row['rel_ci'][0]:+.1f}%, {100 * row['rel_ci'][1]:+.1f}%]"
             print(f"{m:20}{row['a']:>10.3f}{row['b']:>10.3f}{100 * row['rel_change']:>+9.1f}%{interval:>22}   {row['verdict']}")
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps({"files": args.files, "resamples": args.resamples, "table": table}, indent=1))
-        tmp.replace(out)
+        write_json_report(args.json, {"files": args.files, "resamples": args.resamples, "table": table})
     return 0
 
 

@@ -14,10 +14,11 @@ variance, the estimate keeps noise in those directions.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+
+from vssflow_core.train.report import write_json_report
 
 DROPS = {  # name: feature keys left out (None = the all-zero guidance input)
     "all": (),
@@ -159,9 +160,7 @@ def run(args) -> int:
     for t_name, bands in components.items():
         print(f"{t_name:6} " + "  ".join(f"{band}: {v['error']:.4f} / {v['data_var']:.4f}" for band, v in bands.items()))
     if args.json:
-        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(json.dumps({"model": str(args.model), "val": str(args.val), "table": table,
-                                   "by_component": components}, indent=1))
-        tmp.rename(args.json)
+        write_json_report(args.json, {"model": str(args.model), "val": str(args.val), "table": table,
+                                      "by_component": components})
     return 0
 

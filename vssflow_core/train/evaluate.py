@@ -33,6 +33,7 @@ import torch
 
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.train.report import write_json_report
 
 TRAIN_SEEDS = (1,)  # seeds of the shipped training data (make-data --seed 1)
 DEFAULT_CACHE = os.environ.get("VSSFLOW_EVAL_CACHE", "/work/train_state/eval_data")
@@ -172,8 +173,9 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
 
 def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
     """One JSON record per generated clip: id, kind and whatever :func:`score` and the class step left
-    on it (``class_pred``: the predicted class of a single-class sound clip); ``emb`` / ``real_emb``: the generated and the real clip's aisfx embeddings [512] (sound
-    clips). ``eval-compare`` recomputes every metric from these on resampled clips."""
+    on it (``class_pred``: the predicted class of a single-class sound clip); ``emb`` / ``real_emb``:
+    the generated and the real clip's aisfx embeddings [512] (sound clips). ``eval-compare``
+    recomputes every metric from these on resampled clips."""
     real_emb = {it["row"]["id"]: it["emb"] for it in real if "emb" in it}
     records = []
     for it in generated:
@@ -314,9 +316,7 @@ def run(args) -> int:
         print(f"{name:18}" + "".join(f"{res[k]:>20.3f}" if isinstance(res.get(k), float) and math.isfinite(res[k])
                                      else f"{'-':>20}" for k in keys))
     if args.json:
-        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=float))
-        os.replace(tmp, args.json)
+        write_json_report(args.json, results)
     return 0
 
 
