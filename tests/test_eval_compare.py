@@ -75,3 +75,18 @@ def test_cli_errors_and_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "onset_f1" in printed and "better" in printed
     assert json.loads(out.read_text())["table"]["onset_f1"]["verdict"] == "better"
+
+
+def test_chunks_of_one_run_read_as_one(tmp_path, capsys):
+    recs = _records()
+    parts = [tmp_path / "a_000.json", tmp_path / "a_006.json"]
+    parts[0].write_text(json.dumps({"clips": recs[:6]}))
+    parts[1].write_text(json.dumps({"clips": recs[6:]}))
+    joined = ",".join(str(p) for p in parts)
+    assert compare.load_records(joined) == recs
+    whole = tmp_path / "b.json"
+    whole.write_text(json.dumps({"clips": recs}))
+    assert compare.main([joined, str(whole), "--resamples", "20"]) == 0
+    assert "(12 clips" in capsys.readouterr().out
+    with pytest.raises(VSSFlowError, match="clip s0 is in both"):
+        compare.load_records(f"{parts[0]},{parts[0]}")

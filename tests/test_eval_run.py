@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from vssflow_core.errors import VSSFlowError
+
 from test_train_trainer import tiny_config, write_data
 
 
@@ -144,11 +146,14 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
                               sound_time_shift=4.0)
     path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
-    for run, kinds in (("all", "speech,sfx,mixed"), ("sfx", "sfx")):
+    for run, kinds, start in (("all", "speech,sfx,mixed", "0"), ("sfx", "sfx", "0"), ("chunk", "speech,sfx,mixed", "2")):
         assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
-                              "--no-ceiling", "--centroid-data", "", "--seed", "5"]) == 0
+                              "--no-ceiling", "--centroid-data", "", "--seed", "5", "--start", start]) == 0
     assert calls["all"] == [(5000, 3.0, 2.0), (5001, 1.5, 4.0), (5002, 3.0, 2.0), (5003, 1.5, 4.0)]
     assert calls["sfx"] == [(5001, 1.5, 4.0), (5003, 1.5, 4.0)]
+    assert calls["chunk"] == calls["all"][2:]  # a chunk (--start) meets the noise the whole run gives its clips
+    with pytest.raises(VSSFlowError, match="--start 4"):
+        evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--start", "4"])
     assert precisions == {"fp32"}
     run = "forced"
     assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",

@@ -12,6 +12,9 @@ speech / sound / mixed counts):
   excludes 0, ``same within X %`` when it lies inside +-X % (``--margin``, default 2 %, the
   solver target of issue 6), else ``not resolved`` (more clips needed).
 
+An eval run in chunks (``eval --start S --n E`` for consecutive ranges, so that a long run can stop
+and resume) is read as one: ``eval-compare a_000.json,a_040.json b_000.json,b_040.json``.
+
 Metrics and their direction: ``wer``, ``cer``, ``fd`` (lower is better); ``lip_offset_ok_frac``,
 ``onset_f1``, ``class_acc`` (higher is better). FD resamples the real clips with the generated ones.
 """
@@ -35,7 +38,9 @@ LOWER_IS_BETTER = {"wer": True, "cer": True, "lip_offset_ok_frac": False, "onset
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``eval-compare`` options on ``p``."""
-    p.add_argument("files", nargs="+", metavar="EVAL_JSON", help="one or two `eval --json` files")
+    p.add_argument("files", nargs="+", metavar="EVAL_JSON",
+                   help="one or two `eval --json` files; an eval run in chunks (`eval --start`) is given as "
+                        "its files joined by commas, A1.json,A2.json")
     p.add_argument("--resamples", type=int, default=400,
                    help="bootstrap resamples (each FD costs about 0.2 s on 512-d embeddings)")
     p.add_argument("--margin", type=float, default=2.0, help="percent: 'same within' when the interval is inside +-this")
@@ -65,8 +70,21 @@ def metrics_of(records: list[dict]) -> dict[str, float]:
     return out
 
 
-def load_records(path: str) -> list[dict]:
-    """The per-clip records of an ``eval --json`` file (clear errors for a wrong or old file)."""
+def load_records(paths: str) -> list[dict]:
+    """The per-clip records of an ``eval --json`` file, or of several joined by commas (the chunks of
+    one eval run with ``--start``); clear errors for a wrong or old file or a clip scored twice."""
+    records, seen = [], {}
+    for path in [x for x in paths.split(",") if x]:
+        for r in _file_records(path):
+            if r["id"] in seen:
+                raise VSSFlowError(f"eval-compare: clip {r['id']} is in both {seen[r['id']]} and {path}; join the "
+                                   "chunks of one run only (eval --start N splits a run without overlap)")
+            seen[r["id"]] = path
+            records.append(r)
+    return records
+
+
+def _file_records(path: str) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise VSSFlowError(f"eval-compare: {p} does not exist; write it with `python -m vssflow_core eval ... --json {p}`")

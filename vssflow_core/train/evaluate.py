@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``eval`` options on ``p``."""
     p.add_argument("--model", default="embedded", help="'embedded', a model file, or run:NAME (EMA of a training run)")
     p.add_argument("--n", type=int, default=12, help="number of fresh clips (40%% speech, 40%% sound, 20%% mixed)")
+    p.add_argument("--start", type=int, default=0,
+                   help="first clip of the set to score (clips START to N-1; a clip's noise depends on its "
+                        "position in the set, so evals split into chunks score as one run would)")
     p.add_argument("--seed", type=int, default=1000, help="data seed of the eval clips (must not be a training seed)")
     p.add_argument("--json", default=None, help="write the results here (JSON)")
     p.add_argument("--data", default=None, help="use this make-data folder instead of generating one")
@@ -201,6 +204,8 @@ def run(args) -> int:
     unknown = metrics - set(METRICS)
     if unknown:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
+    if not 0 <= args.start < args.n:
+        raise VSSFlowError(f"--start {args.start}: give a clip index from 0 to --n - 1 ({args.n - 1})")
     t_start = time.time()
     model, codec = load_model(args.model, args.state_dir)
     model.set_precision(args.precision)
@@ -217,7 +222,7 @@ def run(args) -> int:
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
     # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
     # so a specialist scored on one kind meets the same noise as the joint model on that kind
-    picked = [(pos, r) for pos, r in enumerate(source.rows[: args.n]) if r["kind"] in kinds]
+    picked = [(pos, r) for pos, r in enumerate(source.rows[: args.n]) if pos >= args.start and r["kind"] in kinds]
     rows = [r for _, r in picked]
     num_samples = cfg.latent_length * codec.samples_per_latent
     dur = num_samples / codec.sample_rate
@@ -259,7 +264,8 @@ def run(args) -> int:
             sf.write(str(Path(args.save_audio) / f"{row['id']}_{row['kind']}.wav"), wave, codec.sample_rate)
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
-    results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "seed": args.seed, "steps": steps, "solver": solver,
+    results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "start": args.start,
+               "seed": args.seed, "steps": steps, "solver": solver,
                "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True],
                "sound_time_shift": time_shift[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
