@@ -43,9 +43,9 @@ try:
 
     _comfy.register_model_folder()
 except Exception as e:  # never crash ComfyUI's start
-    _log.error("VSSFlow: the node pack could not be loaded (%s: %s). Install its requirements with "
-               "`pip install -r %s`; the VSSFlow nodes are unavailable until then.", type(e).__name__, e,
-               os.path.join(_PACK_DIR, "requirements.txt"), exc_info=True)
+    _log.error("VSSFlow: the node pack could not be loaded (%s: %s). Install its requirements "
+               "with `python %s` using ComfyUI's Python; the VSSFlow nodes are unavailable until then.",
+               type(e).__name__, e, os.path.join(_PACK_DIR, "install.py"), exc_info=True)
 
 try:
     from comfy_api.latest import ComfyExtension

@@ -177,11 +177,18 @@ def model_path(name: str) -> str | None:
 
 
 def input_path(name: str) -> str:
-    """Path of a file from the input folder (accepts ComfyUI's ``"name [output]"`` annotations)."""
+    """Path of a file from the input folder (accepts ComfyUI's ``"name [output]"`` annotations).
+
+    The name must stay inside its folder: absolute paths, ``..`` and symlinks that lead out are
+    refused with a VSSFlowError (a prompt sent through the API can carry any string here).
+    """
+    from vssflow_core.media.files import safe_join
+
     fp = _folder_paths()
     if fp is not None:
-        return fp.get_annotated_filepath(name)
-    return str(directory("input") / name)
+        relative, base = fp.annotated_filepath(name)
+        return str(safe_join(base or fp.get_input_directory(), relative))
+    return str(safe_join(directory("input"), name))
 
 
 def progress(total: int | None):
@@ -209,6 +216,16 @@ def check_interrupted() -> None:
     except ImportError:
         return
     mm.throw_exception_if_processing_interrupted()
+
+
+def free_memory_bytes() -> int | None:
+    """Free system memory (bytes) as ComfyUI counts it (psutil), or None when it cannot be read."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError):
+        return None
 
 
 def devices(choice: str):

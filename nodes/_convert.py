@@ -61,13 +61,26 @@ def video_file(video) -> str | None:
     # Only a VIDEO made from a file has one. For other kinds (core CreateVideo's components)
     # ComfyUI's default get_stream_source() encodes to memory and can fail ("Could not determine
     # output format"), so it is not asked; their frames come from video_components().
-    if not isinstance(video, InputImpl.VideoFromFile):
+    # A VIDEO trimmed or edited after loading (core Trim Video / Video Slice) still streams the whole
+    # file, so it is read through get_components(), which applies the trim (newer ComfyUI only).
+    if not isinstance(video, InputImpl.VideoFromFile) or video_is_edited(video):
         return None
     try:
         source = video.get_stream_source()
     except (ValueError, OSError):
         return None
     return source if isinstance(source, str) else None
+
+
+def video_is_edited(video) -> bool:
+    """True when a VIDEO carries a trim window or frame edits that its stream source does not hold."""
+    trim = getattr(video, "get_active_trim_window", None)
+    edits = getattr(video, "has_pending_frame_edits", None)
+    try:
+        trimmed = trim is not None and any(float(x) != 0.0 for x in trim())
+        return trimmed or (edits is not None and bool(edits()))
+    except (ValueError, OSError, TypeError):
+        return True  # unknown: take the frames get_components() gives, which are always right
 
 
 def video_components(video, node: str):

@@ -78,7 +78,9 @@ class VSSFlowTextCondition(io.ComfyNode):
                                tooltip="When speech ends, in seconds of the video (after the start); 0 and 0 = "
                                        "automatic."),
                 io.Audio.Input("voice", optional=True,
-                               tooltip="Optional recording of the voice to imitate (a few seconds are enough)."),
+                               tooltip="Optional recording of the voice to imitate (a few seconds are enough). "
+                                       "Used by official checkpoints with a speaker encoder; the embedded model "
+                                       "(one training voice) ignores it."),
             ],
             outputs=[TextType.Output(display_name="text", tooltip="The transcript in time, for the VSSFlow Sampler.")],
         )

@@ -8,10 +8,14 @@ from pathlib import Path
 
 from . import _comfy, _convert
 from ._comfy import InputImpl, Types, io, ui
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.files import atomic_output
 
 PACK_SAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "input"
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 SILENCE_RATE = 44100  # sample rate of the silent AUDIO given for videos without sound (Hz)
+IMAGE_BYTES_PER_VALUE = 5  # the uint8 decode plus its float32 IMAGE copy, per pixel channel
+MEMORY_SHARE = 0.8  # share of the free memory one Load Video may take
 
 
 def install_samples() -> None:
@@ -22,12 +26,11 @@ def install_samples() -> None:
     for src in PACK_SAMPLES.iterdir():
         dst = target / src.name
         if src.suffix.lower() in VIDEO_EXTENSIONS and not dst.exists():
-            tmp = target / f".{src.name}.vssflow-copy"
             try:
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-            except OSError:
-                tmp.unlink(missing_ok=True)
+                with atomic_output(dst) as tmp:  # never replaces a file that appeared meanwhile
+                    shutil.copyfile(src, tmp)
+            except (OSError, VSSFlowError):
+                pass
 
 
 def input_videos() -> list[str]:
@@ -81,7 +84,8 @@ class VSSFlowLoadVideo(io.ComfyNode):
 
         path = _convert.video_file(video_in) if video_in is not None else _comfy.input_path(video)
         if path is not None:
-            clip = load_clip(path, start_s, duration_s, max_frames, fps)
+            frames = _check_fits_in_memory(path, start_s, duration_s, max_frames, fps)
+            clip = load_clip(path, start_s, duration_s, max_frames, fps, progress=_comfy.progress(frames))
         else:
             frames, src_fps, audio = _convert.video_components(video_in, "VSSFlowLoadVideo")
             clip = clip_from_frames(frames, src_fps, audio, start_s, duration_s, max_frames, fps)
@@ -106,14 +110,41 @@ class VSSFlowLoadVideo(io.ComfyNode):
         try:
             path = _comfy.input_path(video)
             return (video, os.path.getmtime(path), os.path.getsize(path))
-        except (OSError, TypeError):
+        except (OSError, TypeError, VSSFlowError):
             return float("nan")
 
     @classmethod
-    def validate_inputs(cls, video):  # only `video` named: ComfyUI keeps its range checks for the others
-        if not os.path.isfile(_comfy.input_path(video)):
+    def validate_inputs(cls, video, input_types=None):
+        # only `video` named (and the linked inputs' types): ComfyUI keeps its range checks for the others
+        if input_types and "video_in" in input_types:  # a connected VIDEO is used instead of the file
+            # naming input_types turns off ComfyUI's own link type check, so it is done here
+            kind = input_types["video_in"]
+            return True if kind in ("VIDEO", "*") else f"VSSFlowLoadVideo: video_in needs a VIDEO, got {kind}"
+        try:
+            path = _comfy.input_path(video)
+        except VSSFlowError as e:
+            return f"VSSFlowLoadVideo: video '{video}': {e}"
+        if not os.path.isfile(path):
             return f"VSSFlowLoadVideo: video file '{video}' not found in the input folder; upload it or pick another"
         return True
+
+
+def _check_fits_in_memory(path: str, start_s: float, duration_s: float, max_frames: int, fps: float) -> int:
+    """Refuse, before decoding, a part whose IMAGE would not fit in free memory (a long full-HD clip
+    is tens of GB as float32 frames): better a message than a server killed for memory. Returns
+    the number of frames the part holds."""
+    from vssflow_core.pipeline import clip_frame_shape
+
+    frames, height, width = clip_frame_shape(path, start_s, duration_s, max_frames, fps)
+    needed = frames * height * width * 3 * IMAGE_BYTES_PER_VALUE
+    free = _comfy.free_memory_bytes()
+    if free is not None and needed > MEMORY_SHARE * free:
+        raise VSSFlowError(
+            f"VSSFlowLoadVideo: {Path(path).name}: the part to load is {frames} frames of {width}x{height} px, "
+            f"about {needed / 1e9:.1f} GB as IMAGE, and {free / 1e9:.1f} GB of memory is free. Load a shorter part "
+            f"(duration_s, max_frames) or a lower fps, or connect the VIDEO output straight to the VSSFlow "
+            f"Sampler and Mux Audio, which read the file window by window.")
+    return frames
 
 
 class VSSFlowMuxAudio(io.ComfyNode):

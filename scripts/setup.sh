@@ -20,4 +20,6 @@ PIP install -q numpy
 "$VENV/bin/python" install.py > /dev/null 2> >(grep -v "^WARNING: Location" >&2)
 # keep protobuf < 5 for mediapipe even if a dev tool (onnx) would pull a newer one
 PIP install -q -r requirements-dev.txt "protobuf>=4.25.3,<5"
+# eval's sound-class / FD embedding; --no-deps because its metadata asks for PyPI's old argparse
+PIP install -q --no-deps aisfx==0.1.2
 echo "$HASH" > "$MARK"

@@ -280,6 +280,26 @@ def test_bad_input_load_video_missing_file(server):
     assert "VSSFlowLoadVideo" in text
 
 
+def test_bad_input_load_video_path_outside_input_folder(server):
+    """The file name arrives as any string through the API: it may not leave the input folder."""
+    for name in ("../comfyui_version.py", "/etc/hostname"):
+        text = _expect_error(server, {"1": _loader(name), "2": _preview(["1", 3])}, "VSSFlowLoadVideo", name)
+        assert "'..'" in text or "absolute" in text
+
+
+def test_load_video_connected_video_ignores_the_file_list(server):
+    """With video_in connected the picked file is not used, so a shared workflow whose file name is
+    not in this input folder still validates and runs."""
+    clip = _sample_clip(server)
+    prompt = {"1": _loader(clip, max_frames=5), "2": _loader("not_here.mp4", max_frames=3),
+              "3": _preview(["2", 3])}
+    prompt["2"]["inputs"]["video_in"] = ["1", 4]
+    status, body = server.queue(prompt)
+    assert status == 200, body
+    entry = server.wait(body["prompt_id"], timeout_s=PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+
 def test_bad_input_load_video_corrupt_file(server):
     (server.input_dir / "corrupt_clip.mp4").write_bytes(b"this is not a video" * 100)
     text = _expect_error(server, {"1": _loader("corrupt_clip.mp4"), "2": _preview(["1", 3])}, "corrupt_clip.mp4")

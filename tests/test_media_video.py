@@ -95,6 +95,23 @@ def test_window_with_seek_matches_full_decode(tmp_path):
     np.testing.assert_allclose(again.source_times_s, fr.source_times_s, atol=1e-9)
 
 
+def test_read_frames_reports_progress_and_stops_when_it_raises(tmp_path):
+    path = make_video(tmp_path / "long.mp4", fps=25, num_frames=120)
+    calls = []
+    fr = read_frames(path, 25.0, progress=lambda done, total: calls.append((done, total)))
+    assert len(fr) == 120 and [c[0] for c in calls] == sorted({c[0] for c in calls})
+    assert len(calls) >= 3 and all(total == 120 and 0 < done <= 120 for done, total in calls)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        read_frames(path, 25.0, progress=cancel)
+
+
 def test_resize_while_decoding(clips):
     short = read_frames(clips["c25.mp4"], 25.0, size=24)
     assert short.frames.shape == (50, 24, 48, 3)

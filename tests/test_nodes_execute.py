@@ -1,6 +1,7 @@
 """Every node's execute, without the ComfyUI server (the nodes' import shim), on a tiny random model
 and generated media."""
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import media_factory
 from tiny_models import make_model_file, one_thread
 
 nodes = pytest.importorskip("nodes")  # the pack's nodes/ package (repo root on sys.path)
-from nodes import _comfy, loader  # noqa: E402
+from nodes import _comfy, _convert, loader  # noqa: E402
 from nodes.conditions import VSSFlowExtractLipFeatures, VSSFlowTextCondition  # noqa: E402
 from nodes.loader import EMBEDDED, VSSFlowModelLoader  # noqa: E402
 from nodes.sampler import VSSFlowSampler  # noqa: E402
@@ -83,6 +84,68 @@ def test_load_video_whole_file_and_window(comfy_dirs):
         VSSFlowLoadVideo.execute("clip.mp4", start_s=5.0)
     assert "not found" in VSSFlowLoadVideo.validate_inputs("nope.mp4")
     assert VSSFlowLoadVideo.validate_inputs("clip.mp4") is True
+    assert VSSFlowLoadVideo.validate_inputs("nope.mp4", input_types={"video_in": "VIDEO"}) is True  # file unused
+    assert "needs a VIDEO, got IMAGE" in VSSFlowLoadVideo.validate_inputs("clip.mp4", input_types={"video_in": "IMAGE"})
+
+
+def test_load_video_refuses_a_part_that_does_not_fit_in_memory(comfy_dirs, monkeypatch):
+    media_factory.make_video(comfy_dirs["input"] / "big.mp4", fps=25.0, duration_s=2.0)
+    frames, height, width = 50, 48, 96  # what the file holds (media_factory's default size)
+    need = frames * height * width * 3 * 5
+    monkeypatch.setattr(_comfy, "free_memory_bytes", lambda: int(need / 0.8) - 1)
+    with pytest.raises(VSSFlowError, match=r"50 frames of 96x48 px.*duration_s, max_frames.*Sampler"):
+        VSSFlowLoadVideo.execute("big.mp4")
+    assert VSSFlowLoadVideo.execute("big.mp4", duration_s=1.0).args[0].shape[0] == 25  # half fits
+    monkeypatch.setattr(_comfy, "free_memory_bytes", lambda: None)  # unknown: no check
+    assert VSSFlowLoadVideo.execute("big.mp4").args[0].shape[0] == frames
+
+
+def test_load_video_refuses_paths_outside_the_input_folder(comfy_dirs, tmp_path):
+    """A prompt sent through the API can carry any string as the file name: it must stay in input/."""
+    secret = media_factory.make_video(tmp_path / "secret.mp4", fps=25.0, duration_s=0.4)
+    (comfy_dirs["input"] / "link.mp4").symlink_to(secret)
+    for name in (str(secret), "../secret.mp4", "link.mp4"):
+        message = VSSFlowLoadVideo.validate_inputs(name)
+        assert message is not True and "VSSFlowLoadVideo" in message and str(name) in message
+        with pytest.raises(VSSFlowError, match="absolute|'..'|outside"):
+            VSSFlowLoadVideo.execute(name)
+        assert math.isnan(VSSFlowLoadVideo.fingerprint_inputs(name))
+
+
+class _TrimmedVideo(_comfy.InputImpl.VideoFromFile):
+    """A file VIDEO trimmed after loading, as newer ComfyUI's Trim Video makes: its stream source is
+    still the whole file; get_components() gives the trimmed part only."""
+
+    def __init__(self, path, start_s, duration_s):
+        super().__init__(path)
+        self.window = (start_s, duration_s)
+
+    def get_active_trim_window(self):
+        return self.window
+
+    def get_components(self):
+        from vssflow_core.pipeline import load_clip
+
+        clip = load_clip(self.get_stream_source(), *self.window)
+        images = torch.from_numpy(clip.frames).float() / 255
+        audio = {"waveform": clip.audio[None], "sample_rate": clip.sample_rate}
+        return _comfy.Types.VideoComponents(images=images, frame_rate=Fraction(clip.fps), audio=audio)
+
+
+def test_trimmed_video_is_used_as_trimmed(comfy_dirs, model):
+    src = media_factory.make_video(comfy_dirs["input"] / "long.mp4", fps=25.0, duration_s=2.0, audio="tone")
+    trimmed = _TrimmedVideo(str(src), 0.4, 0.8)
+    assert _convert.video_file(trimmed) is None and _convert.video_file(_TrimmedVideo(str(src), 0, 0)) == str(src)
+    images, fps, _, duration, _ = VSSFlowLoadVideo.execute("long.mp4", video_in=trimmed).args
+    assert duration == pytest.approx(0.8) and images.shape[0] == 20
+    first = (images[0].numpy() * 255).round().astype(np.uint8)
+    assert media_factory.decode_index(first) == 10  # the frame shown at 0.4 s
+    audio = VSSFlowSampler.execute(model, video=trimmed, steps=1)[0]
+    assert audio["waveform"].shape == (1, 1, num_frames(0.8, 16000))
+    out = VSSFlowMuxAudio.execute(audio, video=trimmed, filename_prefix="trim")[0]
+    from vssflow_core.media.video import probe_video
+
+    assert probe_video(out.get_stream_source()).duration_s == pytest.approx(0.8, abs=0.05)
 
 
 def test_load_video_silence_for_silent_video(comfy_dirs):

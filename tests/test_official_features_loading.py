@@ -65,7 +65,10 @@ def test_build_extractor_clip_and_rawnet(official_fixtures, tmp_path):
     feats = f(frames, 25.0)
     assert feats.shape == (1, 2, 128)  # 10 Hz: frames 0 and round(2.5) = 2
     torch.testing.assert_close(feats[0, 0], t["output.extract_clip_feature"][0, 0], atol=1e-5, rtol=1e-4)
-    assert official.build_extractor("clip", extras) is not None  # cached model reused
+    from vssflow_core.features.official.extractors import extractor_model
+
+    assert extractor_model("clip", extras) is extractor_model("clip", extras)  # built once, then reused
+    torch.testing.assert_close(official.build_extractor("clip", extras)(frames, 25.0), feats)
 
     r = _load(official_fixtures, "rawnet3")
     rn_extras = official.extractor_tensors("rawnet3", r)

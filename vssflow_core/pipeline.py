@@ -541,26 +541,42 @@ def _window_length(start_s: float, duration_s: float, max_frames: int, fps: floa
     return length
 
 
+def _plan_clip(path: str, start_s: float, duration_s: float, max_frames: int, fps: float):
+    """(VideoInfo, output fps, window length in s) of a :func:`load_clip` call, from the header only."""
+    from vssflow_core.media.video import probe_video
+
+    if not Path(path).is_file():
+        raise VSSFlowError(f"video file not found: {path}")
+    info = probe_video(path)
+    fps = float(fps) if fps and fps > 0 else float(info.fps)
+    return info, fps, _window_length(start_s, duration_s, max_frames, fps, info.duration_s, f"{path} lasts")
+
+
+def clip_frame_shape(path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, max_frames: int = 0,
+                     fps: float = 0.0) -> tuple[int, int, int]:
+    """(frames, height, width) that :func:`load_clip` with the same arguments returns, read from the
+    file's header without decoding (to refuse a load that would not fit in memory)."""
+    info, fps, length = _plan_clip(str(path), start_s, duration_s, max_frames, fps)
+    return num_frames(length, fps), int(info.height), int(info.width)
+
+
 def load_clip(path: str | Path, start_s: float = 0.0, duration_s: float = 0.0, max_frames: int = 0,
-              fps: float = 0.0) -> Clip:
+              fps: float = 0.0, progress: Callable[[int, int], None] | None = None) -> Clip:
     """Read a window of a video file: frames by timestamp plus its audio.
 
     Args:
         start_s: window start (s). duration_s: window length (s), 0 = to the end.
         max_frames: cap on the number of frames (shortens the window), 0 = no cap.
         fps: frame rate to resample to (Hz), 0 = the file's rate.
+        progress: ``progress(frames done, frames)`` while decoding; raising from it cancels.
     Raises:
         VSSFlowError: missing/unreadable file, window outside the video, 0 frames.
     """
-    from vssflow_core.media.video import probe_video, read_audio, read_frames
+    from vssflow_core.media.video import read_audio, read_frames
 
     path = str(path)
-    if not Path(path).is_file():
-        raise VSSFlowError(f"video file not found: {path}")
-    info = probe_video(path)
-    fps = float(fps) if fps and fps > 0 else float(info.fps)
-    length = _window_length(start_s, duration_s, max_frames, fps, info.duration_s, f"{path} lasts")
-    clip = read_frames(path, fps, start_s=start_s, duration_s=length)
+    info, fps, length = _plan_clip(path, start_s, duration_s, max_frames, fps)
+    clip = read_frames(path, fps, start_s=start_s, duration_s=length, progress=progress)
     if len(clip.frames) == 0:
         raise VSSFlowError(f"no frames in {path} between {start_s:.3f} s and {start_s + length:.3f} s")
     audio = read_audio(path, start_s=start_s, duration_s=length) if info.has_audio else None

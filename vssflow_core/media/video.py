@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from vssflow_core.media.probe import (
     num_frames,
     probe_video,
 )
+
+PROGRESS_EVERY = 25  # frames between two progress calls of read_frames
 
 __all__ = [
     "VideoInfo",
@@ -227,8 +229,10 @@ def iter_windows(
 
 
 def _windows(info: VideoInfo, rates: list[float], many: bool, window_s: float, hop_s: float,
-             start_s: float, duration_s: float | None, size) -> Iterator:
-    """The generator behind ``iter_windows`` (arguments checked, file probed)."""
+             start_s: float, duration_s: float | None, size,
+             progress: Callable[[int, int], None] | None = None) -> Iterator:
+    """The generator behind ``iter_windows`` (arguments checked, file probed). ``progress(done,
+    total)`` counts the frames of the first rate's grid, every ``PROGRESS_EVERY`` frames."""
     start_s, end_s = _window_bounds(info, start_s, duration_s)
     span = end_s - start_s
     out_hw = _output_size(size, info.height, info.width)
@@ -251,6 +255,7 @@ def _windows(info: VideoInfo, rates: list[float], many: bool, window_s: float, h
     # in the overlap of two windows is written to both. Memory: the open windows, never the video.
     open_windows: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in rates]
     pointers = [0] * len(rates)
+    reported = [0]  # grid frames of the first rate at the last progress call
     next_window = 0
 
     def emit(ri: int, idx: int, src: _Decoded) -> None:
@@ -298,6 +303,9 @@ def _windows(info: VideoInfo, rates: list[float], many: bool, window_s: float, h
                     emit(ri, pointers[ri], current if current is not None else src)
                     pointers[ri] += 1
             current = src
+            if progress is not None and pointers[0] - reported[0] >= PROGRESS_EVERY:
+                reported[0] = pointers[0]
+                progress(pointers[0], len(grids[0]))
             yield from ready_windows()
             if all(pointers[ri] >= len(g) for ri, g in enumerate(grids)):
                 return
@@ -333,19 +341,21 @@ def read_frames(
     start_s: float = 0.0,
     duration_s: float | None = None,
     size=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Frames:
     """Decode ``[start_s, start_s + duration_s)`` of a video resampled by timestamp to ``fps``.
 
     Returns ``Frames``: frames uint8 [F, H, W, 3] RGB with F = ceil(duration_s * fps), times_s [F]
     (s), source_fps, duration_s. ``fps=None`` uses the source's average rate. Seeks to the start;
     rotation metadata applied; ``size`` None (as displayed), int short side or (h, w), applied while
-    decoding. For long videos use ``iter_windows``.
+    decoding. ``progress(done, F)`` is called every few frames (raising from it stops the decode).
+    For long videos use ``iter_windows``.
     """
     info = probe_video(path)
     rate = _check_rate(info.fps if fps is None else fps)
     s, e = _window_bounds(info, float(start_s), duration_s)
     span = e - s
-    return next(_windows(info, [rate], False, span + 1.0, span + 1.0, s, span, size))
+    return next(_windows(info, [rate], False, span + 1.0, span + 1.0, s, span, size, progress))
 
 
 def _source_times(count: int, src_fps: float) -> np.ndarray:

@@ -46,6 +46,12 @@ def save_model_file(path, model, extra_tensors: dict | None = None, metadata: di
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     meta.update(format=FORMAT, version=VERSION, config=model.config.to_json())
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite:  # temp name, then a rename that fails if a file appeared meanwhile
+        from vssflow_core.media.files import atomic_output
+
+        with atomic_output(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

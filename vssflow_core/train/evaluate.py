@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,10 +32,10 @@ import torch
 
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.train.paths import CENTROID_DATA_DIR, EVAL_CACHE_DIR, TRAIN_STATE_DIR
 from vssflow_core.train.report import write_json_report
 
 TRAIN_SEEDS = (1,)  # seeds of the shipped training data (make-data --seed 1)
-DEFAULT_CACHE = os.environ.get("VSSFLOW_EVAL_CACHE", "/work/train_state/eval_data")
 METRICS = ("wer", "lip", "onset", "class", "fd")
 
 
@@ -50,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1000, help="data seed of the eval clips (must not be a training seed)")
     p.add_argument("--json", default=None, help="write the results here (JSON)")
     p.add_argument("--data", default=None, help="use this make-data folder instead of generating one")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where generated eval sets are kept for reuse")
-    p.add_argument("--state-dir", default="/work/train_state", help="training runs (for --model run:NAME)")
+    p.add_argument("--cache-dir", default=EVAL_CACHE_DIR, help=f"where generated eval sets are kept for reuse (default {EVAL_CACHE_DIR})")
+    p.add_argument("--state-dir", default=TRAIN_STATE_DIR, help=f"training runs (for --model run:NAME; default {TRAIN_STATE_DIR})")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
     p.add_argument("--solver", default=None, help="euler, midpoint, heun, dopri5 (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
@@ -65,14 +64,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds", default="speech,sfx,mixed", help="which clip kinds of the first N to evaluate")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
     p.add_argument("--no-ceiling", action="store_true", help="skip the reference / vocoder-ceiling rows")
-    p.add_argument("--centroid-data", default="/work/data/train",
+    p.add_argument("--centroid-data", default=CENTROID_DATA_DIR,
                    help="make-data folder whose real sound clips give the class centroids (fallback: leave-one-out on the eval clips)")
     p.add_argument("--centroid-n", type=int, default=48, help="sound clips used for the class centroids")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--save-audio", default=None, help="folder for the generated wavs (optional)")
 
 
-def load_model(spec: str, state_dir: str = "/work/train_state"):
+def load_model(spec: str, state_dir: str = TRAIN_STATE_DIR):
     """(model, codec) for 'embedded', a model file path or 'run:NAME' (EMA weights of a run)."""
     from vssflow_core.audio.codec import build_codec
 

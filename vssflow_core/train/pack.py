@@ -12,7 +12,7 @@ only needs the codec's log-mel and the features, quantised. ``pack`` stores per 
   (0 speech, 1 sfx, 2 mixed) and ``speech_window`` float32 ``[N, 2]`` (seconds, NaN if no speech).
 
 Each shard is ``pack_NNN.safetensors.xz`` (LZMA-compressed safetensors: no pickle) of up to
-``clips_per_shard`` clips, about 45 kB per clip; ``pack.json`` holds the constants and the codec.
+``clips_per_shard`` clips, about 42 kB per clip; ``pack.json`` holds the constants and the codec.
 :class:`PackedSampler` rebuilds training batches from it on any device, with the official
 add/insert mixing done on log-mel power (:func:`mix_log_mel`), so a GPU trains with no data loader.
 """
@@ -151,7 +151,7 @@ def add_arguments(p) -> None:
     """Register the ``pack`` options on the argparse parser ``p``."""
     p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/)")
     p.add_argument("--out", required=True, help="new folder for pack.json and the shards")
-    p.add_argument("--clips-per-shard", type=int, default=250, help="clips per shard file (about 45 kB each)")
+    p.add_argument("--clips-per-shard", type=int, default=250, help="clips per shard file (about 42 kB each)")
     p.add_argument("--limit", type=int, default=None, help="pack only the first N clips")
     p.add_argument("--phone-placement", choices=("uniform", "lips"), default="uniform",
                    help="place the transcripts' phonemes by uniform stretch (official) or by the lips (DTW)")

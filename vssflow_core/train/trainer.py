@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_STATE_DIR = os.environ.get("VSSFLOW_TRAIN_STATE", "/work/train_state")
+from vssflow_core.train.paths import TRAIN_STATE_DIR
+
 P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
 
 
@@ -42,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=1, help="steps per log.jsonl row (the loss is their mean)")
     p.add_argument("--name", "--run", dest="run", required=True,
                    help="run name; state in STATE_DIR/NAME (resumes if present). Under torchrun spell it --name")
-    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"folder of runs (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--state-dir", default=TRAIN_STATE_DIR, help=f"folder of runs (default {TRAIN_STATE_DIR}, or $VSSFLOW_TRAIN_STATE)")
     p.add_argument("--task", choices=("joint", "v2s", "tts"), default="joint", help="which clips to train on")
     p.add_argument("--preset", default="embedded", help="model preset for a new run (default embedded)")
     p.add_argument("--config", default=None, metavar="JSON", help="ModelConfig JSON file for a new run (overrides --preset)")
