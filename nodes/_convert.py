@@ -24,6 +24,9 @@ def image_to_uint8(images, node: str) -> np.ndarray:
                            "connect the IMAGE output of a loader or a video node")
     if images.shape[0] == 0:
         raise VSSFlowError(f"{node}: the IMAGE batch has 0 frames; check the loader's start/duration window")
+    if images.is_floating_point() and not torch.isfinite(images).all():
+        raise VSSFlowError(f"{node}: the IMAGE batch contains NaN or infinite values (the node before it "
+                           "produced broken frames); check that node's output")
     return (images[..., :3].clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 

@@ -46,7 +46,7 @@ class VSSFlowSampler(io.ComfyNode):
                                tooltip="Seconds of audio to make from the start of the video; 0 = the whole "
                                        "video."),
             ],
-            outputs=[io.Audio.Output(display_name="audio", tooltip="The generated sound, exactly as long as the video, "
+            outputs=[io.Audio.Output(display_name="audio", tooltip="The generated sound, exactly as long as the video (or duration_s), "
                                                                    "at the model's sample rate; one item per "
                                                                    "variation.")],
         )

@@ -11,7 +11,7 @@ from ._comfy import InputImpl, Types, io, ui
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.files import atomic_output
 
-PACK_SAMPLES = Path(__file__).resolve().parents[1] / "workflows" / "input"
+PACK_SAMPLES = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 SILENCE_RATE = 44100  # sample rate of the silent AUDIO given for videos without sound (Hz)
 IMAGE_BYTES_PER_VALUE = 5  # the uint8 decode plus its float32 IMAGE copy, per pixel channel

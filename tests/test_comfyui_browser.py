@@ -5,7 +5,7 @@ Enable with COMFYUI_PATH / COMFYUI_PYTHON (see tests/test_comfyui_harness.py), a
 (or NODE_PATH pointing at a node_modules folder that has it). Screenshots go to VSSFLOW_SCREENSHOT_DIR
 (default: a pytest temporary folder).
 
-For every workflow in workflows/: the Templates browser (pack section) opens it, the loaded graph has all
+For every workflow in example_workflows/: the Templates browser (pack section) opens it, the loaded graph has all
 its nodes, the API prompt the UI sends equals our own UI->API conversion, Run finishes with success, and a
 screenshot of the result is saved.
 """
@@ -92,7 +92,7 @@ def test_templates_load_and_run_in_browser(browser_server, tmp_path):
     node, env = require_browser()
     workflows = example_workflows()
     if not workflows:
-        pytest.fail(f"no example workflows in {REPO_ROOT / 'workflows'}")
+        pytest.fail(f"no example workflows in {REPO_ROOT / 'example_workflows'}")
     shots = Path(os.environ.get("VSSFLOW_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     cmd = [node, str(BROWSER_DIR / "run_templates.js"), "--url", browser_server.base_url,

@@ -30,7 +30,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The pack folder loaded into ComfyUI: this repository, or VSSFLOW_PACK_DIR (e.g. an installed copy).
 PACK_ROOT = Path(os.environ.get("VSSFLOW_PACK_DIR") or REPO_ROOT)
-WORKFLOWS_DIR = PACK_ROOT / "workflows"
+WORKFLOWS_DIR = PACK_ROOT / "example_workflows"
 PACK_DIR_NAME = "ComfyUI-VSSFlow"
 
 #: The six node ids of the pack (issue 4).
@@ -398,7 +398,7 @@ def history_error(entry: dict) -> dict | None:
 
 
 def example_workflows() -> list[Path]:
-    """The pack's example workflows (UI format) under workflows/."""
+    """The pack's example workflows (UI format) under example_workflows/."""
     return sorted(WORKFLOWS_DIR.glob("*.json"))
 
 

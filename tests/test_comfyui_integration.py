@@ -4,7 +4,7 @@ Enable with  COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/
 (``scripts/setup_comfyui.sh DIR`` creates both). Without them every test here is skipped with that hint.
 
 What is checked: the server starts with ``--cpu`` and lists the six VSSFlow nodes with no import failure
-in its log; every example workflow in ``workflows/`` (UI format, converted to API format here using
+in its log; every example workflow in ``example_workflows/`` (UI format, converted to API format here using
 ``/object_info``) runs to success with empty ``node_errors`` and writes outputs of the right duration;
 one bad input per node gives a clear error naming the problem while the server keeps running and no
 partial file is left in the output folder.
@@ -162,7 +162,7 @@ def test_sample_clips_are_installed_in_input_folder(server, object_info):
     samples = sorted(p.name for p in (WORKFLOWS_DIR / "input").glob("*.mp4")) if (WORKFLOWS_DIR / "input").is_dir() \
         else []
     if not samples:
-        pytest.skip("workflows/input/ has no sample clips yet")
+        pytest.skip("example_workflows/input/ has no sample clips yet")
     options = object_info["VSSFlowLoadVideo"]["input"]["required"]["video"]
     listed = options[0] if isinstance(options[0], list) else options[1].get("options", [])
     for name in samples:
@@ -229,7 +229,7 @@ def _sample_clip(server) -> str:
     clips = sorted(p.name for p in samples.glob("*.mp4") if (server.input_dir / p.name).is_file()) \
         if samples.is_dir() else []
     if not clips:
-        pytest.skip("no sample clip in the input folder (workflows/input/ is empty)")
+        pytest.skip("no sample clip in the input folder (example_workflows/input/ is empty)")
     return clips[0]
 
 

@@ -54,6 +54,14 @@ def test_video_packets_are_copied_byte_for_byte(tmp_path, src, kind, ext):
     np.testing.assert_allclose(find_clicks(got, sr), [0.3], atol=1.5e-3)
 
 
+def test_surround_audio_is_folded_to_mono(tmp_path, src):
+    """A 5.1 AUDIO (e.g. a loaded video's own track put back) is muxed as mono, not refused."""
+    surround = np.repeat(click_track(1.0, 16000, (0.4,)), 6, axis=0)
+    out = mux_audio(src["mp4"], surround, 16000, tmp_path / "surround.mp4")
+    assert audio_stream(out)[2] == 1
+    np.testing.assert_allclose(find_clicks(*read_audio(out)), [0.4], atol=1.5e-3)
+
+
 def test_pad_and_trim(tmp_path, src):
     short = click_track(0.8, 16000, (0.1,), channels=2)
     padded = mux_audio(src["mp4"], short, 16000, tmp_path / "pad.mp4", length="pad")
@@ -181,7 +189,7 @@ def test_failure_leaves_no_file(tmp_path, src, monkeypatch):
         (dict(length="loop"), "length='loop'"),
         (dict(audio_gain=-1.0), "audio_gain=-1.0"),
         (dict(sample_rate=0), "sample_rate=0"),
-        (dict(audio=np.zeros((3, 100), np.float32)), r"shape \(3, 100\)"),
+        (dict(audio=np.zeros((2, 3, 100), np.float32)), r"shape \(2, 3, 100\)"),  # a batch of 2: pick one
         (dict(audio=np.full(100, np.nan, np.float32)), "NaN"),
         (dict(out_name="x.avi"), "extension '.avi'"),
     ],

@@ -162,6 +162,19 @@ def test_text_condition(comfy_dirs):
         VSSFlowTextCondition.execute("   ")
     with pytest.raises(VSSFlowError, match="after its start"):
         VSSFlowTextCondition.execute("hi", 2.0, 1.0)
+    # caught in this node, where the user typed them, not later in the Sampler
+    with pytest.raises(VSSFlowError, match="VSSFlowTextCondition: transcript '...!' has no words to speak"):
+        VSSFlowTextCondition.execute("...!")
+    with pytest.raises(VSSFlowError, match="VSSFlowTextCondition: transcript: only English text"):
+        VSSFlowTextCondition.execute("Привет мир")
+    with pytest.raises(VSSFlowError, match=r"VSSFlowTextCondition: transcript too long.*Widen the window to at least"):
+        VSSFlowTextCondition.execute("This sentence has far too many words for a quarter second.", 1.0, 1.25)
+    assert VSSFlowTextCondition.execute("This sentence has far too many words for a quarter second.")[0]  # automatic
+    bad = {"waveform": torch.full((1, 1, 800), float("nan")), "sample_rate": 16000}
+    with pytest.raises(VSSFlowError, match="NaN"):
+        VSSFlowTextCondition.execute("hello", 0.0, 0.0, bad)
+    with pytest.raises(VSSFlowError, match="sample rate 0"):
+        VSSFlowTextCondition.execute("hello", 0.0, 0.0, {"waveform": torch.zeros(1, 1, 800), "sample_rate": 0})
 
 
 def test_extract_lip_features_on_a_rendered_face(comfy_dirs):

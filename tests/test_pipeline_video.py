@@ -71,3 +71,13 @@ def test_write_with_audio_never_overwrites(tmp_path, clip):
     with pytest.raises(VSSFlowError, match="mode"):
         write_with_audio(audio, 16000, tmp_path, "bad", video_path=clip, mode="overlay")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_00001_.mp4", "x_00002_.mp4"]
+
+
+def test_write_with_audio_encodes_an_animated_webp(tmp_path):
+    """GIF / WebP have no video stream to copy: their frames are encoded to H.264 instead."""
+    anim = media_factory.make_video(tmp_path / "anim.webp", fps=10, num_frames=12)
+    out = write_with_audio(torch.full((1, 19200), 0.2), 16000, tmp_path, "anim", video_path=anim)
+    info = probe_video(out)
+    assert info.num_frames == 12 and info.has_audio and info.duration_s == pytest.approx(1.2, abs=0.02)
+    first = read_frames(out, 10.0).frames[3]
+    assert media_factory.decode_index(first) == 3  # frames in order, by timestamp

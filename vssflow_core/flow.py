@@ -79,7 +79,11 @@ def integrate(fn: VelocityFn, x0: torch.Tensor, solver: str = "euler", steps: in
 
 
 def _dopri5(fn, x0, grid, rtol, atol, callback, constant_channels):
-    from torchdiffeq import odeint
+    try:
+        from torchdiffeq import odeint
+    except ImportError:
+        raise VSSFlowError("the dopri5 solver needs torchdiffeq: `pip install torchdiffeq` in this Python "
+                           "(it is in the pack's requirements.txt), or pick the midpoint or euler solver") from None
 
     ca = x0.shape[1]
 

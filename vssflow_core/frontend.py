@@ -97,6 +97,14 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
     if not (start == 0.0 and end == 0.0) and end <= start:
         raise VSSFlowError(f"speech window end ({end} s) must be after its start ({start} s); "
                            "use 0/0 to find the window from the lips automatically")
+    from vssflow_core.features.text import BLANK, check_window, phoneme_ids, text_to_phonemes
+
+    phonemes = text_to_phonemes(text)  # raises for letters of other scripts
+    if not any(ph != BLANK for ph in phonemes):
+        raise VSSFlowError(f"transcript {text[:60]!r} has no words to speak (only punctuation or symbols); type "
+                           "the words, or leave the text input unconnected for sound effects only")
+    if end > start:  # a given window: does the text fit? (an automatic one is checked once found)
+        check_window(len(phoneme_ids(phonemes)), start, end, end, LIP_RATE_HZ)
     if voice is not None:
         wave, sample_rate = voice
         wave = torch.as_tensor(wave, dtype=torch.float32)
@@ -106,6 +114,10 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
             wave = wave[0]
         if wave.dim() != 2 or wave.shape[-1] == 0:
             raise VSSFlowError(f"reference voice must be audio [C, S] with samples, got shape {list(wave.shape)}")
+        if not torch.isfinite(wave).all():
+            raise VSSFlowError("reference voice contains NaN or infinite samples; connect a clean recording")
+        if not (isinstance(sample_rate, (int, float)) and sample_rate > 0):
+            raise VSSFlowError(f"reference voice has sample rate {sample_rate!r}; expected a positive rate in Hz")
         voice = (wave, int(sample_rate))
     return TextCondition(text, start, end, voice)
 
@@ -147,7 +159,7 @@ class WindowInputs:
     window_s: float = 0.0  # the model's window (s): features are padded to it (official extractors pad themselves)
 
 
-def _warn_once(key: str, message: str) -> None:
+def _warn(message: str) -> None:
     """Warn about a missing part (Python's default filter shows each message once per place)."""
     warnings.warn(message, stacklevel=3)
 
@@ -203,7 +215,7 @@ def _official_visual(kind: str) -> Callable:
         try:
             extractor = extractor_model(kind, extras)
         except VSSFlowError as e:
-            _warn_once(kind, f"official {kind} features unavailable ({e}); this condition is left at zeros, "
+            _warn(f"official {kind} features unavailable ({e}); this condition is left at zeros, "
                              "which lowers quality. Convert a checkpoint that includes the extractor weights.")
             return None
         from vssflow_core.features.official import clip, synchformer
@@ -314,7 +326,7 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
         try:
             model = extractor_model("rawnet3", extras if extras is not None else {})
         except VSSFlowError as e:
-            _warn_once("rawnet3", f"official speaker encoder unavailable ({e}); the reference voice is ignored")
+            _warn(f"official speaker encoder unavailable ({e}); the reference voice is ignored")
             return None
         mono = resample(torch.as_tensor(wave, dtype=torch.float32).mean(0), int(sample_rate), rawnet3.SAMPLE_RATE)
         with torch.inference_mode():
@@ -322,7 +334,7 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
     try:
         from vssflow_core.features.speaker import speaker_embedding
     except ImportError as e:
-        _warn_once("speaker", f"speaker encoder unavailable ({e}); the reference voice is ignored")
+        _warn(f"speaker encoder unavailable ({e}); the reference voice is ignored")
         return None
     emb = speaker_embedding(wave, sample_rate)
     return None if emb is None else torch.as_tensor(emb, dtype=torch.float32).reshape(-1)
@@ -343,16 +355,16 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
     if text.automatic_window:
         start, end = 0.0, duration_s
         if lips is None:
-            _warn_once("window", "no lips to find the speech window from: the transcript is spread over the whole "
+            _warn("no lips to find the speech window from: the transcript is spread over the whole "
                                  "video; set the speech start/end to place it")
         else:
             try:
                 start, end = text_mod.speech_window_from_lips(lips.features, lips.fps)
                 start, end = start + lips.start_s, end + lips.start_s
-                _warn_once("window", f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
+                _warn(f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
                                      "(set the speech start/end to place the transcript yourself)")
             except VSSFlowError as e:
-                _warn_once("window", f"speech window not found from the lips ({e}); the transcript is spread over "
+                _warn(f"speech window not found from the lips ({e}); the transcript is spread over "
                                      "the whole video; set the speech start/end to place it")
     if start >= duration_s:
         raise VSSFlowError(f"speech window starts at {start:.2f} s but the video lasts {duration_s:.2f} s; "

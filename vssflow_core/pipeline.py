@@ -151,11 +151,6 @@ class _FileVideo:
         size = size or self.size
         return size if size and size < min(self.info.width, self.info.height) else None
 
-    def frames(self, start_s: float, duration_s: float, fps: float, size: int | None = None) -> np.ndarray:
-        from vssflow_core.media.video import read_frames
-
-        return read_frames(self.path, fps, start_s=start_s, duration_s=duration_s, size=self._short_side(size)).frames
-
     def iter_frames(self, windows: Sequence[Window], fps: float, size: int | None = None):
         """Frames uint8 [F, H, W, 3] at ``fps`` for each window, from one streaming decode."""
         from vssflow_core.media.video import iter_windows
@@ -163,7 +158,7 @@ class _FileVideo:
         window_s = windows[0].duration_s
         hop_s = windows[1].start_s - windows[0].start_s if len(windows) > 1 else window_s
         count = 0
-        for w, frames in zip(windows, iter_windows(self.path, fps, window_s=window_s, hop_s=hop_s, start_s=0.0,
+        for _, frames in zip(windows, iter_windows(self.path, fps, window_s=window_s, hop_s=hop_s, start_s=0.0,
                                                    duration_s=self.duration_s, size=self._short_side(size))):
             count += 1
             yield frames.frames
@@ -331,7 +326,7 @@ def _scan_lips(source, window_s: float, face, check: Callable[[], None] | None =
     import importlib.util
 
     if importlib.util.find_spec("mediapipe") is None:
-        frontend._warn_once("lips", "lip extraction needs mediapipe (pip install --no-deps mediapipe==0.10.21); "
+        frontend._warn("lip extraction needs mediapipe (pip install --no-deps mediapipe==0.10.21); "
                                     "without it speech follows the transcript only")
         return None
     rows = []
@@ -371,8 +366,9 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         text: transcript (str or :class:`TextCondition`); ``speech_start_s``/``speech_end_s`` place it
             in video time (s; 0/0 or None = automatic from the lips).
         voice: reference voice ``(wave float32 [C, S], sample_rate)``.
-        lips: a :class:`LipCondition` over the video; extracted automatically when a transcript is
-            given to the embedded model and no lips are.
+        lips: a :class:`LipCondition` over the video; when a transcript is given and no lips are,
+            they are extracted automatically for a model that reads lips (the embedded one) and for
+            any model when the speech window is automatic (0/0: it is found from the lips).
         seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None (the
             default guidance and time shift depend on whether a transcript is given:
             ``ModelConfig.guidance_for`` / ``time_shift_for``).
@@ -497,11 +493,6 @@ def _window_inputs(window: Window, frames: np.ndarray | None, lips: LipCondition
                                  window_s=window_s or window.duration_s)
 
 
-def audio_duration_s(audio: torch.Tensor, sample_rate: int) -> float:
-    """Duration (s) of audio [..., S]."""
-    return audio.shape[-1] / sample_rate
-
-
 @dataclass
 class Clip:
     """A window of a video file in memory.
@@ -623,6 +614,12 @@ def write_with_audio(audio: torch.Tensor, sample_rate: int, out_dir: str | Path,
     audio = torch.as_tensor(audio, dtype=torch.float32)
     if audio.dim() != 2 or audio.shape[-1] == 0:
         raise VSSFlowError(f"audio must be [C, S] with samples, got shape {list(audio.shape)}")
+    if video_path is not None:
+        from vssflow_core.media.video import probe_video, read_frames
+
+        info = probe_video(video_path)
+        if info.backend != "pyav":  # an animated GIF / WebP has no stream to copy: encode its frames
+            frames, fps, video_path = read_frames(video_path, None).frames, float(info.fps), None
     out_path = unique_path(out_dir, prefix, "mp4")
     temp = None
     try:

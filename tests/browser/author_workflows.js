@@ -1,9 +1,9 @@
 // Author the pack's example workflows by building each graph in the real ComfyUI page (LiteGraph nodes,
-// links and widget values, as a user would) and saving app.graph.serialize() -> workflows/<name>.json,
-// plus a screenshot of the graph as the Templates-browser thumbnail workflows/<name>.jpg.
+// links and widget values, as a user would) and saving app.graph.serialize() -> example_workflows/<name>.json,
+// plus a screenshot of the graph as the Templates-browser thumbnail example_workflows/<name>.jpg.
 //
 // Usage (a ComfyUI with this pack loaded must be running):
-//   node tests/browser/author_workflows.js --url http://127.0.0.1:8188 --out workflows \
+//   node tests/browser/author_workflows.js --url http://127.0.0.1:8188 --out example_workflows \
 //        --sfx SAMPLE_SFX.mp4 --talking SAMPLE_TALKING.mp4 --mixed SAMPLE_MIXED.mp4 \
 //        --talking-text "words spoken in the talking clip" --mixed-text "words spoken in the mixed clip" \
 //        [--only name,name] [--run] [--png] [--docs docs/workflow.png] [--model FILE (used for the --run only)]
@@ -134,7 +134,7 @@ function specs(a) {
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   const url = a.url || 'http://127.0.0.1:8188';
-  const outDir = a.out || 'workflows';
+  const outDir = a.out || 'example_workflows';
   const args = { sfx: a.sfx, talking: a.talking, mixed: a.mixed || a.talking,
     talkingText: a['talking-text'] || '', mixedText: a['mixed-text'] || a['talking-text'] || '',
     modelWidgets: {} };

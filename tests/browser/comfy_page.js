@@ -1,5 +1,5 @@
 // Shared helpers for driving the ComfyUI web UI with playwright-core and a system Chromium.
-// Used by run_templates.js (the browser test) and author_workflows.js (makes workflows/*.json).
+// Used by run_templates.js (the browser test) and author_workflows.js (makes example_workflows/*.json).
 'use strict';
 
 const fs = require('fs');

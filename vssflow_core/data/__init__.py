@@ -5,5 +5,5 @@
 * ``speech``    piper TTS (joe voice, CC0) with phoneme timings -> ARPAbet segments.
 * ``faces``     the talking face (warped ``skimage.data.astronaut()``) the lip detector reads.
 * ``scenes``    visible sound events; ``sfx`` their sounds; ``canvas`` drawing helpers.
-* ``sentences`` random everyday sentences; ``samples`` the videos in ``workflows/input/``.
+* ``sentences`` random everyday sentences; ``samples`` the videos in ``example_workflows/input/``.
 """

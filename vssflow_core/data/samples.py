@@ -1,6 +1,6 @@
-"""The short sample videos in ``workflows/input/`` (used by the example workflows and the README).
+"""The short sample videos in ``example_workflows/input/`` (used by the example workflows and the README).
 
-``python -m vssflow_core.data.samples --out workflows/input`` regenerates them deterministically:
+``python -m vssflow_core.data.samples --out example_workflows/input`` regenerates them deterministically:
 
 * ``talking_face.mp4``   a talking face (the warped astronaut photo) saying ``TALKING_FACE_TEXT``;
 * ``sound_events.mp4``   a sound scene: a bouncing ball and a lamp that flashes;
@@ -59,7 +59,7 @@ def write_samples(out_dir: str | Path, overwrite: bool = False) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vssflow_core.data.samples", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="workflows/input", help="output folder")
+    parser.add_argument("--out", default="example_workflows/input", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace existing videos")
     args = parser.parse_args(argv)
     for row in write_samples(args.out, args.overwrite):

@@ -478,8 +478,11 @@ def _num_frames(duration_s: float, rate_hz: float) -> int:
     return max(0, math.ceil(duration_s * rate_hz - 1e-6))
 
 
-def _check_window(n_ids: int, start_s: float, end_s: float, duration_s: float, rate_hz: float,
-                  max_phonemes_per_s: float):
+def check_window(n_ids: int, start_s: float, end_s: float, duration_s: float, rate_hz: float,
+                 max_phonemes_per_s: float = MAX_PHONEMES_PER_S) -> int:
+    """Check a speech window [start_s, end_s] (s) of a video of ``duration_s`` for ``n_ids`` tokens;
+    returns its length in frames at ``rate_hz``. VSSFlowError names the fix (a wider window or a
+    shorter text) when the tokens cannot be spoken at most ``max_phonemes_per_s`` per second."""
     if not (math.isfinite(start_s) and math.isfinite(end_s) and math.isfinite(duration_s)):
         raise VSSFlowError(f"speech window: start/end/duration must be finite seconds, got "
                            f"start={start_s}, end={end_s}, duration={duration_s}.")
@@ -525,7 +528,7 @@ def place_phonemes(ids, start_s: float, end_s: float, duration_s: float, rate_hz
     out = torch.zeros(n_total, dtype=torch.long)
     if ids_t.numel() == 0:
         return out
-    length = _check_window(ids_t.numel(), start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
+    length = check_window(ids_t.numel(), start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
     rep = math.ceil(length / ids_t.numel())
     stretched = ids_t.repeat_interleave(rep)
     idx = torch.floor(torch.arange(length, dtype=torch.float64) * (stretched.numel() / length)).long()
@@ -629,7 +632,7 @@ def place_phonemes_by_lips(ids, lips, start_s: float, end_s: float, duration_s: 
     out = torch.zeros(n_total, dtype=torch.long)
     if not ids_l:
         return out
-    length = _check_window(len(ids_l), start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
+    length = check_window(len(ids_l), start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
     feats = getattr(lips, "features", lips)
     feats = np.asarray(feats.detach().cpu().numpy() if hasattr(feats, "detach") else feats, dtype=np.float64)
     s = int(start_s * rate_hz + 1e-6)

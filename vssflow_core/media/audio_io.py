@@ -18,10 +18,12 @@ _FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 _SUBTYPES = {"PCM_16", "PCM_24", "FLOAT"}
 
 
-def audio_as_array(audio, what: str = "audio", max_channels: int = 2) -> np.ndarray:
+def audio_as_array(audio, what: str = "audio", max_channels: int = 2, downmix: bool = False) -> np.ndarray:
     """Audio [S], [C, S] or [1, C, S] (torch or numpy) -> float32 numpy [C, S], finite, 1 <= C <= max_channels.
 
-    ``what`` names the input in the VSSFlowError raised for a wrong shape, no samples, or NaN/Inf.
+    ``downmix``: more than ``max_channels`` channels (e.g. a 5.1 track) are averaged to mono instead
+    of refused. ``what`` names the input in the VSSFlowError raised for a wrong shape, no samples,
+    or NaN/Inf.
     """
     if hasattr(audio, "detach"):
         audio = audio.detach().to("cpu").float().numpy()
@@ -30,6 +32,8 @@ def audio_as_array(audio, what: str = "audio", max_channels: int = 2) -> np.ndar
         arr = arr[0]
     if arr.ndim == 1:
         arr = arr[None]
+    if downmix and arr.ndim == 2 and arr.shape[0] > max_channels:
+        arr = arr.mean(axis=0, keepdims=True)
     if arr.ndim != 2 or not 1 <= arr.shape[0] <= max_channels or arr.shape[1] == 0:
         raise VSSFlowError(
             f"{what} has shape {tuple(np.shape(audio))}; expected [S], [C, S] or [1, C, S] with C = 1.."

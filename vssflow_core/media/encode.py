@@ -16,6 +16,7 @@ import numpy as np
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.audio_io import audio_as_array
 from vssflow_core.media.files import atomic_output
+from vssflow_core.media.probe import _av
 
 __all__ = ["write_video", "frame_rate_fraction", "AUDIO_CODECS", "VIDEO_CODECS"]
 
@@ -83,7 +84,7 @@ def add_audio_stream(container, codec: str, sample_rate: int, channels: int):
 
 def audio_packets(stream, wave: np.ndarray, sample_rate: int, pts0: int = 0, chunk: int = 8192) -> Iterator:
     """Encode float32 [C, S] at ``sample_rate`` into ``stream``'s packets (pts in 1/sample_rate from ``pts0``)."""
-    import av
+    av = _av()
 
     layout = "mono" if wave.shape[0] == 1 else "stereo"
     for a in range(0, wave.shape[1], chunk):
@@ -147,7 +148,7 @@ def write_video(path, frames, fps, audio=None, sample_rate: int | None = None, c
     .webm/.mkv), trimmed or padded to exactly F / fps seconds. Written atomically; an existing ``path``
     is refused. Returns the path.
     """
-    import av
+    av = _av()
 
     path = Path(path)
     ext = path.suffix.lower()
@@ -163,7 +164,7 @@ def write_video(path, frames, fps, audio=None, sample_rate: int | None = None, c
     if audio is not None:
         if not sample_rate or int(sample_rate) <= 0:
             raise VSSFlowError(f"audio for {path} needs sample_rate (Hz), got {sample_rate!r}")
-        wave = audio_as_array(audio, f"audio for {path}")
+        wave = audio_as_array(audio, f"audio for {path}", downmix=True)
         acodec, sr_out = AUDIO_CODECS[ext]
         if acodec == "aac" and int(sample_rate) in _AAC_RATES:
             sr_out = int(sample_rate)

@@ -28,6 +28,7 @@ from vssflow_core.media.encode import (
 )
 from vssflow_core.media.audio_io import audio_as_array
 from vssflow_core.media.files import atomic_output, unique_path
+from vssflow_core.media.probe import _av
 from vssflow_core.media.video import probe_video, read_audio
 
 __all__ = ["mux_audio"]
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 def _mix_tracks(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
     """Sum two [C, S] tracks; mono meets stereo as stereo; the longer length wins."""
     channels = max(generated.shape[0], original.shape[0])
-    if original.shape[0] > 2:
+    if original.shape[0] > 2:  # as audio_as_array(downmix=True) folds the generated track
         original = original.mean(axis=0, keepdims=True)
         channels = max(generated.shape[0], 1)
     g = np.repeat(generated, channels // generated.shape[0], axis=0)
@@ -60,7 +61,7 @@ def _write(tmp: Path, video_path, wave: np.ndarray, audio_codec: str, sr_out: in
     ``VIDEO_CODECS[reencode_ext]`` at the source's timestamps, turned upright by ``rotation`` degrees
     counter-clockwise) plus ``wave`` [C, S] at ``sr_out`` Hz whose first sample is at ``pts0``
     (samples). Raises ``_CopyRefused`` when copying is impossible."""
-    import av
+    av = _av()
 
     with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w") as out:
         in_v = [s for s in src.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
@@ -118,7 +119,7 @@ def _encoder_like(out, in_v, ext: str, rotation: int = 0):
 def _reencode_frames(src, in_v, out, out_v, inter: Interleaver, rotation: int = 0) -> None:
     """Decode every frame of ``in_v`` and encode it into ``out_v`` at its own timestamp, turned
     upright (the rotation metadata of the source is not carried over, so the pixels are rotated)."""
-    import av
+    av = _av()
 
     last_pts = None
     for frame in src.decode(in_v):
@@ -163,7 +164,7 @@ def mux_audio(
     temporary file and renamed; an existing ``out_path`` is refused (``on_exists="error"``) or a free
     ``name_00001_.ext`` is used instead (``on_exists="counter"``). Returns the path written.
     """
-    import av
+    av = _av()
 
     if mode not in ("replace", "mix"):
         raise VSSFlowError(f"mode={mode!r}; expected 'replace' (new audio only) or 'mix' (new + original audio)")
@@ -195,7 +196,7 @@ def mux_audio(
             f"{video_path} ({info.container}) cannot be stream-copied; convert it to mp4 first (write_video)"
         )
     codec, sr_out = AUDIO_CODECS[ext]
-    wave = audio_as_array(audio, "generated audio") * np.float32(audio_gain)
+    wave = audio_as_array(audio, "generated audio", downmix=True) * np.float32(audio_gain)
     wave = resample_array(wave, int(sample_rate), sr_out)
     if mode == "mix":
         original = read_audio(video_path, 0.0, info.duration_s) if info.has_audio else None

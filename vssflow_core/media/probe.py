@@ -69,8 +69,11 @@ class VideoInfo:
 
 
 def _av():
-    import av
-
+    try:
+        import av
+    except ImportError:
+        raise VSSFlowError("reading and writing video needs PyAV: `pip install av` in this Python (ComfyUI "
+                           "normally has it; it is in the pack's requirements.txt)") from None
     return av
 
 
