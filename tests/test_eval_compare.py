@@ -35,6 +35,7 @@ def test_one_file_gives_intervals_around_the_value():
         assert lo <= hi and "verdict" not in row
     assert table["wer"]["a_ci"][0] < table["wer"]["a"] < table["wer"]["a_ci"][1]  # per-clip WER varies
     assert table["onset_f1"]["a_ci"] == pytest.approx((table["onset_f1"]["a"],) * 2)  # every clip is the same
+    assert all(row["finite_draws"] == 60 for row in table.values())
 
 
 def test_paired_verdicts():

@@ -46,6 +46,29 @@ def test_lagged_correlation_of_a_delayed_copy():
     c0, lag, best = M.lagged_correlation(a, b, max_lag=10)
     assert lag == 4 and best > 0.95 and c0 < best - 0.2
     assert M.lagged_correlation(a, -a)[0] == pytest.approx(-1.0, abs=1e-6)
+    assert M.lagged_correlation(a[:8], b[:8], max_lag=10)[1] in range(-5, 6)  # short tracks: lags that fit
+
+
+def test_onset_matching_is_a_maximum_matching():
+    """Nearest-first matching pairs 0.10 with 0.12 and leaves 0.14 alone; the best matching pairs both."""
+    assert M.onset_counts([0.10, 0.14], [0.07, 0.12]) == (2, 2, 2)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # against brute force on small random sets
+        ref, est = np.round(rng.uniform(0, 0.5, rng.integers(0, 5)), 3), np.round(rng.uniform(0, 0.5, rng.integers(0, 5)), 3)
+        assert M.onset_counts(ref, est)[0] == _max_matching(ref, est, 0.05)
+
+
+def _max_matching(ref, est, tol) -> int:
+    """Size of the largest one-to-one matching within ``tol``, by trying every assignment."""
+    import itertools
+
+    best = 0
+    for k in range(min(len(ref), len(est)), 0, -1):
+        for rs in itertools.combinations(range(len(ref)), k):
+            for es in itertools.permutations(range(len(est)), k):
+                if all(abs(ref[r] - est[e]) <= tol + 1e-9 for r, e in zip(rs, es)):
+                    return k
+    return best
 
 
 def test_motion_energy_and_peaks_find_visible_jolts():

@@ -81,6 +81,8 @@ def test_griffin_lim_decode_keeps_pitch_and_length(codec):
     assert (codec.log_mel(y[:, : w.shape[-1] // 256 * 256]) - codec.log_mel(w[:, : w.shape[-1] // 256 * 256])).abs().mean() < 0.5
     with pytest.raises(VSSFlowError, match="vocoder"):
         codec.set_vocoder("wavenet")
+    pair = codec.decode(torch.cat([codec.encode(tone(220.0, 1.0)), z]))  # the 440 Hz clip as batch row 1
+    torch.testing.assert_close(pair[1:], y)  # decodes the same in any batch position
 
 
 def test_bad_inputs(codec):

@@ -81,3 +81,21 @@ def test_write_with_audio_encodes_an_animated_webp(tmp_path):
     assert info.num_frames == 12 and info.has_audio and info.duration_s == pytest.approx(1.2, abs=0.02)
     first = read_frames(out, 10.0).frames[3]
     assert media_factory.decode_index(first) == 3  # frames in order, by timestamp
+
+
+def test_half_precision_weights_keep_the_solver_state_in_float32(tmp_path):
+    """bf16 weights (the CUDA default) compute the DiT in bf16, but the ODE state and its updates stay
+    float32: rounding the state to bf16 at every step doubled the error against fp32."""
+    bundle = load_bundle(make_model_file(tmp_path / "tiny.safetensors", "embedded", duration_s=2.0), dtype="bf16")
+    seen = []
+    sample = bundle.model.sample
+
+    def spy(noise, cond, **kwargs):
+        latent = sample(noise, cond, **kwargs)
+        seen.append((noise.dtype, next(bundle.model.parameters()).dtype, latent.dtype))
+        return latent
+
+    bundle.model.sample = spy
+    frames = np.stack([media_factory.pattern_frame(i, i / 25.0) for i in range(25)])
+    audio, _ = generate(bundle, frames=frames, fps=25.0, seed=1, steps=2)
+    assert seen == [(torch.float32, torch.bfloat16, torch.float32)] and torch.isfinite(audio).all()

@@ -86,9 +86,13 @@ def test_train_resume_export(setup):
     assert [row["step"] for row in rows] == [1, 2] and all(np.isfinite(row["loss"]) for row in rows)
     snap = torch.load(tmp / "state" / "r1" / "ema_step0000002.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in snap.values() if v.is_floating_point())
-    assert run_trainer(base + ["--max-steps", "3"]) == 0  # resumes at step 2
+    assert run_trainer(base + ["--max-steps", "3", "--weight-decay", "0.05"]) == 0  # resumes at step 2
     rows = [json.loads(l) for l in (tmp / "state" / "r1" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
+    last = torch.load(tmp / "state" / "r1" / "last.pt", weights_only=True)
+    assert {g["weight_decay"] for g in last["opt"]["param_groups"]} == {0.05}  # the resumed run's setting
+    args_json = json.loads((tmp / "state" / "r1" / "args.json").read_text())
+    assert args_json["max_steps"] == 3 and len(args_json["earlier_commands"]) == 1  # the first command kept
     out = tmp / "w.safetensors"
     assert run_trainer(base + ["--export", str(out)]) == 0
     from safetensors import safe_open
@@ -111,6 +115,18 @@ def test_two_process_gloo_keeps_replicas_identical(setup):
     assert r.returncode == 0, r.stderr[-3000:]
     st = torch.load(tmp / "state" / "ddp" / "last.pt", weights_only=True)
     assert st["step"] == 2 and st["examples"] == 4
+
+
+def test_two_processes_stop_together_on_a_time_budget(setup):
+    """--max-minutes with a cooldown: both replicas take rank 0's clock, so they apply the same
+    learning rate and stop at the same step (else they drift apart or one waits forever)."""
+    tmp, data, cfg_path = setup
+    r = run_torchrun(["--data", str(data), "--name", "timed", "--state-dir", str(tmp / "state"), "--config",
+                      str(cfg_path), "--batch-size", "1", "--max-steps", "100000", "--max-minutes", "0.05",
+                      "--cooldown", "0.5", "--warmup", "1"], nproc=2)
+    assert r.returncode == 0, r.stderr[-3000:]  # the replica check at the end passed
+    st = torch.load(tmp / "state" / "timed" / "last.pt", weights_only=True)
+    assert st["step"] > 1 and st["examples"] == 2 * st["step"]
 
 
 def test_cooldown_lowers_the_lr_linearly_to_zero(setup):

@@ -127,7 +127,7 @@ def sample_track(features: np.ndarray, src_rate_hz: float, src_start_s: float, s
     """Read a track [N, D] at ``src_rate_hz`` on a new grid by timestamp (the row shown at each time).
 
     Row k of the result is the source row displayed at ``start_s + k / dst_rate_hz``; times before
-    or after the source are zeros. Returns float32 [count, D].
+    or after the source are zeros. Returns [count, D] (or [count]) in the dtype of ``features``.
     """
     features = np.asarray(features)
     times = start_s + np.arange(count) / dst_rate_hz

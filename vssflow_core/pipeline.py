@@ -432,7 +432,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
             feats = frontend.pad_to_window(cfg, frontend.window_features(cfg, inputs, bundle.extras))
         count = end_sample - first_sample
         first = int(round(window.start_s * latent_rate))
-        x0 = noise[:, :, first:first + latent_len].to(bundle.device, bundle.dtype)  # [B, Ca, L]
+        # [B, Ca, L]; the solver state stays float32 whatever the weights (the model casts its input)
+        x0 = noise[:, :, first:first + latent_len].to(bundle.device, torch.float32)
         needed = min(latent_len, num_frames(count / sample_rate, latent_rate) + 4)  # + context for the vocoder
         with torch.inference_mode():
             with clock("sampling"):

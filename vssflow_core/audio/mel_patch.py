@@ -204,7 +204,8 @@ class MelPatchCodec(AudioCodec):
         # encode's frame k is centred on sample k * hop + shift (reflect pad (n_fft - hop) / 2, no centring)
         shift = n_fft // 2 - (n_fft - hop) // 2
         gen = torch.Generator(device="cpu").manual_seed(0)
-        angles = torch.exp(2j * math.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
+        # the same start phases for every batch row: a clip decodes the same wherever it sits in a batch
+        angles = torch.exp(2j * math.pi * torch.rand(mag.shape[-2:], generator=gen)).to(mag.device).expand_as(mag)
         prev = torch.zeros_like(angles)
         istft = lambda s: torch.istft(s, n_fft, hop, self.cfg.win_length, win, center=True, length=length)
         stft = lambda w: torch.stft(w, n_fft, hop, self.cfg.win_length, win, center=True, return_complex=True)[..., : mag.shape[-1]]

@@ -57,8 +57,9 @@ def thumbnails(frames) -> np.ndarray:
         frames: uint8 ``[F, H, W, 3]`` RGB, any H, W >= 1.
 
     Returns:
-        float32 ``[F, 16, 16, 3]`` in 0..1. Cell (i, j) is the mean of the pixels whose centres fall
-        in rows [i*H/16, (i+1)*H/16) and columns [j*W/16, (j+1)*W/16) (exact adaptive average pooling).
+        float32 ``[F, 16, 16, 3]`` in 0..1. Cell (i, j) is the mean of rows floor(i*H/16) ..
+        ceil((i+1)*H/16) - 1 and the same columns of W (adaptive average pooling: exact blocks when
+        H and W are multiples of 16, else neighbouring cells share a border row or column).
     """
     arr = _check_frames(frames, "thumbnails(frames)")
     f = arr.shape[0]

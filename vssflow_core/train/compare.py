@@ -141,7 +141,8 @@ def compare(a: list[dict], b: list[dict] | None = None, resamples: int = 400, ma
                 draws[m].append((vb - va) / abs(va) if va else float("nan"))
     table = {}
     for m in names:
-        row = {"a": base_a[m]}
+        # resamples where the metric is undefined (e.g. A's value 0 for a relative change) are left out
+        row = {"a": base_a[m], "finite_draws": int(np.isfinite(draws[m]).sum())}
         if b is None:
             row["a_ci"] = _interval(draws[m])
         else:
@@ -167,6 +168,10 @@ def run(args) -> int:
         raise VSSFlowError(f"--margin {args.margin}: give a percentage >= 0 (e.g. 2 for +-2 %)")
     records = [load_records(f) for f in args.files]
     table = compare(records[0], records[1] if len(records) == 2 else None, args.resamples, args.margin, args.seed)
+    thin = [m for m, row in table.items() if row["finite_draws"] < 0.9 * args.resamples]
+    if thin:
+        print(f"note: {', '.join(thin)}: the metric was undefined in more than 10 % of the resamples (too few "
+              "clips of that kind); their intervals rest on the rest", file=sys.stderr)
     if len(records) == 1:
         print(f"{'metric':20}{'value':>10}{'95 % interval':>22}   ({len(records[0])} clips, {args.resamples} resamples)")
         for m, row in table.items():

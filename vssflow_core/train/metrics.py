@@ -95,7 +95,9 @@ def lagged_correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 10) -> tuple
     """Cross-correlation of two tracks [F] on the same grid, each z-scored over its whole length.
 
     Returns ``(correlation at lag 0, best lag, correlation at the best lag)``; the lag is in grid
-    frames, positive when ``b`` comes later than ``a``; lags in ``[-max_lag, max_lag]``.
+    frames, positive when ``b`` comes later than ``a``; lags in ``[-max_lag, max_lag]`` that leave at
+    least 3 overlapping frames. A flat track (e.g. silent audio) correlates 0 at every lag and gives
+    the first lag tried, ``-max_lag``: eval counts such a clip as out of sync.
     """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
@@ -104,10 +106,8 @@ def lagged_correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 10) -> tuple
     a = (a - a.mean()) / (a.std() + 1e-8)
     b = (b - b.mean()) / (b.std() + 1e-8)
     best, best_lag = -np.inf, 0
-    for lag in range(-max_lag, max_lag + 1):
+    for lag in range(-min(max_lag, n - 3), min(max_lag, n - 3) + 1):
         x, y = (a[: n - lag], b[lag:]) if lag >= 0 else (a[-lag:], b[: n + lag])
-        if len(x) < 3:
-            continue
         c = float(np.mean(x * y))
         if c > best:
             best, best_lag = c, lag
@@ -158,20 +158,22 @@ def detect_onsets(wave: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def onset_counts(reference_s, estimated_s, tolerance_s: float = 0.05) -> tuple[int, int, int]:
-    """(matched, n_reference, n_estimated) with one-to-one greedy matching within ``tolerance_s``."""
+    """(matched, n_reference, n_estimated): the largest one-to-one matching of reference and
+    estimated onset times (s) that are at most ``tolerance_s`` apart (as mir_eval's onset F1).
+
+    On a line, each reference's partners form a run of the sorted estimates whose ends only move
+    forward, so taking, reference by reference in time order, the earliest estimate still free and
+    in reach is a maximum matching.
+    """
     ref = sorted(float(x) for x in reference_s)
     est = sorted(float(x) for x in estimated_s)
-    used = [False] * len(est)
-    hits = 0
+    hits, j = 0, 0
     for r in ref:
-        best, best_d = -1, tolerance_s + 1e-9
-        for j, e in enumerate(est):
-            d = abs(e - r)
-            if not used[j] and d <= best_d:
-                best, best_d = j, d
-        if best >= 0:
-            used[best] = True
+        while j < len(est) and est[j] < r - tolerance_s - 1e-9:
+            j += 1  # too early for this reference, hence for every later one
+        if j < len(est) and est[j] <= r + tolerance_s + 1e-9:
             hits += 1
+            j += 1
     return hits, len(ref), len(est)
 
 

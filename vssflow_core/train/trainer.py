@@ -113,6 +113,7 @@ class Run:
         self.init = ""  # where the weights started (``--init``: file name and sha256), "" = random
 
     def state(self) -> dict:
+        """Everything a resume needs: weights, EMA, optimiser, counters, config and the --init file."""
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                 "step": self.step, "train_seconds": self.train_seconds, "examples": self.examples,
                 "config": self.config.to_json(), "init": self.init}
@@ -123,6 +124,8 @@ class Run:
 
     @classmethod
     def load(cls, path: Path, lr: float, weight_decay: float, device="cpu") -> "Run":
+        """Resume from a checkpoint of :meth:`state`; this run's ``weight_decay`` replaces the saved one
+        (``lr`` is set every step by the schedule)."""
         from vssflow_core.config import ModelConfig
 
         st = torch.load(path, map_location=device, weights_only=True)
@@ -130,12 +133,15 @@ class Run:
         run.model.load_state_dict(st["model"])
         run.ema.load_state_dict(st["ema"])
         run.opt.load_state_dict(st["opt"])
+        for group in run.opt.param_groups:
+            group["weight_decay"] = weight_decay
         run.step, run.train_seconds, run.examples = int(st["step"]), float(st["train_seconds"]), int(st["examples"])
         run.init = str(st.get("init", ""))
         return run
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
+        """EMA of the weights with ``decay``, warmed up as min(decay, (1 + step) / (10 + step))."""
         d = min(decay, (1 + self.step) / (10 + self.step))
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - d)
 
@@ -221,6 +227,18 @@ def _average_gradients(params, world: int) -> None:
         n = g.numel()
         p.grad = flat[i: i + n].view_as(p).clone()
         i += n
+
+
+def _shared_elapsed(seconds: float, world: int) -> float:
+    """Rank 0's elapsed time (s) on every rank: the stop at ``--max-minutes`` and the cooldown's
+    learning rate must be the same in every replica, or they drift apart or stop at different steps."""
+    if world <= 1:
+        return seconds
+    import torch.distributed as dist
+
+    shared = torch.tensor([seconds], dtype=torch.float64)
+    dist.broadcast(shared, 0)
+    return float(shared)
 
 
 def _check_replicas(model) -> None:
@@ -418,6 +436,9 @@ def run(args) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
                 "command": " ".join([sys.executable, "-m", *_command_tail()])}
+        if (run_dir / "args.json").is_file():  # a resume: keep the earlier commands
+            earlier = json.loads((run_dir / "args.json").read_text())
+            meta["earlier_commands"] = earlier.get("earlier_commands", []) + [earlier.get("command")]
         (run_dir / "args.json").write_text(json.dumps(meta, indent=1, default=str))
         print(f"run {run_dir}: step {state.step}, {state.model.num_parameters() / 1e6:.2f} M parameters, "
               f"{describe()} ({args.task}), world {world}, device {device}", flush=True)
@@ -440,14 +461,15 @@ def run(args) -> int:
 
     try:
         while state.step < args.max_steps:
-            if args.max_minutes and time.time() - started > args.max_minutes * 60:
-                break
             t0 = time.time()
+            elapsed = _shared_elapsed(t0 - started, world)
+            if args.max_minutes and elapsed > args.max_minutes * 60:
+                break
             base = (args.seed, state.step, rank)
             gen = torch.Generator().manual_seed(hash(base) & 0x7FFFFFFF)
             batch = draw_batch(base, gen)
             lr = lr_at(state.step, args.lr, args.warmup, cooldown=args.cooldown,
-                       left=budget_left(state.step, t0 - started, args.max_steps, args.max_minutes))
+                       left=budget_left(state.step, elapsed, args.max_steps, args.max_minutes))
             losses.append(train_step(state, codec, batch, args, gen, world, noise_gen, lr=lr))
             dt = time.time() - t0
             step_seconds += dt
