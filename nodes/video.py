@@ -142,8 +142,8 @@ def _check_fits_in_memory(path: str, start_s: float, duration_s: float, max_fram
         raise VSSFlowError(
             f"VSSFlowLoadVideo: {Path(path).name}: the part to load is {frames} frames of {width}x{height} px, "
             f"about {needed / 1e9:.1f} GB as IMAGE, and {free / 1e9:.1f} GB of memory is free. Load a shorter part "
-            f"(duration_s, max_frames) or a lower fps, or connect the VIDEO output straight to the VSSFlow "
-            f"Sampler and Mux Audio, which read the file window by window.")
+            f"(duration_s, max_frames) or a lower fps; for the whole video, load it with ComfyUI's core Load "
+            f"Video node, whose VIDEO the VSSFlow Sampler and Mux Audio read window by window.")
     return frames
 
 
