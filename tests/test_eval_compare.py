@@ -49,6 +49,10 @@ def test_paired_verdicts():
     b = _records()
     b[0]["wer_counts"] = [1, 6]  # one more word wrong on one clip: a change the 12 clips cannot resolve
     assert compare.compare(a, b, resamples=200)["wer"]["verdict"] == "not resolved"
+    assert compare.verdict(-0.08, 0.015, True, 2.0) == "no worse than 2 %"  # maybe better, at most 1.5 % worse
+    assert compare.verdict(-0.015, 0.08, False, 2.0) == "no worse than 2 %"  # higher is better: the low end counts
+    assert compare.verdict(-0.08, 0.025, True, 2.0) == "not resolved"
+    assert compare.verdict(-0.015, 0.018, True, 2.0) == "same within 2 %"
     fd = compare.compare(a, _records(seed=1), resamples=40)["fd"]  # other embeddings: FD differs
     assert fd["rel_change"] != 0 and fd["rel_ci"][0] <= fd["rel_ci"][1]
 

@@ -10,7 +10,9 @@ speech / sound / mixed counts):
   change relative to A, ``(B - A) / |A|``, with its 95 % interval from the *paired* bootstrap (the
   same resampled clips for both), and a verdict: ``better`` or ``worse`` when the interval
   excludes 0, ``same within X %`` when it lies inside +-X % (``--margin``, default 2 %, the
-  solver target of issue 6), else ``not resolved`` (more clips needed).
+  solver target of issue 6), ``no worse than X %`` when only its end on the worse side is inside
+  (B may be better, but is not more than X % worse: non-inferiority), else ``not resolved`` (more
+  clips needed).
 
 An eval run in chunks (``eval --start S --n E`` for consecutive ranges, so that a long run can stop
 and resume) is read as one: ``eval-compare a_000.json,a_040.json b_000.json,b_040.json``.
@@ -110,6 +112,18 @@ def _interval(values: list[float]) -> tuple[float, float]:
     return (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (float("nan"), float("nan"))
 
 
+def verdict(lo: float, hi: float, lower_is_better: bool, margin_pct: float) -> str:
+    """B's verdict from the 95 % interval [lo, hi] of its relative change (fractions, e.g. -0.03)."""
+    margin = margin_pct / 100.0
+    better, worse = (hi < 0, lo > 0) if lower_is_better else (lo > 0, hi < 0)
+    worst = hi if lower_is_better else -lo  # the interval's end on the worse side
+    if better or worse:
+        return "better" if better else "worse"
+    if -margin <= lo and hi <= margin:
+        return f"same within {margin_pct:g} %"
+    return f"no worse than {margin_pct:g} %" if worst <= margin else "not resolved"
+
+
 def compare(a: list[dict], b: list[dict] | None = None, resamples: int = 400, margin_pct: float = 2.0,
             seed: int = 0) -> dict[str, dict]:
     """Per metric: ``a`` (value), ``a_ci`` (95 % interval); with ``b`` also ``b``, ``rel_change``
@@ -148,12 +162,8 @@ def compare(a: list[dict], b: list[dict] | None = None, resamples: int = 400, ma
         else:
             lo, hi = _interval(draws[m])
             change = (base_b[m] - base_a[m]) / abs(base_a[m]) if base_a[m] else float("nan")
-            better = (hi < 0) if LOWER_IS_BETTER[m] else (lo > 0)
-            worse = (lo > 0) if LOWER_IS_BETTER[m] else (hi < 0)
-            margin = margin_pct / 100.0
-            verdict = ("better" if better else "worse" if worse else
-                       f"same within {margin_pct:g} %" if -margin <= lo and hi <= margin else "not resolved")
-            row.update(b=base_b[m], rel_change=change, rel_ci=(lo, hi), verdict=verdict)
+            row.update(b=base_b[m], rel_change=change, rel_ci=(lo, hi),
+                       verdict=verdict(lo, hi, LOWER_IS_BETTER[m], margin_pct))
         table[m] = row
     return table
 
