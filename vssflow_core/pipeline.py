@@ -327,7 +327,7 @@ def _scan_lips(source, window_s: float, face, check: Callable[[], None] | None =
 
     if importlib.util.find_spec("mediapipe") is None:
         frontend._warn("lip extraction needs mediapipe (pip install --no-deps mediapipe==0.10.21); "
-                                    "without it speech follows the transcript only")
+                       "without it speech follows the transcript only")
         return None
     rows = []
     windows = plan_windows(source.duration_s, window_s, 0.0)
