@@ -62,6 +62,17 @@ def test_surround_audio_is_folded_to_mono(tmp_path, src):
     np.testing.assert_allclose(find_clicks(*read_audio(out)), [0.4], atol=1.5e-3)
 
 
+def test_animated_webp_is_encoded_then_muxed(tmp_path):
+    """GIF / WebP have no video stream to copy (the CLI and the node both land here)."""
+    anim = make_video(tmp_path / "anim.webp", fps=10, num_frames=12)
+    out = mux_audio(anim, click_track(1.2, 16000, (0.5,)), 16000, tmp_path / "anim.mp4")
+    info = probe_video(out)
+    assert info.num_frames == 12 and info.duration_s == pytest.approx(1.2, abs=0.02)
+    assert decode_index(read_frames(out, 10.0).frames[3]) == 3
+    np.testing.assert_allclose(find_clicks(*read_audio(out)), [0.5], atol=1.5e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.mp4", "anim.webp"]  # no temporary left
+
+
 def test_pad_and_trim(tmp_path, src):
     short = click_track(0.8, 16000, (0.1,), channels=2)
     padded = mux_audio(src["mp4"], short, 16000, tmp_path / "pad.mp4", length="pad")

@@ -615,12 +615,6 @@ def write_with_audio(audio: torch.Tensor, sample_rate: int, out_dir: str | Path,
     audio = torch.as_tensor(audio, dtype=torch.float32)
     if audio.dim() != 2 or audio.shape[-1] == 0:
         raise VSSFlowError(f"audio must be [C, S] with samples, got shape {list(audio.shape)}")
-    if video_path is not None:
-        from vssflow_core.media.video import probe_video, read_frames
-
-        info = probe_video(video_path)
-        if info.backend != "pyav":  # an animated GIF / WebP has no stream to copy: encode its frames
-            frames, fps, video_path = read_frames(video_path, None).frames, float(info.fps), None
     out_path = unique_path(out_dir, prefix, "mp4")
     temp = None
     try:

@@ -25,11 +25,12 @@ from vssflow_core.media.encode import (
     audio_packets,
     fit_length,
     resample_array,
+    write_video,
 )
 from vssflow_core.media.audio_io import audio_as_array
 from vssflow_core.media.files import atomic_output, unique_path
 from vssflow_core.media.probe import _av
-from vssflow_core.media.video import probe_video, read_audio
+from vssflow_core.media.video import probe_video, read_audio, read_frames
 
 __all__ = ["mux_audio"]
 
@@ -154,7 +155,8 @@ def mux_audio(
     """Write ``out_path``: the video stream of ``video_path`` copied unchanged plus ``audio``.
 
     A video stream that the output container cannot hold is re-encoded instead (H.264; VP9 for
-    WebM), keeping every frame's timestamp, and a warning is logged.
+    WebM), keeping every frame's timestamp, and a warning is logged. An animated GIF / WebP (no
+    stream to copy) is encoded first, frame by frame, in a temporary file next to ``out_path``.
 
     audio: float [S], [C, S] or [1, C, S] (C = 1 or 2) at ``sample_rate`` Hz, torch or numpy; its
     t = 0 is the first video frame. mode: "replace" (drop the original track) or "mix" (add it,
@@ -191,10 +193,14 @@ def mux_audio(
         raise VSSFlowError(f"out_path {out_path} is the input video; choose another name")
 
     info = probe_video(video_path)
-    if info.backend != "pyav":
-        raise VSSFlowError(
-            f"{video_path} ({info.container}) cannot be stream-copied; convert it to mp4 first (write_video)"
-        )
+    if info.backend != "pyav":  # an animated GIF / WebP has no stream to copy: encode its frames first
+        encoded = unique_path(out_path.parent, f".{out_path.stem}_frames", ext)
+        try:
+            write_video(encoded, read_frames(video_path, None).frames, info.fps)
+            return mux_audio(encoded, audio, sample_rate, out_path, mode=mode, audio_gain=audio_gain,
+                             original_gain=original_gain, length=length, on_exists=on_exists)
+        finally:
+            encoded.unlink(missing_ok=True)
     codec, sr_out = AUDIO_CODECS[ext]
     wave = audio_as_array(audio, "generated audio", downmix=True) * np.float32(audio_gain)
     wave = resample_array(wave, int(sample_rate), sr_out)
