@@ -5,7 +5,7 @@ import pytest
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.features.visual import (APPEARANCE_DIM, MOTION_DIM, MOTION_GAIN, appearance_features,
-                                          motion_features, thumbnails)
+                                          motion_features, shot_cuts, thumbnails)
 
 
 def _frames(count=6, size=32, value=0):
@@ -52,6 +52,42 @@ def test_appearance_layout_rgb_innermost_row_major():
     np.testing.assert_allclose(a[:, :8], np.broadcast_to([hi, lo, lo], (16, 8, 3)), atol=1e-6)
     np.testing.assert_allclose(a[:, 8:], np.broadcast_to([lo, lo, hi], (16, 8, 3)), atol=1e-6)
     assert thumbnails(frames).max() <= 1.0
+
+
+def _scene(seed: int, count: int, size: int = 64, pan_px: int = 0) -> np.ndarray:
+    """``count`` frames of one smooth random picture (a shot), panned ``pan_px`` px per frame."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(20, 235, (8, 8 + count, 3)).astype(np.uint8)
+    big = np.repeat(np.repeat(coarse, size // 8, axis=0), size // 8, axis=1)  # [size, wide, 3]
+    return np.stack([big[:, i * pan_px: i * pan_px + size] for i in range(count)])
+
+
+def test_hard_cut_between_shots_is_found_and_its_motion_row_zeroed():
+    frames = np.concatenate([_scene(1, 10), _scene(2, 10)])  # shot B starts at frame 10
+    frames[5:, 8:16, 8:16] = 255  # a small change inside shot A: real motion, kept
+    assert np.flatnonzero(shot_cuts(frames)).tolist() == [10]
+    m = motion_features(frames)
+    assert np.all(m[10] == 0)  # the cut would otherwise change every cell at once
+    assert np.abs(m[5]).sum() > 0
+
+
+def test_cut_from_black_is_a_cut():
+    frames = np.concatenate([np.zeros((3, 64, 64, 3), np.uint8), _scene(3, 8)])
+    assert np.flatnonzero(shot_cuts(frames)).tolist() == [3]
+
+
+@pytest.mark.parametrize("case", ["flash", "glitch", "pan", "last_frame"])
+def test_flash_glitch_pan_and_last_frame_are_not_cuts(case):
+    frames = _scene(4, 16, pan_px=2 if case == "pan" else 0)
+    if case == "flash":  # a white frame, then the same picture again
+        frames[6] = 255
+    elif case == "glitch":  # one frame of another picture
+        frames[6] = _scene(5, 1)[0]
+    elif case == "last_frame":  # a new picture on the last frame cannot be confirmed
+        frames[-1] = _scene(6, 1)[0]
+    assert not shot_cuts(frames).any()
+    if case == "flash":
+        assert np.abs(motion_features(frames)[6]).sum() > 0  # the flash still makes motion
 
 
 @pytest.mark.parametrize("bad, match", [
