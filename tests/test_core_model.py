@@ -325,24 +325,29 @@ def test_time_shift_grid_and_sampling(model):
 
 
 def test_sampling_defaults_in_the_config(model):
-    """sound_guidance_scale / sound_time_shift apply without a transcript (None = guidance_scale /
-    time_shift); the new fields survive a JSON round trip, and files from before them read as the
-    official defaults."""
+    """sound_guidance_scale / sound_time_shift / sound_noise_scale apply without a transcript (None =
+    guidance_scale / time_shift / noise_scale); the new fields survive a JSON round trip, and files
+    from before them read as the official defaults."""
     cfg = dataclasses.replace(model.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=5.0,
-                              sound_time_shift=3.0)
+                              sound_time_shift=3.0, noise_scale=0.8, sound_noise_scale=1.0)
     assert (cfg.guidance_for(True), cfg.guidance_for(False)) == (3.0, 1.5)
     assert (cfg.time_shift_for(True), cfg.time_shift_for(False)) == (5.0, 3.0)
+    assert (cfg.noise_scale_for(True), cfg.noise_scale_for(False)) == (0.8, 1.0)
+    assert dataclasses.replace(cfg, sound_noise_scale=None).noise_scale_for(False) == 0.8
     assert model.config.guidance_for(False) == model.config.guidance_scale
     assert model.config.time_shift_for(False) == model.config.time_shift == 1.0
     assert ModelConfig.from_json(cfg.to_json()) == cfg
-    new_keys = ("sound_guidance_scale", "time_shift", "sound_time_shift")
+    new_keys = ("sound_guidance_scale", "time_shift", "sound_time_shift", "noise_scale", "sound_noise_scale")
     old = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in new_keys}
     again = ModelConfig.from_json(json.dumps(old))
     assert again.sound_guidance_scale is None and again.time_shift == 1.0 and again.sound_time_shift is None
+    assert again.noise_scale == 1.0 and again.sound_noise_scale is None
     with pytest.raises(ValueError, match="time_shift must be > 0"):
         dataclasses.replace(cfg, time_shift=-1.0)
     with pytest.raises(ValueError, match="sound_time_shift must be > 0"):
         dataclasses.replace(cfg, sound_time_shift=0.0)
+    with pytest.raises(ValueError, match="noise_scale must be > 0"):
+        dataclasses.replace(cfg, noise_scale=0.0)
 
 
 def test_x_range_clamps_the_clean_latent_estimate(model):

@@ -70,7 +70,7 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
     seen = {}
 
-    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift):
+    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
         seen[model.config.phone_placement] = crop["phone_id"].copy()
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
@@ -126,8 +126,8 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
 
 def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):
     """A specialist evaluated on one kind meets the same noise as the joint model on those clips; each
-    clip gets the model's default guidance and time shift for clips with or without a transcript;
-    --guidance, --time-shift and --precision override them."""
+    clip gets the model's default guidance, time shift and noise scale for clips with or without a
+    transcript; --guidance, --time-shift, --noise-scale and --precision override them."""
     import dataclasses
 
     from vssflow_core.model import VSSFlow
@@ -136,27 +136,80 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
 
     calls, precisions = {}, set()
 
-    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift):
-        calls.setdefault(run, []).append((seed, guidance, time_shift))
+    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
+        calls.setdefault(run, []).append((seed, guidance, time_shift, noise_scale))
         precisions.add(model.precision)
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
     monkeypatch.setattr(evaluate, "generate_clip", capture)
     cfg = dataclasses.replace(tiny_config(), guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.0,
-                              sound_time_shift=4.0)
+                              sound_time_shift=4.0, noise_scale=0.8)
     path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
     for run, kinds, start in (("all", "speech,sfx,mixed", "0"), ("sfx", "sfx", "0"), ("chunk", "speech,sfx,mixed", "2")):
         assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
                               "--no-ceiling", "--centroid-data", "", "--seed", "5", "--start", start]) == 0
-    assert calls["all"] == [(5000, 3.0, 2.0), (5001, 1.5, 4.0), (5002, 3.0, 2.0), (5003, 1.5, 4.0)]
-    assert calls["sfx"] == [(5001, 1.5, 4.0), (5003, 1.5, 4.0)]
+    assert calls["all"] == [(5000, 3.0, 2.0, 0.8), (5001, 1.5, 4.0, 0.8), (5002, 3.0, 2.0, 0.8), (5003, 1.5, 4.0, 0.8)]
+    assert calls["sfx"] == [(5001, 1.5, 4.0, 0.8), (5003, 1.5, 4.0, 0.8)]
     assert calls["chunk"] == calls["all"][2:]  # a chunk (--start) meets the noise the whole run gives its clips
     with pytest.raises(VSSFlowError, match="--start 4"):
         evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--start", "4"])
     assert precisions == {"fp32"}
     run = "forced"
     assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",
-                          "--centroid-data", "", "--guidance", "4", "--time-shift", "1", "--precision", "int8"]) == 0
-    assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0), (4.0, 1.0)]
+                          "--centroid-data", "", "--guidance", "4", "--time-shift", "1", "--noise-scale", "1",
+                          "--precision", "int8"]) == 0
+    assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0, 1.0), (4.0, 1.0, 1.0)]
     assert precisions == {"fp32", "int8"}
+
+
+def test_eval_speaker_similarity_to_the_data_voice_and_to_a_given_voice(tmp_path, monkeypatch):
+    """speaker_sim: against the data's own voice by default, against --voice (also handed to the model
+    as its speaker condition) when given. Speech clips are espeak-ng speech in one voice."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("resemblyzer")
+    sf = pytest.importorskip("soundfile")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng (apt) makes the test speech")
+    from safetensors.numpy import load_file, save_file
+
+    from vssflow_core.audio.resample import resample
+    from vssflow_core.train import evaluate
+
+    def say(text: str, voice: str, path) -> np.ndarray:
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
+        wave, sr = sf.read(path, dtype="float32")
+        return resample(torch.from_numpy(wave), sr, 22050).numpy()
+
+    data = write_data(tmp_path / "data", n=4)
+    texts = ["The quick brown fox jumps over the lazy dog.", "Another sentence, by the same voice, other words."]
+    for clip, text in zip(("000000", "000002"), texts):  # the speech rows
+        path = data / "clips" / f"{clip}.safetensors"
+        tensors = load_file(str(path))
+        speech = say(text, "en-us+m3", tmp_path / f"{clip}.wav")[: len(tensors["wave"])]
+        tensors["wave"] = np.pad(speech, (0, len(tensors["wave"]) - len(speech))).astype(np.float32)
+        save_file(tensors, str(path))
+    other_voice = tmp_path / "other.wav"
+    say("A different person reads this sentence out loud, slowly and clearly.", "en-us+f3", other_voice)
+    given = []
+    real_generate = evaluate.generate_clip
+    monkeypatch.setattr(evaluate, "generate_clip", lambda model, codec, clip, *a: (
+        given.append(clip.get("ref_audio_ebd")), real_generate(model, codec, clip, *a))[1])
+    # a random tiny model: a time step is enough, its "speech" is never scored against anything
+    own = _eval_tiny_model(tmp_path / "own", "--metrics", "speaker", "--steps", "1")
+    assert own["reference"]["speaker_sim"] > 0.8  # the real clips against their own voice
+    for rec in own["clips"]:
+        assert ("speaker_sim" in rec) <= (rec["kind"] == "speech")
+    given.clear()
+    other = _eval_tiny_model(tmp_path / "other", "--metrics", "speaker", "--steps", "1", "--voice", str(other_voice))
+    assert other["voice"] == str(other_voice)
+    assert other["reference"]["speaker_sim"] < own["reference"]["speaker_sim"] - 0.1  # m3 speech is not f3's voice
+    from vssflow_core.features.speaker import speaker_embedding
+
+    voice = speaker_embedding(*sf.read(other_voice, dtype="float32"))
+    ebd = [np.asarray(g) for g in given if g is not None]  # the clips' own (random) ones replaced by the voice
+    assert len(ebd) == 2 and all(np.allclose(e, voice.numpy(), atol=1e-5) for e in ebd)
+    with pytest.raises(VSSFlowError, match="--voice .*no such file"):
+        _eval_tiny_model(tmp_path / "missing", "--metrics", "speaker", "--voice", str(tmp_path / "nope.wav"))

@@ -231,19 +231,21 @@ def test_loud_audio_is_scaled_not_clipped():
     assert torch.equal(limit_peak(torch.zeros(1, 1, 10)), torch.zeros(1, 1, 10))
 
 
-def test_default_guidance_and_time_shift_depend_on_the_transcript(bundle, monkeypatch):
-    """With sound_guidance_scale / sound_time_shift set, sound-only generation uses them and speech
-    keeps guidance_scale / time_shift; an explicit guidance wins over both."""
+def test_default_guidance_time_shift_and_noise_scale_depend_on_the_transcript(bundle, monkeypatch):
+    """With sound_guidance_scale / sound_time_shift / sound_noise_scale set, sound-only generation uses
+    them and speech keeps guidance_scale / time_shift / noise_scale; an explicit guidance wins over
+    both. The noise scale multiplies the same seeded noise."""
     import dataclasses
 
     cfg = dataclasses.replace(bundle.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.5,
-                              sound_time_shift=2.0)
+                              sound_time_shift=2.0, noise_scale=0.5, sound_noise_scale=1.0)
     shifted = dataclasses.replace(bundle, config=cfg)
-    seen = []
+    seen, noises = [], []
     real_sample = bundle.model.sample
 
     def sample(*args, **kwargs):
         seen.append((kwargs["guidance_scale"], kwargs["time_shift"]))
+        noises.append(args[0].clone())
         assert kwargs["x_range"] == bundle.codec.latent_range
         return real_sample(*args, **kwargs)
 
@@ -252,3 +254,5 @@ def test_default_guidance_and_time_shift_depend_on_the_transcript(bundle, monkey
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1, speech_end_s=1.5)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, guidance=4.0)
     assert seen == [(1.5, 2.0), (3.0, 2.5), (4.0, 2.0)]
+    torch.testing.assert_close(noises[1], noises[0] * 0.5)  # speech: the same noise at half its scale
+    torch.testing.assert_close(noises[2], noises[0])

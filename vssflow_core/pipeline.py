@@ -342,11 +342,12 @@ def _scan_lips(source, window_s: float, face, check: Callable[[], None] | None =
     return LipCondition(features, frontend.LIP_RATE_HZ, 0.0, None)
 
 
-def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int) -> torch.Tensor:
-    """Noise float32 [B, Ca, L_total] for the whole timeline, one generator per variation."""
+def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int, scale: float = 1.0) -> torch.Tensor:
+    """Noise float32 [B, Ca, L_total] for the whole timeline, one generator per variation, times
+    ``scale`` (its standard deviation, ``ModelConfig.noise_scale_for``)."""
     cfg = bundle.config
     gens = [torch.Generator().manual_seed(int(seed) + b) for b in range(variations)]
-    return torch.stack([torch.randn(cfg.audio_channels, total_latent, generator=g) for g in gens])
+    return torch.stack([torch.randn(cfg.audio_channels, total_latent, generator=g) for g in gens]) * scale
 
 
 def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fps: float | None = None,
@@ -370,8 +371,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
             they are extracted automatically for a model that reads lips (the embedded one) and for
             any model when the speech window is automatic (0/0: it is found from the lips).
         seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None (the
-            default guidance and time shift depend on whether a transcript is given:
-            ``ModelConfig.guidance_for`` / ``time_shift_for``).
+            default guidance, time shift and noise scale depend on whether a transcript is given:
+            ``ModelConfig.guidance_for`` / ``time_shift_for`` / ``noise_scale_for``).
         variations: B, the batch of variations.
         callback: ``callback(done, total)`` after each solver step over all windows (total None for
             dopri5); raising from it cancels.
@@ -412,7 +413,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     spans = window_spans(windows, sample_rate, total_samples)
     gains = crossfade_gains(spans)
     total_latent = max(int(round(w.start_s * latent_rate)) for w in windows) + latent_len
-    noise = _latent_noise(bundle, seed, variations, total_latent)
+    noise = _latent_noise(bundle, seed, variations, total_latent, cfg.noise_scale_for(with_text))
     out = torch.zeros(variations, 1, total_samples)
     progress = {"done": 0}
 

@@ -11,7 +11,11 @@ model's codec and scores the audio:
 * ``onset_f1``: detected onsets vs the true event times, 50 ms tolerance, sound clips;
 * ``class_acc``: nearest-centroid class (aisfx embedding; centroids from the real clips of the
   eval split) of each generated sound clip vs its true class;
-* ``fd``: Fréchet distance of aisfx embeddings, generated vs real sound clips.
+* ``fd``: Fréchet distance of aisfx embeddings, generated vs real sound clips;
+* ``speaker_sim``: cosine similarity of the speaker embedding (resemblyzer, as the voice front-end)
+  of each speech clip to the reference voice, averaged: with ``--voice FILE`` that recording, which
+  is also given to the model as its speaker condition; without, the data's own voice (the mean
+  embedding of the real speech of the eval set's first 8 speech clips; no speaker condition).
 
 The same metrics on the real clips (``reference``) and on their vocoder resynthesis (real mel ->
 vocoder, ``vocoder_ceiling``) bound what the model can reach. The JSON also keeps each generated
@@ -36,7 +40,8 @@ from vssflow_core.train.paths import CENTROID_DATA_DIR, EVAL_CACHE_DIR, TRAIN_ST
 from vssflow_core.train.report import write_json_report
 
 TRAIN_SEEDS = (1,)  # seeds of the shipped training data (make-data --seed 1)
-METRICS = ("wer", "lip", "onset", "class", "fd")
+METRICS = ("wer", "lip", "onset", "class", "fd", "speaker")
+VOICE_CLIPS = 8  # real speech clips whose mean embedding stands for the data's voice (no --voice)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-shift", type=float, default=None,
                    help="step-time shift of the fixed-step solvers for every clip (default: the model's, which may "
                         "differ with and without a transcript; 1 = equal steps)")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="standard deviation of the starting noise for every clip (default: the model's, which may "
+                        "differ with and without a transcript; 1 = official)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp32-fused", "int8", "bf16"),
                    help="inference arithmetic of the DiT (VSSFlow.set_precision): measure what int8 or bf16 costs")
     p.add_argument("--vocoder", default="griffinlim", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
@@ -69,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centroid-n", type=int, default=48, help="sound clips used for the class centroids")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--save-audio", default=None, help="folder for the generated wavs (optional)")
+    p.add_argument("--voice", default=None,
+                   help="a reference recording (any format PyAV reads): given to the model as the speaker of every "
+                        "speech clip, and the voice that speaker_sim is measured against")
 
 
 def load_model(spec: str, state_dir: str = TRAIN_STATE_DIR):
@@ -115,8 +126,9 @@ def eval_data(args) -> Path:
 
 
 def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float,
-                  time_shift: float = 1.0) -> np.ndarray:
-    """Sample audio for one cropped clip (features at native rates) -> waveform [S] at the codec rate."""
+                  time_shift: float = 1.0, noise_scale: float = 1.0) -> np.ndarray:
+    """Sample audio for one cropped clip (features at native rates) -> waveform [S] at the codec rate.
+    ``noise_scale``: standard deviation of the starting noise (as the pipeline's)."""
     cfg = model.config
     length = cfg.latent_length
     keys = {c.feature_key for c in cfg.conditions}
@@ -128,7 +140,7 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
         feats[k] = torch.from_numpy(np.asarray(v))[None]
     with torch.no_grad():
         cond = model.encode_conditions(length, batch_size=1, **feats)
-        noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed)) * noise_scale
         latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance, time_shift=time_shift,
                               x_range=codec.latent_range)
         return limit_peak(codec.decode(latent))[0].numpy()  # as the pipeline hands it to users
@@ -170,7 +182,51 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
     if ("class" in metrics or "fd" in metrics) and sfx:
         for it in sfx:
             it["emb"] = tools["sfx"](it["wave"], sample_rate)
+    talking = [it for it in items if it["row"]["kind"] == "speech"]
+    if "speaker" in metrics and talking:
+        for it in talking:
+            emb = tools["speaker"](it["wave"], sample_rate)
+            it["speaker_sim"] = None if emb is None else float(np.dot(emb, tools["voice"]))
+        sims = [it["speaker_sim"] for it in talking if it["speaker_sim"] is not None]
+        if sims:
+            out["speaker_sim"] = float(np.mean(sims))
     return out
+
+
+def _speaker_tools(args, source, sample_rate: int) -> tuple[dict, np.ndarray | None]:
+    """``{"speaker": embed, "voice": reference [256]}`` for the speaker metric, and the embedding to
+    give the model as its speaker condition (``--voice`` only, else None)."""
+    import warnings
+
+    from vssflow_core.features.speaker import speaker_embedding
+
+    def embed(wave: np.ndarray, sr: int) -> np.ndarray | None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a generated clip with too little speech scores nothing
+            emb = speaker_embedding(wave, sr)
+        return None if emb is None else emb.numpy()
+
+    if args.voice:
+        from vssflow_core.media.video import read_audio
+
+        path = Path(args.voice)
+        if not path.is_file():
+            raise VSSFlowError(f"--voice {args.voice}: no such file; give a recording of the reference voice")
+        audio = read_audio(path)
+        if audio is None:
+            raise VSSFlowError(f"--voice {args.voice}: the file has no audio stream")
+        voice = speaker_embedding(audio[0], audio[1])
+        if voice is None:
+            raise VSSFlowError(f"--voice {args.voice}: too little speech for a speaker embedding; give a few seconds")
+        voice = voice.numpy()
+        return {"speaker": embed, "voice": voice}, voice
+    rows = [r for r in source.rows if r["kind"] == "speech"][:VOICE_CLIPS]
+    embs = [e for e in (embed(source.load(r).wave, sample_rate) for r in rows) if e is not None]
+    if not embs:
+        raise VSSFlowError("speaker metric: no speech clip in the eval set to stand for its voice; "
+                           "give --voice FILE or leave 'speaker' out of --metrics")
+    centroid = np.mean(embs, axis=0)
+    return {"speaker": embed, "voice": centroid / np.linalg.norm(centroid)}, None
 
 
 def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
@@ -182,8 +238,8 @@ def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
     records = []
     for it in generated:
         rec = {"id": it["row"]["id"], "kind": it["row"]["kind"]}
-        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_pred", "class_ok"):
-            if key in it:
+        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_pred", "class_ok", "speaker_sim"):
+            if it.get(key) is not None:
                 rec[key] = it[key]
         if "emb" in it and it["row"]["id"] in real_emb:
             rec["emb"] = np.round(it["emb"], 6).tolist()
@@ -203,6 +259,8 @@ def run(args) -> int:
     unknown = metrics - set(METRICS)
     if unknown:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
+    if args.noise_scale is not None and not (math.isfinite(args.noise_scale) and args.noise_scale > 0):
+        raise VSSFlowError(f"--noise-scale {args.noise_scale}: give a number > 0 (1 = N(0, I), the official noise)")
     if not 0 <= args.start < args.n:
         raise VSSFlowError(f"--start {args.start}: give a clip index from 0 to --n - 1 ({args.n - 1})")
     t_start = time.time()
@@ -217,6 +275,8 @@ def run(args) -> int:
                 for with_text in (True, False)}
     time_shift = {with_text: cfg.time_shift_for(with_text) if args.time_shift is None else args.time_shift
                   for with_text in (True, False)}
+    noise_scale = {with_text: cfg.noise_scale_for(with_text) if args.noise_scale is None else args.noise_scale
+                   for with_text in (True, False)}
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
     # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
@@ -230,6 +290,10 @@ def run(args) -> int:
         tools["asr"] = M.Transcriber(threads=args.threads)
     if metrics & {"class", "fd"}:
         tools["sfx"] = M.SfxEmbedder()
+    voice = None
+    if "speaker" in metrics:
+        speaker_tools, voice = _speaker_tools(args, source, codec.sample_rate)
+        tools.update(speaker_tools)
     generated, reference, resynth = [], [], []
     gen_seconds = 0.0
     for i, (pos, row) in enumerate(picked):
@@ -238,6 +302,8 @@ def run(args) -> int:
         lip_phones = placed_phones(row, clip.features, cfg.phone_placement)  # as inference places them
         if lip_phones is not None:
             crop["phone_id"] = lip_phones[: len(crop["phone_id"])].astype(np.int64)
+        if voice is not None and row.get("transcript"):
+            crop["ref_audio_ebd"] = voice
         mouth = None
         if "lip_raw" in clip.features:
             mouth = clip.features["lip_raw"][: len(crop["lip_feat"]), 0]
@@ -246,7 +312,7 @@ def run(args) -> int:
         t0 = time.time()
         with_text = bool(row.get("transcript"))
         wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver, guidance[with_text],
-                             time_shift[with_text])
+                             time_shift[with_text], noise_scale[with_text])
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
         generated.append({**base, "wave": wave})
@@ -266,7 +332,9 @@ def run(args) -> int:
     results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "start": args.start,
                "seed": args.seed, "steps": steps, "solver": solver,
                "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True],
-               "sound_time_shift": time_shift[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
+               "sound_time_shift": time_shift[False], "noise_scale": noise_scale[True],
+               "sound_noise_scale": noise_scale[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
+               "voice": args.voice,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
     results.update(score(generated, metrics, tools, sr))
@@ -314,7 +382,7 @@ def run(args) -> int:
     results["transcripts"] = [{"id": it["row"]["id"], "ref": it["row"]["transcript"], "asr": it.get("asr")}
                               for it in generated if "asr" in it]
     results["wall_seconds"] = time.time() - t_start
-    keys = ("wer", "cer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd")
+    keys = ("wer", "cer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd", "speaker_sim")
     print(f"{'':18}" + "".join(f"{k:>20}" for k in keys))
     for name, res in (("generated", results), ("reference", results.get("reference", {})),
                       ("vocoder_ceiling", results.get("vocoder_ceiling", {}))):
