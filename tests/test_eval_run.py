@@ -10,17 +10,17 @@ from vssflow_core.errors import VSSFlowError
 from test_train_trainer import tiny_config, write_data
 
 
-def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = ()) -> dict:
+def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = (), data=None) -> dict:
     """Run eval with a random tiny model on 4 generated clips (2 speech, 2 sound), Griffin-Lim, no
     class centroids, plus ``options``; returns the JSON it wrote. ``sound_classes``: one class
-    label per sound clip, written into the manifest."""
+    label per sound clip, written into the manifest. ``data``: a prepared data folder instead."""
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train.evaluate import main
 
     torch.manual_seed(0)
     model_path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
-    data = write_data(tmp_path / "data", n=4)
+    data = data or write_data(tmp_path / "data", n=4)
     if sound_classes:
         rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
         labels = iter(sound_classes)
@@ -143,14 +143,14 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
 
     monkeypatch.setattr(evaluate, "generate_clip", capture)
     cfg = dataclasses.replace(tiny_config(), guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.0,
-                              sound_time_shift=4.0, noise_scale=0.8)
+                              sound_time_shift=4.0, noise_scale=0.8, sound_noise_scale=1.0)
     path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
     for run, kinds, start in (("all", "speech,sfx,mixed", "0"), ("sfx", "sfx", "0"), ("chunk", "speech,sfx,mixed", "2")):
         assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
                               "--no-ceiling", "--centroid-data", "", "--seed", "5", "--start", start]) == 0
-    assert calls["all"] == [(5000, 3.0, 2.0, 0.8), (5001, 1.5, 4.0, 0.8), (5002, 3.0, 2.0, 0.8), (5003, 1.5, 4.0, 0.8)]
-    assert calls["sfx"] == [(5001, 1.5, 4.0, 0.8), (5003, 1.5, 4.0, 0.8)]
+    assert calls["all"] == [(5000, 3.0, 2.0, 0.8), (5001, 1.5, 4.0, 1.0), (5002, 3.0, 2.0, 0.8), (5003, 1.5, 4.0, 1.0)]
+    assert calls["sfx"] == [(5001, 1.5, 4.0, 1.0), (5003, 1.5, 4.0, 1.0)]
     assert calls["chunk"] == calls["all"][2:]  # a chunk (--start) meets the noise the whole run gives its clips
     with pytest.raises(VSSFlowError, match="--start 4"):
         evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--start", "4"])
@@ -198,12 +198,14 @@ def test_eval_speaker_similarity_to_the_data_voice_and_to_a_given_voice(tmp_path
     monkeypatch.setattr(evaluate, "generate_clip", lambda model, codec, clip, *a: (
         given.append(clip.get("ref_audio_ebd")), real_generate(model, codec, clip, *a))[1])
     # a random tiny model: a time step is enough, its "speech" is never scored against anything
-    own = _eval_tiny_model(tmp_path / "own", "--metrics", "speaker", "--steps", "1")
+    own = _eval_tiny_model(tmp_path / "own", "--metrics", "speaker", "--steps", "1", data=data)
     assert own["reference"]["speaker_sim"] > 0.8  # the real clips against their own voice
+    assert own["reference"]["speaker_clips"] == 2 and own["reference"]["speaker_unscored"] == 0
     for rec in own["clips"]:
         assert ("speaker_sim" in rec) <= (rec["kind"] == "speech")
     given.clear()
-    other = _eval_tiny_model(tmp_path / "other", "--metrics", "speaker", "--steps", "1", "--voice", str(other_voice))
+    other = _eval_tiny_model(tmp_path / "other", "--metrics", "speaker", "--steps", "1", "--voice", str(other_voice),
+                             data=data)
     assert other["voice"] == str(other_voice)
     assert other["reference"]["speaker_sim"] < own["reference"]["speaker_sim"] - 0.1  # m3 speech is not f3's voice
     from vssflow_core.features.speaker import speaker_embedding
@@ -211,5 +213,11 @@ def test_eval_speaker_similarity_to_the_data_voice_and_to_a_given_voice(tmp_path
     voice = speaker_embedding(*sf.read(other_voice, dtype="float32"))
     ebd = [np.asarray(g) for g in given if g is not None]  # the clips' own (random) ones replaced by the voice
     assert len(ebd) == 2 and all(np.allclose(e, voice.numpy(), atol=1e-5) for e in ebd)
+    given.clear()  # --voice reaches the model even when the speaker metric is not asked for
+    _eval_tiny_model(tmp_path / "lips_only", "--metrics", "lip", "--steps", "1", "--voice", str(other_voice), data=data)
+    assert sum(g is not None and np.allclose(g, voice.numpy(), atol=1e-5) for g in given) == 2
+    # sound clips only: the speaker metric has nothing to score and is left out, no error
+    sfx_only = _eval_tiny_model(tmp_path / "sfx", "--metrics", "lip,speaker", "--steps", "1", "--kinds", "sfx", data=data)
+    assert "speaker_sim" not in sfx_only
     with pytest.raises(VSSFlowError, match="--voice .*no such file"):
         _eval_tiny_model(tmp_path / "missing", "--metrics", "speaker", "--voice", str(tmp_path / "nope.wav"))

@@ -76,6 +76,12 @@ def test_cut_from_black_is_a_cut():
     assert np.flatnonzero(shot_cuts(frames)).tolist() == [3]
 
 
+def test_cut_between_two_flat_colours_is_a_cut():
+    frames = np.concatenate([np.zeros((4, 32, 32, 3), np.uint8), np.full((4, 32, 32, 3), 255, np.uint8)])
+    assert np.flatnonzero(shot_cuts(frames)).tolist() == [4]
+    assert not np.any(motion_features(frames))
+
+
 @pytest.mark.parametrize("case", ["flash", "glitch", "pan", "last_frame"])
 def test_flash_glitch_pan_and_last_frame_are_not_cuts(case):
     frames = _scene(4, 16, pan_px=2 if case == "pan" else 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -238,8 +239,10 @@ class ModelConfig:
                              f"got {self.prediction!r}")
         for name in ("time_shift", "sound_time_shift", "noise_scale", "sound_noise_scale"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"model config {self.name!r}: {name} must be > 0, got {value}")
+            if value is None and not name.startswith("sound_"):
+                raise ValueError(f"model config {self.name!r}: {name} must be a number > 0, got None")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"model config {self.name!r}: {name} must be > 0 and finite, got {value}")
 
     @property
     def audio_channels(self) -> int:

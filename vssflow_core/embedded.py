@@ -65,6 +65,10 @@ def embedded_config() -> ModelConfig:
         steps=4,
         time_shift=5.0,
         sound_time_shift=3.0,
+        # speech starts from N(0, 0.8^2 I): on 360 held-out speech clips WER -2.6 %, CER -3.1 %
+        # (relative, both significant); sound-only keeps N(0, I) (0.8 made its FD 41 % worse)
+        noise_scale=0.8,
+        sound_noise_scale=1.0,
         frontend="embedded",
         # the DiT (width 256) is narrower than the latent (320 channels): as a velocity model it left
         # about half the noise in the latent's 32nd-128th principal directions at every t

@@ -85,14 +85,15 @@ def _grey_grid(frames) -> np.ndarray:
 
 def _picture_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of the grey grids ``a, b [N, 256]`` row by row -> ``[N]``. A flat grid
-    (one colour: black, or a white flash) has no pattern: it scores 1 against another flat grid
-    and 0 against anything else."""
+    (one colour: black, or a white flash) has no pattern: it scores 1 against a flat grid of about
+    the same level (means within ``CUT_MIN_CHANGE``) and 0 against anything else."""
     a0 = a - a.mean(axis=1, keepdims=True)
     b0 = b - b.mean(axis=1, keepdims=True)
     sa, sb = a0.std(axis=1), b0.std(axis=1)
     flat_a, flat_b = sa < CUT_FLAT_STD, sb < CUT_FLAT_STD
     corr = (a0 * b0).mean(axis=1) / np.maximum(sa * sb, 1e-12)
-    return np.where(flat_a & flat_b, 1.0, np.where(flat_a | flat_b, 0.0, corr))
+    same_level = np.abs(a.mean(axis=1) - b.mean(axis=1)) < CUT_MIN_CHANGE
+    return np.where(flat_a & flat_b, same_level.astype(np.float64), np.where(flat_a | flat_b, 0.0, corr))
 
 
 def shot_cuts(frames) -> np.ndarray:

@@ -14,8 +14,9 @@ model's codec and scores the audio:
 * ``fd``: Fréchet distance of aisfx embeddings, generated vs real sound clips;
 * ``speaker_sim``: cosine similarity of the speaker embedding (resemblyzer, as the voice front-end)
   of each speech clip to the reference voice, averaged: with ``--voice FILE`` that recording, which
-  is also given to the model as its speaker condition; without, the data's own voice (the mean
-  embedding of the real speech of the eval set's first 8 speech clips; no speaker condition).
+  is also given to the model as the speaker of every clip with a transcript; without, the data's
+  own voice (the mean embedding of the real speech of the eval set's first 8 speech clips; no
+  speaker condition). ``speaker_unscored`` counts clips with too little speech to embed.
 
 The same metrics on the real clips (``reference``) and on their vocoder resynthesis (real mel ->
 vocoder, ``vocoder_ceiling``) bound what the model can reach. The JSON also keeps each generated
@@ -150,8 +151,8 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
     """Metrics over ``items`` (each: row, wave [S], mouth [F] or None); see the module docstring.
 
     Also leaves each item's own counts on it (``wer_counts``, ``cer_counts``: (edits, length);
-    ``lip_offset``: frames; ``onset_counts``: (hits, true events, detected onsets)) for
-    :func:`clip_records`.
+    ``lip_offset``: frames; ``onset_counts``: (hits, true events, detected onsets);
+    ``speaker_sim``: cosine, None when the clip has too little speech) for :func:`clip_records`.
     """
     from vssflow_core.train import metrics as M
 
@@ -188,14 +189,35 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
             emb = tools["speaker"](it["wave"], sample_rate)
             it["speaker_sim"] = None if emb is None else float(np.dot(emb, tools["voice"]))
         sims = [it["speaker_sim"] for it in talking if it["speaker_sim"] is not None]
+        out["speaker_clips"] = len(sims)  # clips with enough detected speech to be scored
+        out["speaker_unscored"] = len(talking) - len(sims)
         if sims:
             out["speaker_sim"] = float(np.mean(sims))
     return out
 
 
-def _speaker_tools(args, source, sample_rate: int) -> tuple[dict, np.ndarray | None]:
-    """``{"speaker": embed, "voice": reference [256]}`` for the speaker metric, and the embedding to
-    give the model as its speaker condition (``--voice`` only, else None)."""
+def _voice_embedding(path_text: str) -> np.ndarray:
+    """Speaker embedding [256] of the ``--voice`` recording (any format PyAV reads)."""
+    from vssflow_core.features.speaker import speaker_embedding
+    from vssflow_core.media.video import read_audio
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise VSSFlowError(f"--voice {path_text}: no such file; give a recording of the reference voice")
+    audio = read_audio(path)
+    if audio is None:
+        raise VSSFlowError(f"--voice {path_text}: the file has no audio stream")
+    voice = speaker_embedding(audio[0], audio[1])
+    if voice is None:
+        raise VSSFlowError(f"--voice {path_text}: too little speech for a speaker embedding; give a few seconds")
+    return voice.numpy()
+
+
+def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int) -> dict:
+    """``{"speaker": embed, "voice": reference [256]}`` for the speaker metric: ``voice`` (the
+    ``--voice`` embedding) or, without it, the data's own voice (the normalised mean embedding of
+    the real speech of the eval set's first ``VOICE_CLIPS`` speech clips; clips among them that are
+    also scored are compared partly with themselves)."""
     import warnings
 
     from vssflow_core.features.speaker import speaker_embedding
@@ -206,27 +228,15 @@ def _speaker_tools(args, source, sample_rate: int) -> tuple[dict, np.ndarray | N
             emb = speaker_embedding(wave, sr)
         return None if emb is None else emb.numpy()
 
-    if args.voice:
-        from vssflow_core.media.video import read_audio
-
-        path = Path(args.voice)
-        if not path.is_file():
-            raise VSSFlowError(f"--voice {args.voice}: no such file; give a recording of the reference voice")
-        audio = read_audio(path)
-        if audio is None:
-            raise VSSFlowError(f"--voice {args.voice}: the file has no audio stream")
-        voice = speaker_embedding(audio[0], audio[1])
-        if voice is None:
-            raise VSSFlowError(f"--voice {args.voice}: too little speech for a speaker embedding; give a few seconds")
-        voice = voice.numpy()
-        return {"speaker": embed, "voice": voice}, voice
+    if voice is not None:
+        return {"speaker": embed, "voice": voice}
     rows = [r for r in source.rows if r["kind"] == "speech"][:VOICE_CLIPS]
     embs = [e for e in (embed(source.load(r).wave, sample_rate) for r in rows) if e is not None]
     if not embs:
-        raise VSSFlowError("speaker metric: no speech clip in the eval set to stand for its voice; "
+        raise VSSFlowError("speaker metric: no real speech clip in the eval set to stand for its voice; "
                            "give --voice FILE or leave 'speaker' out of --metrics")
     centroid = np.mean(embs, axis=0)
-    return {"speaker": embed, "voice": centroid / np.linalg.norm(centroid)}, None
+    return {"speaker": embed, "voice": centroid / np.linalg.norm(centroid)}
 
 
 def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
@@ -290,10 +300,9 @@ def run(args) -> int:
         tools["asr"] = M.Transcriber(threads=args.threads)
     if metrics & {"class", "fd"}:
         tools["sfx"] = M.SfxEmbedder()
-    voice = None
-    if "speaker" in metrics:
-        speaker_tools, voice = _speaker_tools(args, source, codec.sample_rate)
-        tools.update(speaker_tools)
+    voice = _voice_embedding(args.voice) if args.voice else None  # the model gets it whatever is scored
+    if "speaker" in metrics and any(r["kind"] == "speech" for r in rows):
+        tools.update(_speaker_tools(voice, source, codec.sample_rate))
     generated, reference, resynth = [], [], []
     gen_seconds = 0.0
     for i, (pos, row) in enumerate(picked):
