@@ -86,6 +86,8 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
     assert after == before  # nothing written, nothing left behind
     if case == "existing out":
         assert out.read_bytes() == b"keep me"
+    if case == "bad voice":
+        assert "--voice" in err and "no such file" in err  # named as the voice, not as a video
 
 
 def test_missing_command_module_is_a_clear_message(capsys, monkeypatch):

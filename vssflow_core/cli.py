@@ -81,6 +81,9 @@ def run_generate(args) -> int:
     if args.voice:
         from vssflow_core.media.video import read_audio
 
+        if not Path(args.voice).is_file():
+            raise VSSFlowError(f"--voice {args.voice}: no such file; give a recording of the reference voice "
+                               "(wav, flac, mp3, or a video with speech)")
         voice = read_audio(args.voice)
         if voice is None:
             raise VSSFlowError(f"--voice {args.voice}: no audio stream in this file")

@@ -271,6 +271,8 @@ def run(args) -> int:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
     if args.noise_scale is not None and not (math.isfinite(args.noise_scale) and args.noise_scale > 0):
         raise VSSFlowError(f"--noise-scale {args.noise_scale}: give a number > 0 (1 = N(0, I), the official noise)")
+    if args.json and Path(args.json).exists():
+        raise VSSFlowError(f"--json {args.json} exists; choose another name (an earlier run's results are not overwritten)")
     if not 0 <= args.start < args.n:
         raise VSSFlowError(f"--start {args.start}: give a clip index from 0 to --n - 1 ({args.n - 1})")
     t_start = time.time()
