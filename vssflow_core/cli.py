@@ -79,14 +79,9 @@ def run_generate(args) -> int:
         torch.set_num_threads(args.threads)
     voice = None
     if args.voice:
-        from vssflow_core.media.video import read_audio
+        from vssflow_core.features.speaker import read_voice_file
 
-        if not Path(args.voice).is_file():
-            raise VSSFlowError(f"--voice {args.voice}: no such file; give a recording of the reference voice "
-                               "(wav, flac, mp3, or a video with speech)")
-        voice = read_audio(args.voice)
-        if voice is None:
-            raise VSSFlowError(f"--voice {args.voice}: no audio stream in this file")
+        voice = read_voice_file(args.voice, "--voice")
     bundle = load_bundle(args.model, device=args.device, dtype=args.precision)
     with _progress() as callback:
         generate_to_file(bundle, video, out, mode=args.mode, callback=callback, text=args.text,

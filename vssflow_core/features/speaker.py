@@ -80,6 +80,25 @@ def _speech_mask(x16: np.ndarray, aggressiveness: int = 3) -> np.ndarray | None:
     return np.concatenate([mask, np.zeros(len(x16) - len(mask), dtype=bool)])
 
 
+def read_voice_file(path, label: str = "reference voice"):
+    """Read a reference-voice recording: ``(wave float32 torch [C, S], sample_rate Hz)``.
+
+    ``path``: any file PyAV reads (wav, flac, mp3, or a video with speech). Raises a
+    :class:`VSSFlowError` starting with ``label`` (e.g. the command-line option) when the file does
+    not exist or has no audio stream."""
+    from pathlib import Path
+
+    from vssflow_core.media.video import read_audio
+
+    if not Path(path).is_file():
+        raise VSSFlowError(f"{label} {path}: no such file; give a recording of the reference voice "
+                           "(wav, flac, mp3, or a video with speech)")
+    audio = read_audio(path)
+    if audio is None:
+        raise VSSFlowError(f"{label} {path}: the file has no audio stream")
+    return audio
+
+
 def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device: str = "cpu"):
     """Speaker embedding of a reference recording.
 

@@ -198,16 +198,9 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
 
 def _voice_embedding(path_text: str) -> np.ndarray:
     """Speaker embedding [256] of the ``--voice`` recording (any format PyAV reads)."""
-    from vssflow_core.features.speaker import speaker_embedding
-    from vssflow_core.media.video import read_audio
+    from vssflow_core.features.speaker import read_voice_file, speaker_embedding
 
-    path = Path(path_text)
-    if not path.is_file():
-        raise VSSFlowError(f"--voice {path_text}: no such file; give a recording of the reference voice")
-    audio = read_audio(path)
-    if audio is None:
-        raise VSSFlowError(f"--voice {path_text}: the file has no audio stream")
-    voice = speaker_embedding(audio[0], audio[1])
+    voice = speaker_embedding(*read_voice_file(path_text, "--voice"))
     if voice is None:
         raise VSSFlowError(f"--voice {path_text}: too little speech for a speaker embedding; give a few seconds")
     return voice.numpy()
