@@ -221,3 +221,62 @@ def test_eval_speaker_similarity_to_the_data_voice_and_to_a_given_voice(tmp_path
     assert "speaker_sim" not in sfx_only
     with pytest.raises(VSSFlowError, match="--voice .*no such file"):
         _eval_tiny_model(tmp_path / "missing", "--metrics", "speaker", "--voice", str(tmp_path / "nope.wav"))
+
+
+def test_eval_own_voice_takes_each_voice_from_another_clip(tmp_path, monkeypatch):
+    """--voice own: each speaking clip gets the real speech of another clip of its voice as its speaker,
+    is scored against it, and speaker_id_acc names the nearest of the set's voices."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("resemblyzer")
+    sf = pytest.importorskip("soundfile")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng (apt) makes the test speech")
+    from safetensors.numpy import load_file, save_file
+
+    from vssflow_core.audio.resample import resample
+    from vssflow_core.features.speaker import speaker_embedding
+    from vssflow_core.train import evaluate
+
+    data = write_data(tmp_path / "data", n=8)
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    texts = ["The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore today.",
+             "Another sentence, by the same voice, other words.", "A fourth person reads this line out loud."]
+    speech = {}
+    for row, text, voice in zip((r for r in rows if r["kind"] == "speech"), texts, ("m3", "f3", "m3", "f3")):
+        path = data / row["file"]
+        subprocess.run(["espeak-ng", "-v", f"en-us+{voice}", "-w", str(tmp_path / "s.wav"), text], check=True)
+        wave, sr = sf.read(tmp_path / "s.wav", dtype="float32")
+        tensors = load_file(str(path))
+        wave = resample(torch.from_numpy(wave), sr, 22050).numpy()[: len(tensors["wave"])]
+        tensors["wave"] = np.pad(wave, (0, len(tensors["wave"]) - len(wave))).astype(np.float32)
+        save_file(tensors, str(path))
+        row["voice"] = voice
+        speech[row["id"]] = speaker_embedding(tensors["wave"], 22050).numpy()
+    for row in rows:
+        row.setdefault("voice", None)
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    given = {}
+    real_generate = evaluate.generate_clip
+    monkeypatch.setattr(evaluate, "generate_clip", lambda model, codec, clip, seed, *a: (
+        given.__setitem__(seed, clip.get("ref_audio_ebd")), real_generate(model, codec, clip, seed, *a))[1])
+    res = _eval_tiny_model(tmp_path / "own", "--metrics", "speaker", "--steps", "1", "--voice", "own", data=data)
+    # clip 000000 (m3) speaks with clip 000004's voice, clip 000002 (f3) with clip 000006's
+    assert np.allclose(given[1000 * 1000 + 0], speech["000004"], atol=1e-5)
+    assert np.allclose(given[1000 * 1000 + 2], speech["000006"], atol=1e-5)
+    assert given[1000 * 1000 + 1] is None  # a sound clip has no speaker
+    assert res["reference"]["speaker_id_acc"] == 1.0 and res["reference"]["speaker_sim"] > 0.75
+    assert 0.0 <= res["speaker_id_acc"] <= 1.0 and {r["id"] for r in res["clips"] if "speaker_id_ok" in r} == {"000000", "000002"}
+    from vssflow_core.train.compare import metrics_of
+
+    assert metrics_of(res["clips"])["speaker_id_acc"] == res["speaker_id_acc"]
+    rows[6]["voice"] = "solo"  # f3 and solo now have one clip each: nowhere to take a reference from
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(VSSFlowError, match=r"\['f3', 'solo'\] have no other speech clip"):
+        _eval_tiny_model(tmp_path / "solo", "--metrics", "speaker", "--steps", "1", "--voice", "own", data=data)
+    for row in rows:
+        row.pop("voice")
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(VSSFlowError, match="carry no voice names"):
+        _eval_tiny_model(tmp_path / "none", "--metrics", "speaker", "--steps", "1", "--voice", "own", data=data)

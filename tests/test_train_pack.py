@@ -77,7 +77,12 @@ def test_sampler_latents_match_codec_and_tasks(packed):
     tts = PackedSampler(clips, "tts", codec, cfg.latent_length)
     assert tts.pool.tolist() == [0, 2, 4] and PackedSampler(clips, "v2s", codec, cfg.latent_length).pool.tolist() == [1, 3, 5]
     batch = tts.batch(3, torch.Generator().manual_seed(0))
-    assert batch["latent"].shape == (3, cfg.audio_channels, cfg.latent_length) and batch["ref_audio_ebd"] is None
+    assert batch["latent"].shape == (3, cfg.audio_channels, cfg.latent_length)
+    stored = [torch.from_numpy(ClipSource(data, "joint").load({"file": f"clips/{i:06d}.safetensors", "kind": "speech"})
+                               .features["ref_audio_ebd"]) for i in (0, 2, 4)]
+    for b in range(3):  # each speech example carries its clip's speaker embedding (float16 in the pack)
+        assert min(float((batch["ref_audio_ebd"][b] - r).abs().max()) for r in stored) < 4e-3
+    assert not PackedSampler(clips, "v2s", codec, cfg.latent_length).batch(2, torch.Generator())["ref_audio_ebd"].any()
     assert batch["phone_id"].shape == (3, 50) and batch["appearance_feat"].shape == (3, 20, 768)
     source = ClipSource(data, "joint")
     n = cfg.latent_length * codec.samples_per_latent
@@ -101,10 +106,59 @@ def test_joint_sampler_mixes_speech_into_sounds(packed):
         idx = sampler.pool[torch.randint(len(sampler.pool), (4,), generator=torch.Generator().manual_seed(seed))]
         batch = sampler.batch(4, g)
         for b, i in enumerate(idx.tolist()):
-            if i % 2 == 1 and batch["phone_id"][b].any():  # a sound clip that got speech
+            if i % 2 == 1 and batch["phone_id"][b].any():  # a sound clip that got speech, and its voice
                 mixed += 1
                 assert not torch.equal(batch["lip_feat"][b], clips.lip_feat[i])
+                assert any(torch.equal(batch["ref_audio_ebd"][b], clips.ref_audio_ebd[s]) for s in (0, 2, 4))
+            elif i % 2 == 1:
+                assert not batch["ref_audio_ebd"][b].any()
     assert mixed > 0
+
+
+def test_packs_join_and_old_packs_have_no_speaker(packed, tmp_path):
+    data, root = packed
+    pack(data, tmp_path / "old", config=tiny_config(), speaker=False)  # as packs were before speaker embeddings
+    assert json.loads((tmp_path / "old" / "pack.json").read_text())["speaker"] is False
+    assert PackedClips(tmp_path / "old").ref_audio_ebd is None
+    joined = PackedClips(f"{root},{tmp_path / 'old'}")
+    new = PackedClips(root)
+    assert joined.num_clips == 12 and joined.meta["clips"] == 12 and is_packed(f"{root},{tmp_path / 'old'}")
+    assert torch.equal(joined.log_mel[6:], PackedClips(tmp_path / "old").log_mel)
+    assert torch.equal(joined.ref_audio_ebd[:6], new.ref_audio_ebd) and not joined.ref_audio_ebd[6:].any()
+    assert new.ref_audio_ebd[0].any() and not new.ref_audio_ebd[1].any()  # sound clips: no speaker
+    other = dataclasses.replace(tiny_config(), duration_s=1.0)
+    pack(data, tmp_path / "short", config=other)
+    with pytest.raises(VSSFlowError, match="duration_s"):
+        PackedClips(f"{root},{tmp_path / 'short'}")
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(tiny_config().to_json())
+    assert run_trainer(["--data", f"{root},{tmp_path / 'old'}", "--val", f"{root},{tmp_path / 'old'}", "--val-every", "1",
+                        "--name", "j", "--state-dir", str(tmp_path / "runs"), "--config", str(cfg_path),
+                        "--batch-size", "2", "--max-steps", "1"]) == 0
+
+
+def test_speaker_embedding_of_a_speaking_clip(tmp_path):
+    """Real speech gets a unit-norm embedding of its speech window; a clip without speech gets NaN."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    pytest.importorskip("resemblyzer")
+    import soundfile as sf
+
+    from vssflow_core.train.pack import clip_speaker_embedding
+
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp_path / "s.wav"),
+                    "The quick brown fox jumps over the lazy dog near the river bank."], check=True)
+    speech, sr = sf.read(str(tmp_path / "s.wav"), dtype="float32")
+    wave = np.concatenate([np.zeros(sr // 2, np.float32), speech, np.zeros(sr // 2, np.float32)])
+    row = {"kind": "speech", "speech_start_s": 0.5, "speech_end_s": 0.5 + len(speech) / sr}
+    emb = clip_speaker_embedding(wave, row, sr)
+    assert emb.dtype == np.float16 and emb.shape == (256,) and abs(float(np.linalg.norm(emb.astype(np.float32))) - 1) < 1e-2
+    assert np.isnan(clip_speaker_embedding(wave, {"kind": "sfx", "speech_start_s": None, "speech_end_s": None}, sr)).all()
+    silent = {"kind": "speech", "speech_start_s": 0.0, "speech_end_s": 0.3}  # too little speech: no embedding
+    assert np.isnan(clip_speaker_embedding(wave, silent, sr)).all()
 
 
 def test_mix_log_mel_matches_waveform_mix():

@@ -55,6 +55,7 @@ class ClipSpec:
     camera: canvas.Camera | None = None
     background_style: str = "gradient"
     floor_y: float = 0.8
+    voice: str | None = None  # who speaks (speech.voice_ids()), None without speech
 
     @property
     def clip_id(self) -> str:
@@ -70,8 +71,13 @@ def _background_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, 1])
 
 
+def _voice_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, 2])
+
+
 def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_real_sounds: bool = True,
-               sentences: list[str] | None = None, classes: list[str] | None = None) -> ClipSpec:
+               sentences: list[str] | None = None, classes: list[str] | None = None,
+               voices: tuple[str, ...] = ("joe",)) -> ClipSpec:
     """Draw the content of clip ``index`` of a dataset with ``seed`` (deterministic).
 
     Args:
@@ -80,6 +86,8 @@ def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_re
         use_real_sounds: allow the freedesktop bell recording (if installed) for the ``bell`` class.
         sentences: fixed sentences to speak (in order) instead of random ones (sample videos).
         classes: fixed sound classes (``sfx.SOUND_CLASSES``) instead of random ones.
+        voices: the voices a speaking clip may use (``speech.voice_ids()``), one drawn per clip
+            from its own generator, so the rest of the clip is the same whatever the list.
     """
     from vssflow_core.data import speech as speech_mod
     from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
@@ -103,8 +111,10 @@ def build_clip(seed: int, index: int, kind: str, duration_s: float = 8.0, use_re
             make_text, max_sentences = (lambda _rng: queue.pop(0) if queue else "Okay."), len(sentences)
         else:
             make_text, max_sentences = make_sentence, 3 if kind == "speech" else 2
+        spec.voice = voices[int(_voice_rng(seed, index).integers(len(voices)))] if len(voices) > 1 else voices[0]
         sp = speech_mod.compose_speech(rng, duration_s, make_text, max_sentences=max_sentences,
-                                       earliest_s=0.1, latest_s=duration_s - 0.15, all_sentences=bool(sentences))
+                                       earliest_s=0.1, latest_s=duration_s - 0.15, all_sentences=bool(sentences),
+                                       voice=spec.voice)
         spec.transcript, spec.segments = sp.transcript, sp.segments
         spec.speech_start_s, spec.speech_end_s = sp.speech_start_s, sp.speech_end_s
         inner, outer, width = openings_from_phoneme_timings(sp.segments, duration_s, FPS, rng=rng)
@@ -219,6 +229,7 @@ def manifest_row(spec: ClipSpec, video: str | None = None) -> dict:
         "video": video,
         "phones": [[a, round(s, 4), round(e, 4)] for a, s, e in spec.segments],
         "face": None if spec.face is None else ("composite" if spec.face.composite else "photo"),
+        "voice": spec.voice,
         "sample_rate": SAMPLE_RATE,
         "fps": FPS,
     }

@@ -10,12 +10,15 @@ Output (``--out DIR``):
   sample_rate.
 * ``DIR/manifest.jsonl``: one JSON row per clip (``clips.manifest_row``): id, kind, duration_s,
   transcript, speech_start_s, speech_end_s, events [{time_s, frame, class}], classes, seed,
-  index, file, video, phones [[ARPAbet, start_s, end_s]] (TTS alignment), face, sample_rate, fps.
+  index, file, video, phones [[ARPAbet, start_s, end_s]] (TTS alignment), face, voice, sample_rate,
+  fps.
 * ``DIR/videos/NNNNNN.mp4`` with ``--render-video`` (H.264 + AAC, ``--video-size`` px square).
 
 Clip ``i`` depends only on (``--seed``, ``i``), so a run can be stopped and resumed (clips whose
 row and file exist are skipped; a half-written last manifest line is dropped) and ``--workers``
-does not change the data. ``--kind all`` cycles speech, sfx, speech, sfx, mixed.
+does not change the data. ``--kind all`` cycles speech, sfx, speech, sfx, mixed. ``--voices`` lists
+the voices a speaking clip may use; each clip draws one from its own generator, so the default
+(``joe`` alone) gives the same data as before the option existed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from vssflow_core.errors import VSSFlowError
 
 DEFAULT_DURATION_S = 8.0
 DEFAULT_VIDEO_SIZE = 320
@@ -47,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-real-sounds", action="store_true",
                         help="procedural sounds only (ignore /usr/share/sounds/freedesktop even if installed)")
     parser.add_argument("--start", type=int, default=0, help="first clip index (default 0)")
+    parser.add_argument("--voices", default="joe", metavar="LIST",
+                        help="comma-separated voices for the speaking clips, one drawn per clip: joe (piper, the "
+                             "default), slt (festival, female), flite-slt, awb, rms (flite); the CMU voices need "
+                             "`apt-get install flite festival festvox-us-slt-hts`")
 
 
 def default_duration_s() -> float:
@@ -102,11 +111,11 @@ def make_one(job: tuple) -> dict:
 
 def _make_one(job: tuple) -> dict:
     """Build, render and write clip ``index``; returns its manifest row. ``job`` = (out, seed, index,
-    kind, duration_s, render_video, video_size, crf, use_real_sounds)."""
-    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real = job
+    kind, duration_s, render_video, video_size, crf, use_real_sounds, voices)."""
+    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real, voices = job
     from vssflow_core.data import clips
 
-    spec = clips.build_clip(seed, index, kind, duration_s, use_real_sounds=use_real)
+    spec = clips.build_clip(seed, index, kind, duration_s, use_real_sounds=use_real, voices=voices)
     tensors = clips.clip_tensors(spec)
     out = Path(out)
     video_rel = None
@@ -123,6 +132,17 @@ def _make_one(job: tuple) -> dict:
     return clips.manifest_row(spec, video_rel)
 
 
+def parse_voices(text: str) -> tuple[str, ...]:
+    """``--voices`` ("joe,slt,...") -> the voice names, each checked against ``speech.voice_ids()``."""
+    from vssflow_core.data.speech import voice_ids
+
+    names = tuple(v.strip() for v in str(text).split(",") if v.strip())
+    unknown = [v for v in names if v not in voice_ids()]
+    if not names or unknown:
+        raise VSSFlowError(f"--voices {text!r}: unknown or no voice {unknown}; choose from {', '.join(voice_ids())}")
+    return names
+
+
 def _init_worker() -> None:
     import torch
 
@@ -133,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate (or resume) the dataset described by ``args``; prints progress and clips/s."""
     from vssflow_core.data.clips import kind_for_index
 
+    voices = parse_voices(getattr(args, "voices", "joe"))
     _init_worker()
     out = Path(args.out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -149,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     use_real = not getattr(args, "no_real_sounds", False)
     start = int(getattr(args, "start", 0) or 0)
     jobs = [(str(out), int(args.seed), i, kind_for_index(args.kind, i), duration_s, bool(args.render_video),
-             int(args.video_size), args.crf, use_real)
+             int(args.video_size), args.crf, use_real, voices)
             for i in range(start, start + int(args.n)) if f"{i:06d}" not in done]
     print(f"make-data: {len(done)} clips present, {len(jobs)} to generate into {out} "
           f"(seed {args.seed}, kind {args.kind}, {duration_s} s)", flush=True)

@@ -1,4 +1,5 @@
-"""Speech for the synthetic clips: piper TTS (joe voice, CC0) with per-phoneme timings.
+"""Speech for the synthetic clips: piper TTS (joe voice, CC0) with per-phoneme timings, or one of the
+CMU voices of flite/festival (``cmu_voices``) for speaker variety.
 
 piper-tts 1.8.0 with ``include_alignments=True`` reports how many audio samples each espeak IPA
 symbol produced; we map the symbols to ARPAbet and get ``(symbol, start_s, end_s)`` segments on the
@@ -22,7 +23,8 @@ from vssflow_core.errors import VSSFlowError
 
 SAMPLE_RATE = 22050
 BLANK = "<blank>"
-CHAR_S = 0.042  # s per character at length_scale 1: below what the joe voice needs (a lower bound)
+CHAR_S = 0.042  # s per character at length_scale 1: below what every voice needs (a lower bound)
+DEFAULT_VOICE = "joe"
 
 # espeak-ng (en-us) IPA symbol -> ARPAbet (stressless). Diphthongs arrive as two symbols (a + ɪ);
 # each half gets the nearest monophthong, which is what the mouth needs.
@@ -124,14 +126,27 @@ def ipa_segments(alignments, sample_rate: int = SAMPLE_RATE) -> list[tuple[str, 
     return [(a, float(s), float(e)) for a, s, e in segs]
 
 
-def synthesize(text: str, length_scale: float = 1.0) -> Utterance:
-    """Speak one sentence with the joe voice. Returns audio peak-normalised to 1 and its segments."""
+def voice_ids() -> tuple[str, ...]:
+    """Names of the training voices: ``joe`` (piper) and the CMU voices (``cmu_voices.VOICES``)."""
+    from vssflow_core.data.cmu_voices import VOICES
+
+    return (DEFAULT_VOICE, *VOICES)
+
+
+def synthesize(text: str, length_scale: float = 1.0, voice: str = DEFAULT_VOICE) -> Utterance:
+    """Speak one sentence with ``voice`` (:func:`voice_ids`; > 1 ``length_scale`` is slower).
+    Returns audio peak-normalised to 1 and its segments."""
+    if voice != DEFAULT_VOICE:
+        from vssflow_core.data.cmu_voices import synthesize_cmu
+
+        audio, segments = synthesize_cmu(voice, text, length_scale, SAMPLE_RATE)
+        return Utterance(text, audio, segments)
     from piper.config import SynthesisConfig
 
-    voice = load_voice()
+    piper_voice = load_voice()
     cfg = SynthesisConfig(length_scale=float(length_scale), noise_scale=0.0, noise_w_scale=0.0)
     audio_parts, segments, offset = [], [], 0.0
-    for chunk in voice.synthesize(text, cfg, include_alignments=True):
+    for chunk in piper_voice.synthesize(text, cfg, include_alignments=True):
         audio = np.asarray(chunk.audio_float_array, dtype=np.float32)
         if chunk.phoneme_alignments is None:
             raise VSSFlowError(f"piper returned no phoneme alignments for {text!r}; check the piper-tts version (1.8.0).")
@@ -157,7 +172,8 @@ class SpeechTrack:
 
 
 def compose_speech(rng: np.random.Generator, duration_s: float, make_text, max_sentences: int = 3,
-                   earliest_s: float = 0.0, latest_s: float | None = None, all_sentences: bool = False) -> SpeechTrack:
+                   earliest_s: float = 0.0, latest_s: float | None = None, all_sentences: bool = False,
+                   voice: str = DEFAULT_VOICE) -> SpeechTrack:
     """Random sentences at a random speaking rate with pauses, placed inside the clip.
 
     Args:
@@ -184,7 +200,7 @@ def compose_speech(rng: np.random.Generator, duration_s: float, make_text, max_s
         pause = float(rng.uniform(0.15, 0.9)) if utts else 0.0
         if used + pause + CHAR_S * len(text) * scale > budget:  # surely too long: skip the TTS call
             continue
-        utt = synthesize(text, length_scale=scale)
+        utt = synthesize(text, length_scale=scale, voice=voice)
         b0, b1 = utt.speech_bounds()
         if used + pause + (b1 - b0) > budget:
             continue
@@ -194,7 +210,7 @@ def compose_speech(rng: np.random.Generator, duration_s: float, make_text, max_s
     if all_sentences and len(utts) < want:
         raise VSSFlowError(f"the fixed sentences do not fit in {budget:.2f} s of speech; use fewer or shorter ones.")
     if not utts:  # very short budget: one short sentence, trimmed by the caller's range check
-        utt = synthesize("Hello there.", length_scale=0.9)
+        utt = synthesize("Hello there.", length_scale=0.9, voice=voice)
         utts, pauses = [utt], [0.0]
         lead = 0.0
     wave = np.zeros(n_total, dtype=np.float32)

@@ -18,7 +18,7 @@ An eval run in chunks (``eval --start S --n E`` for consecutive ranges, so that 
 and resume) is read as one: ``eval-compare a_000.json,a_040.json b_000.json,b_040.json``.
 
 Metrics and their direction: ``wer``, ``cer``, ``fd`` (lower is better); ``lip_offset_ok_frac``,
-``onset_f1``, ``class_acc``, ``speaker_sim`` (higher is better). FD resamples the real clips with the generated ones.
+``onset_f1``, ``class_acc``, ``speaker_sim``, ``speaker_id_acc`` (higher is better). FD resamples the real clips with the generated ones.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from vssflow_core.train import metrics as M
 from vssflow_core.train.report import write_json_report
 
 LOWER_IS_BETTER = {"wer": True, "cer": True, "lip_offset_ok_frac": False, "onset_f1": False, "class_acc": False,
-                   "fd": True, "speaker_sim": False}
+                   "fd": True, "speaker_sim": False, "speaker_id_acc": False}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +69,9 @@ def metrics_of(records: list[dict]) -> dict[str, float]:
     speaker = [r["speaker_sim"] for r in records if "speaker_sim" in r]
     if speaker:
         out["speaker_sim"] = float(np.mean(speaker))
+    speaker_ids = [r["speaker_id_ok"] for r in records if "speaker_id_ok" in r]
+    if speaker_ids:
+        out["speaker_id_acc"] = float(np.mean(speaker_ids))
     emb = [r for r in records if "emb" in r]
     if len(emb) > 1:
         out["fd"] = M.frechet_distance(np.array([r["emb"] for r in emb]), np.array([r["real_emb"] for r in emb]))

@@ -17,6 +17,10 @@ model's codec and scores the audio:
   is also given to the model as the speaker of every clip with a transcript; without, the data's
   own voice (the mean embedding of the real speech of the eval set's first 8 speech clips; no
   speaker condition). ``speaker_unscored`` counts clips with too little speech to embed.
+  ``--voice own`` (an eval set made with ``make-data --voices``): each clip with a transcript gets
+  as its speaker the real speech of *another* clip of its own voice (the next in the set), and is
+  measured against it; ``speaker_id_acc`` is the share of speech clips whose generated voice is
+  nearest (cosine) to the centroid of their own voice among the set's voices.
 
 The same metrics on the real clips (``reference``) and on their vocoder resynthesis (real mel ->
 vocoder, ``vocoder_ceiling``) bound what the model can reach. The JSON also keeps each generated
@@ -80,7 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-audio", default=None, help="folder for the generated wavs (optional)")
     p.add_argument("--voice", default=None,
                    help="a reference recording (any format PyAV reads): given to the model as the speaker of every "
-                        "speech clip, and the voice that speaker_sim is measured against")
+                        "speech clip, and the voice that speaker_sim is measured against; 'own': each clip's own "
+                        "voice, taken from another clip of that voice (eval sets made with make-data --voices)")
 
 
 def load_model(spec: str, state_dir: str = TRAIN_STATE_DIR):
@@ -187,12 +192,21 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
     if "speaker" in metrics and talking:
         for it in talking:
             emb = tools["speaker"](it["wave"], sample_rate)
-            it["speaker_sim"] = None if emb is None else float(np.dot(emb, tools["voice"]))
+            ref = it.get("voice_ref", tools.get("voice"))
+            it["speaker_sim"] = None if emb is None or ref is None else float(np.dot(emb, ref))
+            centroids = tools.get("voice_centroids")
+            if emb is not None and centroids and it["row"].get("voice") in centroids:
+                names = list(centroids)
+                nearest = names[int(np.argmax([np.dot(emb, centroids[v]) for v in names]))]
+                it["speaker_id_ok"] = nearest == it["row"]["voice"]
         sims = [it["speaker_sim"] for it in talking if it["speaker_sim"] is not None]
         out["speaker_clips"] = len(sims)  # clips with enough detected speech to be scored
         out["speaker_unscored"] = len(talking) - len(sims)
         if sims:
             out["speaker_sim"] = float(np.mean(sims))
+        ids = [it["speaker_id_ok"] for it in talking if "speaker_id_ok" in it]
+        if ids:
+            out["speaker_id_acc"] = float(np.mean(ids))
     return out
 
 
@@ -206,11 +220,11 @@ def _voice_embedding(path_text: str) -> np.ndarray:
     return voice.numpy()
 
 
-def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int) -> dict:
+def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int, data_voice: bool = True) -> dict:
     """``{"speaker": embed, "voice": reference [256]}`` for the speaker metric: ``voice`` (the
     ``--voice`` embedding) or, without it, the data's own voice (the normalised mean embedding of
     the real speech of the eval set's first ``VOICE_CLIPS`` speech clips; clips among them that are
-    also scored are compared partly with themselves)."""
+    also scored are compared partly with themselves). ``data_voice=False``: only the embed tool."""
     import warnings
 
     from vssflow_core.features.speaker import speaker_embedding
@@ -221,7 +235,7 @@ def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int) -> dict:
             emb = speaker_embedding(wave, sr)
         return None if emb is None else emb.numpy()
 
-    if voice is not None:
+    if voice is not None or not data_voice:
         return {"speaker": embed, "voice": voice}
     rows = [r for r in source.rows if r["kind"] == "speech"][:VOICE_CLIPS]
     embs = [e for e in (embed(source.load(r).wave, sample_rate) for r in rows) if e is not None]
@@ -230,6 +244,36 @@ def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int) -> dict:
                            "give --voice FILE or leave 'speaker' out of --metrics")
     centroid = np.mean(embs, axis=0)
     return {"speaker": embed, "voice": centroid / np.linalg.norm(centroid)}
+
+
+def own_voice_references(source, sample_rate: int, embed) -> tuple[dict, dict]:
+    """For ``--voice own``: ``(refs, centroids)``. ``refs`` maps the id of each clip with a transcript
+    to the embedding [256] of the real speech of the next speech clip of the same voice (cyclic, in
+    set order; never the clip itself); ``centroids`` maps each voice to the normalised mean embedding
+    of its speech clips. ``embed(wave, sr) -> [256] | None`` is the speaker tool."""
+    rows = [r for r in source.rows if r.get("transcript")]
+    if not rows:  # a sound-only set: nobody speaks
+        return {}, {}
+    if any(not r.get("voice") for r in rows):
+        raise VSSFlowError("--voice own: the eval clips carry no voice names; make them with "
+                           "`make-data --voices joe,slt,...` (a recent version) and pass --data")
+    by_voice: dict[str, list] = {}
+    for r in (r for r in rows if r["kind"] == "speech"):
+        emb = embed(source.load(r).wave, sample_rate)
+        if emb is not None:
+            by_voice.setdefault(r["voice"], []).append((r["id"], emb))
+    refs = {}
+    for r in rows:
+        pool = [(i, e) for i, e in by_voice.get(r["voice"], []) if i != r["id"]]
+        if pool:
+            later = [(i, e) for i, e in pool if i > r["id"]]
+            refs[r["id"]] = (later or pool)[0][1]
+    missing = sorted({r["voice"] for r in rows if r["id"] not in refs})
+    if missing:
+        raise VSSFlowError(f"--voice own: voice(s) {missing} have no other speech clip in the eval set to take the "
+                           "reference from; use a larger --n or a set with at least two speech clips per voice")
+    centroids = {v: np.mean([e for _, e in es], axis=0) for v, es in by_voice.items()}
+    return refs, {v: c / np.linalg.norm(c) for v, c in centroids.items()}
 
 
 def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
@@ -241,7 +285,8 @@ def clip_records(generated: list[dict], real: list[dict]) -> list[dict]:
     records = []
     for it in generated:
         rec = {"id": it["row"]["id"], "kind": it["row"]["kind"]}
-        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_pred", "class_ok", "speaker_sim"):
+        for key in ("wer_counts", "cer_counts", "lip_offset", "onset_counts", "class_pred", "class_ok", "speaker_sim",
+                    "speaker_id_ok"):
             if it.get(key) is not None:
                 rec[key] = it[key]
         if "emb" in it and it["row"]["id"] in real_emb:
@@ -295,8 +340,13 @@ def run(args) -> int:
         tools["asr"] = M.Transcriber(threads=args.threads)
     if metrics & {"class", "fd"}:
         tools["sfx"] = M.SfxEmbedder()
-    voice = _voice_embedding(args.voice) if args.voice else None  # the model gets it whatever is scored
-    if "speaker" in metrics and any(r["kind"] == "speech" for r in rows):
+    own_voice = args.voice == "own"
+    voice = _voice_embedding(args.voice) if args.voice and not own_voice else None  # given whatever is scored
+    voice_refs = {}
+    if own_voice:
+        tools["speaker"] = _speaker_tools(None, source, codec.sample_rate, data_voice=False)["speaker"]
+        voice_refs, tools["voice_centroids"] = own_voice_references(source, codec.sample_rate, tools["speaker"])
+    elif "speaker" in metrics and any(r["kind"] == "speech" for r in rows):
         tools.update(_speaker_tools(voice, source, codec.sample_rate))
     generated, reference, resynth = [], [], []
     gen_seconds = 0.0
@@ -306,8 +356,8 @@ def run(args) -> int:
         lip_phones = placed_phones(row, clip.features, cfg.phone_placement)  # as inference places them
         if lip_phones is not None:
             crop["phone_id"] = lip_phones[: len(crop["phone_id"])].astype(np.int64)
-        if voice is not None and row.get("transcript"):
-            crop["ref_audio_ebd"] = voice
+        if row.get("transcript") and (voice is not None or own_voice):
+            crop["ref_audio_ebd"] = voice_refs[row["id"]] if own_voice else voice
         mouth = None
         if "lip_raw" in clip.features:
             mouth = clip.features["lip_raw"][: len(crop["lip_feat"]), 0]
@@ -319,6 +369,8 @@ def run(args) -> int:
                              time_shift[with_text], noise_scale[with_text])
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
+        if own_voice and row["id"] in voice_refs:
+            base["voice_ref"] = voice_refs[row["id"]]
         generated.append({**base, "wave": wave})
         if not args.no_ceiling:
             reference.append({**base, "wave": crop["wave"]})
@@ -386,7 +438,7 @@ def run(args) -> int:
     results["transcripts"] = [{"id": it["row"]["id"], "ref": it["row"]["transcript"], "asr": it.get("asr")}
                               for it in generated if "asr" in it]
     results["wall_seconds"] = time.time() - t_start
-    keys = ("wer", "cer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd", "speaker_sim")
+    keys = ("wer", "cer", "lip_offset_ok_frac", "onset_f1", "class_acc", "fd", "speaker_sim", "speaker_id_acc")
     print(f"{'':18}" + "".join(f"{k:>20}" for k in keys))
     for name, res in (("generated", results), ("reference", results.get("reference", {})),
                       ("vocoder_ceiling", results.get("vocoder_ceiling", {}))):

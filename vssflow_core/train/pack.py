@@ -9,7 +9,12 @@ only needs the codec's log-mel and the features, quantised. ``pack`` stores per 
 * ``appearance`` uint8 ``[N, F10, 768]``: the 16x16 RGB thumbnail x 255 (``appearance_feat`` is its
   fixed standardisation), stored as differences along time modulo 256 (compresses better);
 * ``lip_feat`` float16 ``[N, F25, 6]``, ``phone_id`` uint8 ``[N, F25]``, ``kind`` uint8 ``[N]``
-  (0 speech, 1 sfx, 2 mixed) and ``speech_window`` float32 ``[N, 2]`` (seconds, NaN if no speech).
+  (0 speech, 1 sfx, 2 mixed) and ``speech_window`` float32 ``[N, 2]`` (seconds, NaN if no speech);
+* ``ref_audio_ebd`` float16 ``[N, 256]``: the speaker embedding (``features.speaker``) of the
+  clip's own speech window (or the clip's stored one), NaN for clips without (enough) speech. Packs written before it existed
+  lack the key: their clips train without a speaker condition.
+
+Several pack folders train together when ``--data`` lists them (``A,B``): their clips are joined.
 
 Each shard is ``pack_NNN.safetensors.xz`` (LZMA-compressed safetensors: no pickle) of up to
 ``clips_per_shard`` clips, about 42 kB per clip; ``pack.json`` holds the constants and the codec.
@@ -57,6 +62,26 @@ def _quantise_clip(codec, tensors: dict, num_samples: int) -> dict[str, np.ndarr
     }
 
 
+def clip_speaker_embedding(wave: np.ndarray, row: dict, sample_rate: int, stored=None) -> np.ndarray:
+    """A clip's speaker embedding: float16 [256]. ``stored`` (the clip's own ``ref_audio_ebd``
+    tensor, if its data folder has one) wins; otherwise the voice front-end embeds the speech window
+    (+-0.1 s) of ``wave`` [S]. NaN when the clip has no speech window or too little speech."""
+    import warnings
+
+    from vssflow_core.features.speaker import EMBED_DIM, speaker_embedding
+
+    start, end = row.get("speech_start_s"), row.get("speech_end_s")
+    if row["kind"] not in ("speech", "mixed") or start is None or end is None:
+        return np.full(EMBED_DIM, np.nan, np.float16)
+    if stored is not None:
+        return np.asarray(stored, np.float32).reshape(EMBED_DIM).astype(np.float16)
+    a, b = max(0, int((start - 0.1) * sample_rate)), int((end + 0.1) * sample_rate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        emb = speaker_embedding(np.asarray(wave, np.float32)[a:b], sample_rate)
+    return np.full(EMBED_DIM, np.nan, np.float16) if emb is None else emb.numpy().astype(np.float16)
+
+
 def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save
 
@@ -86,12 +111,13 @@ def placed_phones(row: dict, features: dict, placement: str) -> np.ndarray | Non
 
 
 def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shard: int = 250,
-         limit: int | None = None, config=None, phone_placement: str = "uniform") -> Path:
+         limit: int | None = None, config=None, phone_placement: str = "uniform", speaker: bool = True) -> Path:
     """Pack the clips of a make-data folder (``manifest.jsonl`` + ``clips/``) into ``out_dir``.
 
     Every clip must be at least the model's window long (``config``, default the embedded model's;
     the training crop starts at 0). ``phone_placement="lips"`` re-places the transcripts' phonemes
     by the clips' lips (:func:`placed_phones`) instead of the generator's uniform stretch.
+    ``speaker`` stores each clip's speaker embedding (:func:`clip_speaker_embedding`; needs resemblyzer).
     Returns the path of ``pack.json``. An existing ``out_dir/pack.json`` is refused (never overwritten).
     """
     from vssflow_core.config import PHONE_PLACEMENTS
@@ -134,6 +160,9 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
         arrays["kind"] = np.asarray(KINDS.index(row["kind"]), np.uint8)
         arrays["speech_window"] = np.asarray([row["speech_start_s"], row["speech_end_s"]] if has_speech
                                              else [math.nan, math.nan], np.float32)
+        if speaker:
+            arrays["ref_audio_ebd"] = clip_speaker_embedding(clip.wave, row, codec.sample_rate,
+                                                             clip.features.get("ref_audio_ebd"))
         for k, v in arrays.items():
             buf.setdefault(k, []).append(v)
         ids.append(row["id"])
@@ -142,7 +171,8 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
     flush()
     meta = {"format": FORMAT, "source": str(Path(data_dir).resolve()), "clips": sum(s["clips"] for s in shards),
             "shards": shards, "mel_lo": MEL_LO, "mel_step": MEL_STEP, "motion_scale": MOTION_SCALE,
-            "duration_s": cfg.duration_s, "num_samples": num_samples, "phone_placement": phone_placement, "codec": dataclasses.asdict(cfg.codec)}
+            "duration_s": cfg.duration_s, "num_samples": num_samples, "phone_placement": phone_placement,
+            "speaker": bool(speaker), "codec": dataclasses.asdict(cfg.codec)}
     (out / "pack.json").write_text(json.dumps(meta, indent=1))
     return out / "pack.json"
 
@@ -155,47 +185,62 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="pack only the first N clips")
     p.add_argument("--phone-placement", choices=("uniform", "lips"), default="uniform",
                    help="place the transcripts' phonemes by uniform stretch (official) or by the lips (DTW)")
+    p.add_argument("--no-speaker", action="store_true",
+                   help="do not store speaker embeddings (they need resemblyzer and about 0.1 s per speaking clip)")
 
 
 def run(args) -> int:
     """``python -m vssflow_core pack``: write the pack and print its size."""
-    path = pack(args.data, args.out, args.clips_per_shard, args.limit, phone_placement=args.phone_placement)
+    path = pack(args.data, args.out, args.clips_per_shard, args.limit, phone_placement=args.phone_placement,
+                speaker=not args.no_speaker)
     meta = json.loads(path.read_text())
     size = sum((path.parent / s["file"]).stat().st_size for s in meta["shards"])
     print(f"packed {meta['clips']} clips into {len(meta['shards'])} shards, {size / 1e6:.1f} MB: {path}")
     return 0
 
 
+def pack_folders(path: str | os.PathLike) -> list[Path]:
+    """The folders of a ``--data`` value: one folder, or several joined by commas (``A,B``)."""
+    return [Path(p) for p in str(path).split(",") if p]
+
+
 def is_packed(path: str | os.PathLike) -> bool:
-    """True if ``path`` is a folder written by :func:`pack`."""
-    return (Path(path) / "pack.json").is_file()
+    """True if ``path`` (one folder, or comma-joined folders) holds what :func:`pack` writes."""
+    folders = pack_folders(path)
+    return bool(folders) and all((f / "pack.json").is_file() for f in folders)
 
 
 class PackedClips:
-    """All clips of a packed folder, dequantised on ``device``.
+    """All clips of a packed folder (or of several, ``A,B``), dequantised on ``device``.
 
     Attributes (N clips): ``log_mel`` float32 [N, 80, M]; ``lip_feat`` float32 [N, F25, 6];
     ``phone_id`` int64 [N, F25]; ``motion_feat`` float32 [N, F25, 256]; ``appearance_feat`` float32
-    [N, F10, 768]; ``kind`` int64 [N]; ``speech_window`` float32 [N, 2] (seconds, NaN if none).
-    Shards missing from the folder are skipped (a folder may be carried in parts).
+    [N, F10, 768]; ``kind`` int64 [N]; ``speech_window`` float32 [N, 2] (seconds, NaN if none);
+    ``ref_audio_ebd`` float32 [N, 256] (zeros where a clip has none, the model's "no speaker") or
+    None when no clip has one. Shards missing from a folder are skipped (a folder may be carried in
+    parts). Joined folders must share the packing constants, window and phoneme placement.
     """
 
-    def __init__(self, root: str | os.PathLike, device="cpu"):
-        from safetensors.numpy import load
+    SHARED_META = ("mel_lo", "mel_step", "motion_scale", "duration_s", "num_samples", "phone_placement", "codec")
 
+    def __init__(self, root: str | os.PathLike, device="cpu"):
+        from vssflow_core.features.speaker import EMBED_DIM
         from vssflow_core.features.visual import APPEARANCE_MEAN, APPEARANCE_STD
 
-        root = self.root = Path(root)
-        if not is_packed(root):
-            raise VSSFlowError(f"{root}: no pack.json; write one with `python -m vssflow_core pack --data DIR --out {root}`")
-        self.meta = json.loads((root / "pack.json").read_text())
-        if self.meta.get("format") != FORMAT:
-            raise VSSFlowError(f"{root}/pack.json: format {self.meta.get('format')!r}, expected {FORMAT!r}")
-        parts = [load(lzma.decompress((root / s["file"]).read_bytes())) for s in self.meta["shards"]
-                 if (root / s["file"]).is_file()]
-        if not parts:
-            raise VSSFlowError(f"{root}: none of the shards listed in pack.json is present")
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        self.root = str(root)
+        loaded = [self._load_folder(folder) for folder in pack_folders(root)]
+        if not loaded:
+            raise VSSFlowError(f"{root!r}: no pack folder given")
+        self.meta = dict(loaded[0][0])
+        for folder, (meta, _) in zip(pack_folders(root)[1:], loaded[1:]):
+            differ = [k for k in self.SHARED_META if meta.get(k) != self.meta.get(k)]
+            if differ:
+                raise VSSFlowError(f"{folder}: packed with other {', '.join(differ)} than {pack_folders(root)[0]}; "
+                                   "pack both with the same model config and --phone-placement")
+        self.meta["clips"] = sum(int(m.get("clips", 0)) for m, _ in loaded)
+        for _, part in loaded:  # clips of older packs have no speaker embedding: NaN rows
+            part.setdefault("ref_audio_ebd", np.full((len(part["kind"]), EMBED_DIM), np.nan, np.float16))
+        cat = {k: np.concatenate([part[k] for _, part in loaded]) for k in loaded[0][1]}
         dev = torch.device(device)
         self.log_mel = torch.from_numpy(cat["log_mel"]).to(dev).float() * self.meta["mel_step"] + self.meta["mel_lo"]
         self.motion_feat = torch.from_numpy(cat["motion"]).to(dev).float() / self.meta["motion_scale"]
@@ -205,7 +250,25 @@ class PackedClips:
         self.phone_id = torch.from_numpy(cat["phone_id"]).to(dev).long()
         self.kind = torch.from_numpy(cat["kind"]).to(dev).long()
         self.speech_window = torch.from_numpy(cat["speech_window"]).float()  # CPU: read per mixed example
+        ref = torch.from_numpy(cat["ref_audio_ebd"].astype(np.float32))
+        self.ref_audio_ebd = torch.nan_to_num(ref, nan=0.0).to(dev) if bool(torch.isfinite(ref).any()) else None
         self.num_clips = self.log_mel.shape[0]
+
+    @staticmethod
+    def _load_folder(folder: Path) -> tuple[dict, dict]:
+        """(pack.json, its present shards' arrays joined) of one pack folder."""
+        from safetensors.numpy import load
+
+        if not is_packed(folder):
+            raise VSSFlowError(f"{folder}: no pack.json; write one with `python -m vssflow_core pack --data DIR --out {folder}`")
+        meta = json.loads((folder / "pack.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise VSSFlowError(f"{folder}/pack.json: format {meta.get('format')!r}, expected {FORMAT!r}")
+        parts = [load(lzma.decompress((folder / s["file"]).read_bytes())) for s in meta["shards"]
+                 if (folder / s["file"]).is_file()]
+        if not parts:
+            raise VSSFlowError(f"{folder}: none of the shards listed in pack.json is present")
+        return meta, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def require_placement(self, placement: str, fix: str) -> None:
         """Refuse (``VSSFlowError``, ending with ``fix``) a model whose phoneme placement differs from
@@ -253,20 +316,23 @@ class PackedSampler:
         """A batch of ``size`` examples drawn with the CPU generator ``gen``.
 
         Returns: ``latent`` [B, 320, L], ``lip_feat`` [B, F25, 6], ``phone_id`` [B, F25],
-        ``motion_feat`` [B, F25, 256], ``appearance_feat`` [B, F10, 768], ``ref_audio_ebd`` None.
+        ``motion_feat`` [B, F25, 256], ``appearance_feat`` [B, F10, 768], ``ref_audio_ebd`` [B, 256]
+        (zeros for clips without speech; a sound example with speech mixed in gets the speech's) or
+        None when the pack has no speaker embeddings.
         """
         c = self.clips
         idx = self.pool[torch.randint(len(self.pool), (size,), generator=gen)]
         dev_idx = idx.to(c.log_mel.device)
         out = {"log_mel": c.log_mel[dev_idx].clone(), "lip_feat": c.lip_feat[dev_idx].clone(),
                "phone_id": c.phone_id[dev_idx].clone(), "motion_feat": c.motion_feat[dev_idx].clone(),
-               "appearance_feat": c.appearance_feat[dev_idx].clone()}
+               "appearance_feat": c.appearance_feat[dev_idx].clone(),
+               "ref_audio_ebd": None if c.ref_audio_ebd is None else c.ref_audio_ebd[dev_idx].clone()}
         if self.p_mix > 0:
             for b in range(size):
                 if int(self.kinds[idx[b]]) == 1 and float(torch.rand((), generator=gen)) < self.p_mix:
                     self._mix(out, b, int(self.speech_pool[torch.randint(len(self.speech_pool), (), generator=gen)]), gen)
         latent = self.codec.mel_to_latent(out.pop("log_mel"))[..., : self.latent_length]
-        return {"latent": latent, **out, "ref_audio_ebd": None}
+        return {"latent": latent, **out}
 
     def _mix(self, out: dict, b: int, s: int, gen: torch.Generator) -> None:
         """Put clip ``s``'s speech window (+-0.1 s, on the 25 Hz grid) into example ``b`` of ``out``."""
@@ -282,4 +348,6 @@ class PackedSampler:
         mel[:, d0: d0 + n] = mix_log_mel(mel[:, d0: d0 + n], c.log_mel[s, :, m0: m0 + n], gain, mode)
         mix_feature_streams({k: out[k][b] for k in FEATURE_RATES}, {k: getattr(c, k)[s] for k in FEATURE_RATES},
                             (a, e), offset, mode)  # views: writes land in out
+        if out["ref_audio_ebd"] is not None:  # the voice heard is the speech's
+            out["ref_audio_ebd"][b] = c.ref_audio_ebd[s]
 

@@ -34,7 +34,8 @@ P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appeara
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``train`` options on ``p``."""
-    p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/) or a `pack` folder")
+    p.add_argument("--data", required=True,
+                   help="make-data output folder (manifest.jsonl + clips/), or `pack` folders (several joined by commas)")
     p.add_argument("--val", default=None, metavar="PACK",
                    help="packed held-out clips: log the EMA model's validation loss and keep the best EMA as best_ema.pt")
     p.add_argument("--val-every", type=int, default=500, help="steps between validation losses (with --val)")
@@ -311,11 +312,11 @@ def _with_data_placement(config, data):
     """``config`` with the phoneme placement of a pack folder (a new run learns the data's placement)."""
     import dataclasses
 
-    from vssflow_core.train.pack import is_packed
+    from vssflow_core.train.pack import is_packed, pack_folders
 
     if not is_packed(data):
         return config
-    placement = json.loads((Path(data) / "pack.json").read_text()).get("phone_placement", "uniform")
+    placement = json.loads((pack_folders(data)[0] / "pack.json").read_text()).get("phone_placement", "uniform")
     return dataclasses.replace(config, phone_placement=placement)
 
 
@@ -384,7 +385,8 @@ def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
         for i in range(0, len(idx), chunk):
             sl = slice(i, i + chunk)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-                cond = model.encode_conditions(cfg.latent_length, batch_size=len(idx[sl]),
+                ref = None if clips.ref_audio_ebd is None else clips.ref_audio_ebd[idx[sl]]
+                cond = model.encode_conditions(cfg.latent_length, batch_size=len(idx[sl]), ref_audio_ebd=ref,
                                                **{k: getattr(clips, k)[idx[sl]] for k in keys})
                 total += float(flow.flow_matching_loss(model, x1_all[sl], cond, x0=x0_all[sl], t=t_all[sl])) * len(idx[sl])
         return total / len(idx)
