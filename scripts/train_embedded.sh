@@ -9,7 +9,9 @@
 # its output exists, so re-running continues. DEVICE: cuda (default when torch sees a GPU) or cpu.
 # MINUTES: training time per run for this invocation (default 30; runs resume from runs/NAME).
 # Uses .venv (made by scripts/setup.sh) unless PYTHON names another interpreter. N_TRAIN, N_VAL
-# and N_EVAL (default 3000, 100, 24 clips) shrink the run for a quick check of the whole chain. A GPU machine
+# and N_EVAL (default 3000, 100, 24 clips) shrink the run for a quick check of the whole chain. VOICES
+# (default joe, the shipped model's data) lists the voices of the speaking clips, e.g.
+# joe,slt,flite-slt,awb,rms (the CMU voices need apt-get install flite festival festvox-us-slt-hts). A GPU machine
 # needs only torch, torchaudio, numpy, safetensors and einops for the training stage: copy
 # pack/ there and run the `train` lines by hand (see vssflow_core/weights/MODEL_CARD.md).
 set -euo pipefail
@@ -21,8 +23,8 @@ MINUTES=${3:-30}
 mkdir -p "$WORK"/{pack,runs,models,eval}
 vc() { OMP_NUM_THREADS=1 "$PYTHON" -m vssflow_core "$@"; }
 
-vc make-data --out "$WORK/data/train" --n "${N_TRAIN:-3000}" --seed 1 --workers "$(nproc)"
-vc make-data --out "$WORK/data/val" --n "${N_VAL:-100}" --seed 1001 --workers "$(nproc)"
+vc make-data --out "$WORK/data/train" --n "${N_TRAIN:-3000}" --seed 1 --workers "$(nproc)" --voices "${VOICES:-joe}"
+vc make-data --out "$WORK/data/val" --n "${N_VAL:-100}" --seed 1001 --workers "$(nproc)" --voices "${VOICES:-joe}"
 for split in train val; do
   [ -f "$WORK/pack/$split/pack.json" ] || vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lips
 done
