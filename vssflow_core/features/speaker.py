@@ -148,6 +148,15 @@ def speaker_embedding(wave, sample_rate: int, min_speech_s: float = 1.0, device:
     return _embed(_encoder(str(device)), x16)
 
 
+def quiet_speaker_embedding(wave, sample_rate: int) -> np.ndarray | None:
+    """:func:`speaker_embedding` for scoring and packing many clips: float32 ``[256]`` numpy, or
+    None without a warning when a clip has too little speech (such a clip simply has no embedding)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        emb = speaker_embedding(wave, sample_rate)
+    return None if emb is None else emb.numpy()
+
+
 def _mel_power(x16: np.ndarray):
     """[T] 16 kHz -> [frames, 40] mel power spectrogram (25 ms Hann window, 10 ms hop, centred with
     zero padding, Slaney mel 0-8 kHz): the encoder's input, computed with torch (librosa's import

@@ -220,22 +220,14 @@ def _voice_embedding(path_text: str) -> np.ndarray:
     return voice.numpy()
 
 
-def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int, data_voice: bool = True) -> dict:
+def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int) -> dict:
     """``{"speaker": embed, "voice": reference [256]}`` for the speaker metric: ``voice`` (the
     ``--voice`` embedding) or, without it, the data's own voice (the normalised mean embedding of
     the real speech of the eval set's first ``VOICE_CLIPS`` speech clips; clips among them that are
-    also scored are compared partly with themselves). ``data_voice=False``: only the embed tool."""
-    import warnings
+    also scored are compared partly with themselves). A clip with too little speech scores nothing."""
+    from vssflow_core.features.speaker import quiet_speaker_embedding as embed
 
-    from vssflow_core.features.speaker import speaker_embedding
-
-    def embed(wave: np.ndarray, sr: int) -> np.ndarray | None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a generated clip with too little speech scores nothing
-            emb = speaker_embedding(wave, sr)
-        return None if emb is None else emb.numpy()
-
-    if voice is not None or not data_voice:
+    if voice is not None:
         return {"speaker": embed, "voice": voice}
     rows = [r for r in source.rows if r["kind"] == "speech"][:VOICE_CLIPS]
     embs = [e for e in (embed(source.load(r).wave, sample_rate) for r in rows) if e is not None]
@@ -246,11 +238,13 @@ def _speaker_tools(voice: np.ndarray | None, source, sample_rate: int, data_voic
     return {"speaker": embed, "voice": centroid / np.linalg.norm(centroid)}
 
 
-def own_voice_references(source, sample_rate: int, embed) -> tuple[dict, dict]:
+def own_voice_references(source, sample_rate: int) -> tuple[dict, dict]:
     """For ``--voice own``: ``(refs, centroids)``. ``refs`` maps the id of each clip with a transcript
     to the embedding [256] of the real speech of the next speech clip of the same voice (cyclic, in
     set order; never the clip itself); ``centroids`` maps each voice to the normalised mean embedding
-    of its speech clips. ``embed(wave, sr) -> [256] | None`` is the speaker tool."""
+    of its speech clips."""
+    from vssflow_core.features.speaker import quiet_speaker_embedding as embed
+
     rows = [r for r in source.rows if r.get("transcript")]
     if not rows:  # a sound-only set: nobody speaks
         return {}, {}
@@ -344,8 +338,10 @@ def run(args) -> int:
     voice = _voice_embedding(args.voice) if args.voice and not own_voice else None  # given whatever is scored
     voice_refs = {}
     if own_voice:
-        tools["speaker"] = _speaker_tools(None, source, codec.sample_rate, data_voice=False)["speaker"]
-        voice_refs, tools["voice_centroids"] = own_voice_references(source, codec.sample_rate, tools["speaker"])
+        from vssflow_core.features.speaker import quiet_speaker_embedding
+
+        tools["speaker"] = quiet_speaker_embedding
+        voice_refs, tools["voice_centroids"] = own_voice_references(source, codec.sample_rate)
     elif "speaker" in metrics and any(r["kind"] == "speech" for r in rows):
         tools.update(_speaker_tools(voice, source, codec.sample_rate))
     generated, reference, resynth = [], [], []

@@ -66,9 +66,7 @@ def clip_speaker_embedding(wave: np.ndarray, row: dict, sample_rate: int, stored
     """A clip's speaker embedding: float16 [256]. ``stored`` (the clip's own ``ref_audio_ebd``
     tensor, if its data folder has one) wins; otherwise the voice front-end embeds the speech window
     (+-0.1 s) of ``wave`` [S]. NaN when the clip has no speech window or too little speech."""
-    import warnings
-
-    from vssflow_core.features.speaker import EMBED_DIM, speaker_embedding
+    from vssflow_core.features.speaker import EMBED_DIM, quiet_speaker_embedding
 
     start, end = row.get("speech_start_s"), row.get("speech_end_s")
     if row["kind"] not in ("speech", "mixed") or start is None or end is None:
@@ -76,10 +74,8 @@ def clip_speaker_embedding(wave: np.ndarray, row: dict, sample_rate: int, stored
     if stored is not None:
         return np.asarray(stored, np.float32).reshape(EMBED_DIM).astype(np.float16)
     a, b = max(0, int((start - 0.1) * sample_rate)), int((end + 0.1) * sample_rate)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        emb = speaker_embedding(np.asarray(wave, np.float32)[a:b], sample_rate)
-    return np.full(EMBED_DIM, np.nan, np.float16) if emb is None else emb.numpy().astype(np.float16)
+    emb = quiet_speaker_embedding(np.asarray(wave, np.float32)[a:b], sample_rate)
+    return np.full(EMBED_DIM, np.nan, np.float16) if emb is None else emb.astype(np.float16)
 
 
 def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
