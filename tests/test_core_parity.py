@@ -94,7 +94,8 @@ def test_training_step_matches_official(vaflow, model, cond):
 
 def test_euler_sampling_matches_official(official_fixtures, model, cond):
     s = load_file(str(official_fixtures / "sampling.safetensors"))
-    assert torch.equal(s["input.x_init"][:, 128:], cond.concat)
+    # the official run's concatenated conditions; float32 projections round differently across CPUs
+    torch.testing.assert_close(cond.concat, s["input.x_init"][:, 128:], atol=1e-6, rtol=1e-6)
     seen = []
     out = model.sample(s["input.x_init"][:, :128], cond, solver="euler", steps=4, guidance_scale=3.0,
                        callback=lambda done, total: seen.append((done, total)))

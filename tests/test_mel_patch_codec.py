@@ -82,7 +82,8 @@ def test_griffin_lim_decode_keeps_pitch_and_length(codec):
     with pytest.raises(VSSFlowError, match="vocoder"):
         codec.set_vocoder("wavenet")
     pair = codec.decode(torch.cat([codec.encode(tone(220.0, 1.0)), z]))  # the 440 Hz clip as batch row 1
-    torch.testing.assert_close(pair[1:], y)  # decodes the same in any batch position
+    # decodes the same in any batch position (up to float32 rounding: batched FFTs may sum in another order)
+    torch.testing.assert_close(pair[1:], y, atol=1e-4, rtol=0)
 
 
 def test_bad_inputs(codec):
