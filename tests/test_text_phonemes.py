@@ -13,6 +13,8 @@ from vssflow_core.features.text import (
     clean_text,
     phoneme_ids,
     place_phonemes,
+    MIN_WIDTH_RANGE,
+    TYPICAL_PHONEME_S,
     place_phonemes_by_lips,
     split_transcript_by_windows,
     text_to_phonemes,
@@ -130,6 +132,42 @@ def test_place_phonemes_by_lips_follows_the_mouth():
     assert torch.unique_consecutive(got[:42]).tolist() == ids  # all phonemes, in order
     # no usable lips: identical to the uniform stretch
     assert torch.equal(place_phonemes_by_lips(ids, np.zeros((50, 6)), 0.0, 1.7, 2.0), uni)
+
+
+def _boundary_frame(track, symbol, inv):
+    return min(k for k in range(len(track)) if inv.get(int(track[k]), "").rstrip("012") == symbol)
+
+
+def test_place_phonemes_by_lips_reads_the_mouth_width():
+    # IY and UW open the mouth about equally (0.30 / 0.35) but UW rounds it: only the width tells
+    # where the long IY ends and the short UW begins (frame 30)
+    inv = {v: k for k, v in token_list().items()}
+    segs = [("<blank>", 0.0, 0.1), ("IY1", 0.1, 1.2), ("UW1", 1.2, 1.5), ("<blank>", 1.5, 1.7)]
+    lips = _lips_for(segs, 2.0)
+    ids = phoneme_ids(["IY1", "UW1"])
+    with_width = place_phonemes_by_lips(ids, lips, 0.1, 1.5, 2.0)
+    opening_only = place_phonemes_by_lips(ids, lips, 0.1, 1.5, 2.0, width_weight=0.0)
+    assert abs(_boundary_frame(with_width, "UW", inv) - 30) <= 2
+    assert abs(_boundary_frame(opening_only, "UW", inv) - 30) > 2  # the opening alone cannot tell
+    # a mouth whose width does not change (p95 - p5 under MIN_WIDTH_RANGE): the width term is left out
+    flat = lips.copy()
+    flat[:, 2] = flat[0, 2] + 0.2 * MIN_WIDTH_RANGE * np.sin(np.arange(len(flat)))
+    assert torch.equal(place_phonemes_by_lips(ids, flat, 0.1, 1.5, 2.0),
+                       place_phonemes_by_lips(ids, flat, 0.1, 1.5, 2.0, width_weight=0.0))
+
+
+def test_place_phonemes_by_lips_prior_follows_typical_durations():
+    # where the prior rules (here by its weight), the phonemes are spread by their typical durations:
+    # the vowel (0.129 s) gets more frames than each short consonant (B 0.041 s, DH 0.044 s)
+    inv = {v: k for k, v in token_list().items()}
+    still = np.zeros((50, 6))
+    still[:, 0], still[:, 1], still[:, 2], still[:, 3], still[:, 5] = 0.1, 0.3, 0.9, 0.1, 1.0
+    ids = phoneme_ids(["B", "AA1", "DH"])
+    got = place_phonemes_by_lips(ids, still, 0.0, 1.0, 2.0, prior_weight=1e4)
+    frames = {sym: sum(inv.get(int(t), "").rstrip("012") == sym for t in got[:25]) for sym in ("B", "AA", "DH")}
+    assert frames["AA"] > 2 * max(frames["B"], frames["DH"]) and min(frames.values()) >= 1
+    share = frames["AA"] / sum(frames.values())  # the prior's spans: 0.129 s of 0.214 s (blanks excluded)
+    assert abs(share - TYPICAL_PHONEME_S["AA"] / (TYPICAL_PHONEME_S["AA"] + TYPICAL_PHONEME_S["B"] + TYPICAL_PHONEME_S["DH"])) < 0.1
 
 
 def test_split_long_transcript_over_overlapping_windows():
