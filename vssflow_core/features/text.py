@@ -652,10 +652,10 @@ def place_phonemes_by_lips(ids, lips, start_s: float, end_s: float, duration_s: 
       (``TYPICAL_PHONEME_S``), so a mouth that hardly moves gives a duration-weighted stretch
       (lips found on under half of the window give the official uniform stretch).
 
-    On 80 held-out synthetic speech clips (make-data seed 1001, kind speech; scored against the
-    TTS's own phone timings) the right phoneme lands on 71.7 % of the speech frames (89.4 % within
-    +-2 frames), against 52.3 % (76.8 %) with the opening alone and equal durations (the placement
-    before 2026-11-28), and 16.2 % (44.4 %) with the official uniform stretch.
+    On 80 synthetic speech clips (make-data seed 1001, kind speech; ``placement-check`` scores them
+    against the TTS's own phone timings) the right phoneme lands on 74.2 % of the speech frames
+    (90.6 % within +-2 frames), against 55.4 % (78.5 %) with the opening alone and equal durations
+    (the placement before 2026-11-28), and 15.9 % (44.1 %) with the official uniform stretch.
 
     Args:
         ids: token ids (with edge blanks) as from ``phoneme_ids``.
