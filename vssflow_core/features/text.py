@@ -604,8 +604,9 @@ def speech_window_from_lips(track, fps: float = 25.0, min_speech_s: float = 0.3,
     return float(start), float(end)
 
 
-# Typical duration (s) of each ARPAbet phoneme (stress removed) in read English: the mean of 68,000
-# phones spoken by the training voice (piper "joe", 904 clips of make-data seed 1). The diphthongs
+# Typical duration (s) of each ARPAbet phoneme (stress removed) in read English: the mean of 38,334
+# phones spoken by the training voice (piper "joe": the 904 speaking clips among the first 1,507
+# clips of make-data seed 1, the training seed). The diphthongs
 # AY, AW and OY, which that voice speaks as two phones, get the sum of their halves (AA+IH, AA+UH,
 # AO+IH). Used as the timeline prior of the placement by the lips.
 TYPICAL_PHONEME_S = {
