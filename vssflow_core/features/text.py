@@ -30,7 +30,7 @@ BLANK = "<blank>"
 BLANK_ID = 59
 NO_PHONEME_ID = 0
 MAX_PHONEMES_PER_S = 20.0  # fast read speech is ~12-15 phonemes/s; above 20 it cannot be spoken
-_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}  # ARPAbet, stress removed
 _CONSONANTS = {"B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
                "T", "TH", "V", "W", "Y", "Z", "ZH"}
 
@@ -286,7 +286,7 @@ def _ipa_phone_to_arpa(tok: str) -> list[str]:
             core = core[1:]  # unknown diacritic / symbol: skip
     res = []
     for p in out:
-        if p in _VOWELS:
+        if p in VOWELS:
             s = stress if p != "AH" or stress != "0" else "0"
             res.append(p + s)
             stress = "0"  # only the first vowel of a stressed IPA phone carries the stress
@@ -458,7 +458,7 @@ def phoneme_ids(phonemes, add_edge_blanks: bool = True) -> list[int]:
         p = str(p).strip().upper() if p != BLANK else p
         if p in table:
             ids.append(table[p])
-        elif p in _VOWELS:
+        elif p in VOWELS:
             ids.append(table[p + "1"])
         elif p.rstrip("012") in _CONSONANTS:
             ids.append(table[p.rstrip("012")])

@@ -28,11 +28,10 @@ def _base(symbol: str) -> str:
     return symbol if symbol == BLANK else symbol.rstrip("012")
 
 
-VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
-
-
 def _substitution_cost(x: str, y: str) -> float:
     """0 for the same phone, 0.6 within a class (vowel, consonant, blank), 1.4 across classes."""
+    from vssflow_core.features.text import VOWELS
+
     if x == y:
         return 0.0
     kind = lambda s: "blank" if s.startswith("<") else ("vowel" if s in VOWELS else "consonant")
@@ -113,7 +112,8 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=("uniform", 
         ``{placement: {"exact": share, "within2": share, "frames": n}}`` over the frames where the
         TTS spoke, inside the speech windows.
     """
-    from vssflow_core.features.text import phoneme_ids, place_phonemes, place_phonemes_by_lips, text_to_phonemes
+    from vssflow_core.features.text import (check_window, phoneme_ids, place_phonemes, place_phonemes_by_lips,
+                                            text_to_phonemes)
 
     totals = {p: [0, 0, 0] for p in placements}
     for row, lip in zip(rows, lips):
@@ -127,7 +127,7 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=("uniform", 
                 track = place_phonemes(ids, start_s, end_s, dur)
             track = track.numpy()[: len(lip)]
             start = int(start_s * FPS + 1e-6)
-            end = min(len(track), start + int((end_s - start_s) * FPS + 1e-6))
+            end = min(len(track), start + check_window(len(ids), start_s, end_s, dur, FPS))
             placed = placed_index_track(ids, track, start, end)
             frames = [j for j in range(start, end) if truth[j] >= 0]
             near = [placed[j] in truth[max(start, j - NEAR_FRAMES): min(end, j + NEAR_FRAMES + 1)] for j in frames]
