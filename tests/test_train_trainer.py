@@ -145,3 +145,37 @@ def test_cooldown_lowers_the_lr_linearly_to_zero(setup):
     assert [row["lr"] for row in rows] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
     with pytest.raises(Exception, match="--cooldown 1.5"):
         run_trainer(base + ["--max-steps", "5", "--cooldown", "1.5"])
+
+
+def test_t_shift_draws_training_times_towards_the_noise(setup, monkeypatch):
+    """--t-shift S maps each uniform draw through flow.shift_time (the sampler's grid shift): with
+    S = 3 a quarter of the draws fall below t = 0.1 (a tenth with uniform t); bad values are refused."""
+    from vssflow_core import flow
+
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    t = flow.shift_time(u, 3.0)
+    assert (t < 0.1).float().mean().item() == pytest.approx(0.25, abs=0.005)
+    assert (t > 0.5).float().mean().item() == pytest.approx(0.25, abs=0.005)
+    torch.testing.assert_close(flow.shift_time(torch.tensor([0.0, 1.0]), 3.0), torch.tensor([0.0, 1.0]))
+
+    seen = []
+    real_loss = flow.flow_matching_loss
+
+    def spy(model, x1, cond, **kw):
+        seen.append(kw["t"].clone())
+        return real_loss(model, x1, cond, **kw)
+
+    monkeypatch.setattr(flow, "flow_matching_loss", spy)
+    tmp, data, cfg_path = setup
+    base = ["--data", str(data), "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
+            "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--max-steps", "3"]
+    assert run_trainer(base + ["--run", "plain"]) == 0
+    assert run_trainer(base + ["--run", "shifted", "--t-shift", "3"]) == 0
+    plain, shifted = torch.cat(seen[:3]), torch.cat(seen[3:])
+    # same run seed, so the same uniform draws: the shifted run's are those draws moved by shift_time
+    torch.testing.assert_close(shifted, flow.shift_time(plain, 3.0))
+    assert (shifted < plain).all()
+    with pytest.raises(Exception, match="--t-shift 0.0"):
+        run_trainer(base + ["--run", "bad", "--t-shift", "0"])
+    with pytest.raises(Exception, match="--t-sampling uniform"):
+        run_trainer(base + ["--run", "bad", "--t-shift", "3", "--t-sampling", "logit-normal"])

@@ -17,22 +17,29 @@ SOLVERS = ("euler", "midpoint", "heun", "dopri5")
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (t 0-d, x [B, Ca, L]) -> [B, Ca, L]
 
 
-def time_grid(steps: int, device=None, shift: float = 1.0) -> torch.Tensor:
-    """Output/step times, float32 [steps + 1] from 0 to 1.
+def shift_time(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """Map flow times ``u`` in [0, 1] (any shape) to t = 1 - s (1 - u) / (1 + (s - 1)(1 - u)).
 
-    ``shift`` 1: linspace(0, 1, steps + 1), as the official sampler. Otherwise each uniform u maps
-    to t = 1 - s (1 - u) / (1 + (s - 1)(1 - u)) (the noise-level shift of SD3, Esser et al. 2024,
-    in this file's direction: t = 0 is noise): s > 1 puts more of the steps near the noise.
+    The noise-level shift of SD3 (Esser et al. 2024) in this file's direction (t = 0 is noise):
+    ``shift`` s > 1 moves times towards the noise, s = 1 leaves them as they are. 0 and 1 stay put.
     """
-    if steps < 1:
-        raise VSSFlowError(f"steps: expected >= 1, got {steps}")
     if not (math.isfinite(shift) and shift > 0):
-        raise VSSFlowError(f"time shift: expected a number > 0 (1 = uniform steps), got {shift}")
-    u = torch.linspace(0, 1, steps + 1, device=device)
+        raise VSSFlowError(f"time shift: expected a number > 0 (1 = no shift), got {shift}")
     if shift == 1.0:
         return u
     noise_level = 1 - u
     return 1 - shift * noise_level / (1 + (shift - 1) * noise_level)
+
+
+def time_grid(steps: int, device=None, shift: float = 1.0) -> torch.Tensor:
+    """Output/step times, float32 [steps + 1] from 0 to 1.
+
+    ``shift`` 1: linspace(0, 1, steps + 1), as the official sampler. Otherwise the equal steps are
+    moved by :func:`shift_time`: s > 1 puts more of the steps near the noise.
+    """
+    if steps < 1:
+        raise VSSFlowError(f"steps: expected >= 1, got {steps}")
+    return shift_time(torch.linspace(0, 1, steps + 1, device=device), shift)
 
 
 def _fixed_step(fn: VelocityFn, x: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, solver: str) -> torch.Tensor:
