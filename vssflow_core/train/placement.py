@@ -10,13 +10,12 @@ on which it puts that phoneme (``exact``) and the share where it is within +-2 f
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.train.report import write_json_report
 
 FPS = 25.0
 NEAR_FRAMES = 2
@@ -169,7 +168,5 @@ def run(args) -> int:
     for name, r in result.items():
         print(f"{name:12s} {r['exact']:8.3f} {r['within2']:11.3f} {r['frames']:8d}")
     if args.json:
-        tmp = Path(f"{args.json}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"data": str(folder), "clips": len(kept), **result}, indent=1))
-        os.replace(tmp, args.json)
+        write_json_report(args.json, {"data": str(folder), "clips": len(kept), **result})
     return 0

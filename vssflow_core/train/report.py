@@ -1,4 +1,4 @@
-"""JSON reports of the ``eval``, ``eval-compare`` and ``diagnose`` commands."""
+"""JSON reports of the ``eval``, ``eval-compare``, ``diagnose`` and ``placement-check`` commands."""
 from __future__ import annotations
 
 import json
