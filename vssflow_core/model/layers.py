@@ -87,6 +87,7 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(kv_in, self.num_kv_heads * head_dim, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=False), nn.Dropout(0.0)])
         self._fused: torch.Tensor | None = None  # q|k|v weights in one tensor (inference)
+        self.qkv: nn.Module | None = None  # set on inference copies (int8): one module for q|k|v
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention projections [B, S, D] each.
@@ -94,7 +95,10 @@ class Attention(nn.Module):
         At inference this is one GEMM: on first use the three weights are moved into one tensor
         and ``to_q``/``to_k``/``to_v`` become views of it (no extra memory, keys unchanged, in-place
         weight updates stay visible). If the weights are replaced (``.to()``), it is rebuilt.
-        Training uses the separate layers."""
+        Training uses the separate layers. An inference copy whose ``qkv`` module is set (int8)
+        runs that module instead."""
+        if self.qkv is not None:
+            return self.qkv(x).chunk(3, dim=-1)
         if torch.is_grad_enabled() or not self.fuse_qkv:
             return self.to_q(x), self.to_k(x), self.to_v(x)
         layers = (self.to_q, self.to_k, self.to_v)

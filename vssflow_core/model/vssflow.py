@@ -45,8 +45,9 @@ class VSSFlow(nn.Module):
         ``fp32-fused`` (folds the residual 1x1 convs into the projections and caches the
         conditions' input tokens: a few % faster, rounding differs at ~1e-6, which dopri5's step
         control can amplify to ~1e-4), ``bf16`` / ``fp16`` (autocast, with the fused maps; fast on
-        GPUs and CPUs with bf16 units, slow on AVX2-only CPUs), ``int8`` (CPU: dynamic int8 copies
-        of the blocks, about 2x faster on AVX2, deviation reported by the benchmark).
+        GPUs and CPUs with bf16 units, slow on AVX2-only CPUs), ``int8`` (CPU: int8 copies of the
+        blocks, weights per output channel, activations per token (``model.quantize``); about 2x
+        faster than fp32, deviation reported by the benchmark).
         Returns self."""
         table = {"fp32": (None, False), "fp32-fused": (None, True), "bf16": (torch.bfloat16, True),
                  "fp16": (torch.float16, True), "int8": (None, True)}
