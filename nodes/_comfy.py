@@ -210,6 +210,42 @@ def progress(total: int | None):
     return callback
 
 
+def expand_save_variables(prefix: str, width: int, height: int) -> str:
+    """The file-name variables ComfyUI's core save nodes expand on the server: %year% %month% %day%
+    %hour% %minute% %second% (local time, zero-padded) and %width% %height% (px)."""
+    import time
+
+    now = time.localtime()
+    values = {"width": width, "height": height, "year": now.tm_year, "month": f"{now.tm_mon:02d}",
+              "day": f"{now.tm_mday:02d}", "hour": f"{now.tm_hour:02d}", "minute": f"{now.tm_min:02d}",
+              "second": f"{now.tm_sec:02d}"}
+    for name, value in values.items():
+        prefix = prefix.replace(f"%{name}%", str(value))
+    return prefix
+
+
+def workflow_metadata(node_cls) -> dict[str, str] | None:
+    """The running prompt and the UI's workflow as JSON strings, as core Save Video stores them in
+    its files (so that dropping the result on ComfyUI restores the graph); None when ComfyUI runs
+    with ``--disable-metadata`` or outside ComfyUI."""
+    import json
+
+    hidden = getattr(node_cls, "hidden", None)
+    if hidden is None:
+        return None
+    try:
+        from comfy.cli_args import args
+
+        if args.disable_metadata:
+            return None
+    except ImportError:
+        pass
+    tags = {key: json.dumps(value) for key, value in (getattr(hidden, "extra_pnginfo", None) or {}).items()}
+    if getattr(hidden, "prompt", None) is not None:
+        tags["prompt"] = json.dumps(hidden.prompt)
+    return tags or None
+
+
 def check_interrupted() -> None:
     try:
         import comfy.model_management as mm
@@ -232,6 +268,11 @@ def devices(choice: str):
     """(load_device, offload_device) for ``auto|cpu|cuda``; ComfyUI's choice for ``auto``."""
     import torch
 
+    from vssflow_core.errors import VSSFlowError
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise VSSFlowError("VSSFlowModelLoader: device 'cuda' was chosen but this torch sees no CUDA GPU; "
+                           "choose device 'auto' (ComfyUI's device) or 'cpu'")
     try:
         import comfy.model_management as mm
     except ImportError:

@@ -15,6 +15,8 @@ from vssflow_core.errors import VSSFlowError
 
 from ._comfy import InputImpl
 
+CONVERT_CHUNK_FRAMES = 32  # IMAGE -> uint8 conversion works on this many frames at a time
+
 
 def image_to_uint8(images, node: str) -> np.ndarray:
     """ComfyUI IMAGE [F, H, W, C] float 0..1 -> uint8 [F, H, W, 3] (alpha dropped)."""
@@ -24,10 +26,14 @@ def image_to_uint8(images, node: str) -> np.ndarray:
                            "connect the IMAGE output of a loader or a video node")
     if images.shape[0] == 0:
         raise VSSFlowError(f"{node}: the IMAGE batch has 0 frames; check the loader's start/duration window")
-    if images.is_floating_point() and not torch.isfinite(images).all():
-        raise VSSFlowError(f"{node}: the IMAGE batch contains NaN or infinite values (the node before it "
-                           "produced broken frames); check that node's output")
-    return (images[..., :3].clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    out = np.empty((*images.shape[:3], 3), np.uint8)
+    for first in range(0, images.shape[0], CONVERT_CHUNK_FRAMES):  # a few frames at a time: memory stays flat
+        chunk = images[first:first + CONVERT_CHUNK_FRAMES, ..., :3]
+        if chunk.is_floating_point() and not torch.isfinite(chunk).all():
+            raise VSSFlowError(f"{node}: the IMAGE batch contains NaN or infinite values (the node before it "
+                               "produced broken frames); check that node's output")
+        out[first:first + len(chunk)] = (chunk.float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    return out
 
 
 def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
@@ -57,6 +63,15 @@ def audio_item(audio: dict, node: str, index: int = 0) -> tuple[torch.Tensor, in
         raise VSSFlowError(f"{node}: variation {index} does not exist; the AUDIO batch has {wave.shape[0]} "
                            f"item(s): choose 0..{wave.shape[0] - 1}")
     return wave[index], int(audio["sample_rate"])
+
+
+def warn_if_both(images, video, node: str) -> None:
+    """Warn (ComfyUI's console) when IMAGE frames and a VIDEO are both connected: the VIDEO is used."""
+    if images is not None and video is not None:
+        import warnings
+
+        warnings.warn(f"{node}: both IMAGE frames and a VIDEO are connected; using the VIDEO (disconnect one of "
+                      "them to make the choice explicit)", stacklevel=2)
 
 
 def video_file(video) -> str | None:

@@ -7,10 +7,12 @@ from ._comfy import io
 LipsType = io.Custom("VSSFLOW_LIPS")
 TextType = io.Custom("VSSFLOW_TEXT")
 FACES = ["largest", "center", "0", "1", "2", "3"]
+SCAN_WINDOW_S = 10.0  # a loaded VIDEO file is read this many seconds at a time
+PREVIEW_MAX_FRAMES = 250  # preview of a loaded VIDEO file: at most this many frames, spread evenly
 
 
 def frames_and_fps(images, fps, video, node: str):
-    """IMAGE + fps, or a VIDEO -> (frames uint8 [F, H, W, 3], fps)."""
+    """IMAGE + fps, or a VIDEO held in memory -> (frames uint8 [F, H, W, 3], fps)."""
     from vssflow_core.errors import VSSFlowError
 
     if video is not None:
@@ -37,13 +39,17 @@ class VSSFlowExtractLipFeatures(io.ComfyNode):
                 io.Combo.Input("face", options=FACES, default="largest",
                                tooltip="Which face speaks: the largest, the one nearest the centre, or the n-th "
                                        "from the left (0 = leftmost)."),
-                io.Video.Input("video", optional=True, tooltip="A VIDEO instead of IMAGE + fps."),
+                io.Video.Input("video", optional=True, tooltip="A VIDEO instead of IMAGE + fps. A loaded file is read "
+                                                                f"{SCAN_WINDOW_S:g} s at a time, so long videos fit "
+                                                                "in memory."),
             ],
             outputs=[
                 LipsType.Output(display_name="lips", tooltip="Lip movement over time, for the VSSFlow Sampler and "
                                                              "Text Condition (automatic speech window)."),
                 io.Image.Output(display_name="preview", tooltip="The frames with the mouth boxes drawn (green = "
-                                                                "detected, yellow = interpolated)."),
+                                                                "detected, yellow = interpolated). For a loaded VIDEO "
+                                                                f"file: at most {PREVIEW_MAX_FRAMES} frames, spread "
+                                                                "over the video."),
             ],
         )
 
@@ -51,9 +57,17 @@ class VSSFlowExtractLipFeatures(io.ComfyNode):
     def execute(cls, images=None, fps=25.0, face="largest", video=None) -> io.NodeOutput:
         from vssflow_core.frontend import extract_lip_condition
 
+        face = int(face) if face.isdigit() else face
+        _convert.warn_if_both(images, video, "VSSFlowExtractLipFeatures")
+        path = _convert.video_file(video) if video is not None else None
+        if path is not None:  # a loaded file: decoded window by window, memory stays flat
+            from vssflow_core.pipeline import open_video, scan_lips
+
+            lips, preview = scan_lips(open_video(path), SCAN_WINDOW_S, face, require_face=True,
+                                      preview_frames=PREVIEW_MAX_FRAMES, progress=_comfy.progress(None))
+            return io.NodeOutput(lips, _convert.uint8_to_image(preview))
         frames, fps = frames_and_fps(images, fps, video, "VSSFlowExtractLipFeatures")
-        lips = extract_lip_condition(frames, fps, int(face) if face.isdigit() else face, require_face=True,
-                                     progress=_comfy.progress(len(frames)))
+        lips = extract_lip_condition(frames, fps, face, require_face=True, progress=_comfy.progress(len(frames)))
         preview = lips.track.preview if lips.track is not None and len(lips.track.preview) else frames
         return io.NodeOutput(lips, _convert.uint8_to_image(preview))
 
@@ -71,10 +85,10 @@ class VSSFlowTextCondition(io.ComfyNode):
                 io.String.Input("transcript", multiline=True, default="",
                                 placeholder="The words the person in the video says.",
                                 tooltip="The words to speak (English)."),
-                io.Float.Input("speech_start_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                io.Float.Input("speech_start_s", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="When speech starts, in seconds of the video. 0 and 0 = find the speech "
                                        "window from the lips automatically."),
-                io.Float.Input("speech_end_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                io.Float.Input("speech_end_s", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="When speech ends, in seconds of the video (after the start); 0 and 0 = "
                                        "automatic."),
                 io.Audio.Input("voice", optional=True,

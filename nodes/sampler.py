@@ -42,7 +42,7 @@ class VSSFlowSampler(io.ComfyNode):
                                        "(slow, reference quality); default = the model's choice."),
                 io.Int.Input("variations", default=1, min=1, max=16,
                              tooltip="How many different versions to make (the AUDIO batch size)."),
-                io.Float.Input("duration_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                io.Float.Input("duration_s", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="Seconds of audio to make from the start of the video; 0 = the whole "
                                        "video."),
             ],
@@ -70,6 +70,7 @@ class VSSFlowSampler(io.ComfyNode):
 def _video_source(images, fps, video) -> dict:
     from vssflow_core.errors import VSSFlowError
 
+    _convert.warn_if_both(images, video, "VSSFlowSampler")
     if video is not None:
         path = _convert.video_file(video)
         if path is not None:

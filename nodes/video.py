@@ -54,9 +54,9 @@ class VSSFlowLoadVideo(io.ComfyNode):
             inputs=[
                 io.Combo.Input("video", options=input_videos(), upload=io.UploadType.video,
                                tooltip="A video file from ComfyUI's input folder (upload with the button)."),
-                io.Float.Input("start_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                io.Float.Input("start_s", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="Start of the part to load, in seconds from the beginning of the video."),
-                io.Float.Input("duration_s", default=0.0, min=0.0, max=1e6, step=0.1,
+                io.Float.Input("duration_s", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="Length of the part to load in seconds; 0 = to the end of the video."),
                 io.Int.Input("max_frames", default=0, min=0, max=1_000_000,
                              tooltip="Load at most this many frames (shortens the part); 0 = no limit."),
@@ -111,7 +111,9 @@ class VSSFlowLoadVideo(io.ComfyNode):
             path = _comfy.input_path(video)
             return (video, os.path.getmtime(path), os.path.getsize(path))
         except (OSError, TypeError, VSSFlowError):
-            return float("nan")
+            # no such file: only valid with video_in connected, whose own changes ComfyUI already tracks;
+            # a stable value keeps the result cached (NaN would re-run the node on every queue)
+            return (video, None)
 
     @classmethod
     def validate_inputs(cls, video, input_types=None):
@@ -174,9 +176,12 @@ class VSSFlowMuxAudio(io.ComfyNode):
                 io.Int.Input("variation", default=0, min=0, max=63,
                              tooltip="Which item of an AUDIO batch (variations) to use, from 0."),
                 io.String.Input("filename_prefix", default="VSSFlow/vssflow",
-                                tooltip="Name of the saved mp4 inside the output folder; a counter is added."),
+                                tooltip="Name of the saved mp4 inside the output folder; a counter is added. "
+                                        "%year% %month% %day% %hour% %minute% %second% %width% %height% are filled "
+                                        "in, as core save nodes do."),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The saved video with the new sound.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],  # stored in the mp4, as core Save Video does
         )
 
     @classmethod
@@ -187,16 +192,28 @@ class VSSFlowMuxAudio(io.ComfyNode):
         wave, sample_rate = _convert.audio_item(audio, "VSSFlowMuxAudio", variation)
         source = _mux_source(video, images, fps)
         out_dir = _comfy.directory("output")
-        out = write_with_audio(wave, sample_rate, out_dir, filename_prefix, mode=mode, audio_gain=audio_gain,
-                               original_gain=original_gain, **source)
+        prefix = _comfy.expand_save_variables(filename_prefix, *_frame_size(source))
+        out = write_with_audio(wave, sample_rate, out_dir, prefix, mode=mode, audio_gain=audio_gain,
+                               original_gain=original_gain, metadata=_comfy.workflow_metadata(cls), **source)
         rel = out.relative_to(out_dir)
         saved = ui.SavedResult(rel.name, str(rel.parent) if str(rel.parent) != "." else "", io.FolderType.output)
         return io.NodeOutput(InputImpl.VideoFromFile(str(out)), ui=ui.PreviewVideo([saved]))
 
 
+def _frame_size(source: dict) -> tuple[int, int]:
+    """(width, height) in px of a mux source (a file is probed)."""
+    if "video_path" in source:
+        from vssflow_core.media.probe import probe_video
+
+        info = probe_video(source["video_path"])
+        return info.width, info.height
+    return source["frames"].shape[2], source["frames"].shape[1]
+
+
 def _mux_source(video, images, fps) -> dict:
     from vssflow_core.errors import VSSFlowError
 
+    _convert.warn_if_both(images, video, "VSSFlowMuxAudio")
     if video is not None:
         path = _convert.video_file(video)
         if path is not None:

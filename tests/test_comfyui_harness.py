@@ -332,9 +332,12 @@ class ComfyServer:
             except ValueError:
                 return e.code, {"raw": body.decode(errors="replace")}
 
-    def queue(self, prompt: dict) -> tuple[int, dict]:
-        """POST /prompt; returns (HTTP status, body)."""
-        return self.post_json("/prompt", {"prompt": prompt, "client_id": "vssflow-tests-" + uuid.uuid4().hex})
+    def queue(self, prompt: dict, workflow: dict | None = None) -> tuple[int, dict]:
+        """POST /prompt (with the UI ``workflow`` as the frontend sends it, if given); returns (HTTP status, body)."""
+        body = {"prompt": prompt, "client_id": "vssflow-tests-" + uuid.uuid4().hex}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        return self.post_json("/prompt", body)
 
     def wait(self, prompt_id: str, timeout_s: float = 600.0) -> dict:
         """Poll /history until the prompt finished; returns its history entry."""
@@ -351,9 +354,9 @@ class ComfyServer:
         self.post_json("/interrupt", {})
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout_s} s")
 
-    def run(self, prompt: dict, timeout_s: float = 600.0) -> tuple[dict, dict]:
+    def run(self, prompt: dict, timeout_s: float = 600.0, workflow: dict | None = None) -> tuple[dict, dict]:
         """Queue and wait: (POST /prompt response, history entry). Raises AssertionError if not queued."""
-        status, body = self.queue(prompt)
+        status, body = self.queue(prompt, workflow)
         if status != 200:
             raise AssertionError(f"POST /prompt -> {status}: {json.dumps(body)[:3000]}")
         return body, self.wait(body["prompt_id"], timeout_s)

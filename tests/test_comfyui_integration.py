@@ -53,6 +53,13 @@ def object_info(server):
 # media helpers (PyAV in the test interpreter)
 # ----------------------------------------------------------------------------------------------------------
 
+def _container_tags(path: Path) -> dict:
+    import av
+
+    with av.open(str(path)) as container:
+        return dict(container.metadata)
+
+
 def _stream_durations(path: Path) -> dict:
     """{'video': seconds or None, 'audio': seconds or None} of a media file (from decoded packets)."""
     import av
@@ -179,14 +186,15 @@ _WORKFLOWS = example_workflows()
 
 @pytest.mark.parametrize("wf_path", _WORKFLOWS, ids=[p.stem for p in _WORKFLOWS])
 def test_example_workflow_runs(server, object_info, wf_path):
-    prompt = ui_to_api(json.loads(wf_path.read_text()), object_info)
+    workflow = json.loads(wf_path.read_text())
+    prompt = ui_to_api(workflow, object_info)
     if MODEL_FILE:
         for node in prompt.values():
             if node["class_type"] == "VSSFlowModelLoader":
                 node["inputs"]["model"] = Path(MODEL_FILE).name
     before = set(p for p in server.output_dir.rglob("*") if p.is_file())
     t0 = time.monotonic()
-    resp, entry = server.run(prompt, timeout_s=PROMPT_TIMEOUT_S)
+    resp, entry = server.run(prompt, timeout_s=PROMPT_TIMEOUT_S, workflow=workflow)
     elapsed = time.monotonic() - t0
     assert resp.get("node_errors") == {}, resp
     err = history_error(entry)
@@ -210,6 +218,9 @@ def test_example_workflow_runs(server, object_info, wf_path):
         assert main and main > 0.2, f"{f.name}: duration {d}"
         if len(set(round(s, 2) for s in sources)) == 1:
             assert abs(main - sources[0]) <= DURATION_TOL_S, f"{f.name}: {d} vs source clip {sources[0]:.3f} s"
+        if f.suffix == ".mp4":  # dropped on ComfyUI, the file restores the graph (as core Save Video's do)
+            tags = _container_tags(f)
+            assert json.loads(tags["workflow"]) == workflow and json.loads(tags["prompt"]) == prompt, f.name
     _assert_no_partial_files(server.output_dir)
     print(f"{wf_path.name}: {elapsed:.1f} s, outputs {[f.name for f in files]}")
 

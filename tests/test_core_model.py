@@ -364,3 +364,18 @@ def test_x_range_clamps_the_clean_latent_estimate(model):
         torch.testing.assert_close(model.velocity(x, 0.5, c, 2.0, x_range=(-0.01, 0.02)), raw)
         out = xm.sample(x, c, solver="euler", steps=1, guidance_scale=2.0, x_range=(-0.01, 0.02))
     assert float(out.min()) >= -0.01 - 1e-6 and float(out.max()) <= 0.02 + 1e-6
+
+
+def test_dopri5_names_the_package_that_failed_to_import(monkeypatch):
+    from vssflow_core import flow
+
+    for missing in ("torchdiffeq", "scipy"):
+        def fail(name, *args, _missing=missing, **kwargs):
+            raise ImportError(f"No module named '{_missing}'", name=_missing)
+
+        monkeypatch.setattr("builtins.__import__", fail)  # torchdiffeq, or scipy inside it, is missing
+        try:
+            with pytest.raises(VSSFlowError, match=f"could not import '{missing}': `pip install {missing}`"):
+                flow._dopri5(None, torch.zeros(1, 2, 3), None, 1e-5, 1e-5, None, None)
+        finally:
+            monkeypatch.undo()

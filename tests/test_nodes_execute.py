@@ -47,6 +47,8 @@ def test_all_six_nodes_have_schemas_with_tooltips(comfy_dirs):
         assert schema.kwargs["category"] == "audio/VSSFlow"
         for item in schema.inputs + schema.outputs:
             assert item.kwargs.get("tooltip"), f"{schema.node_id}.{item.id} has no tooltip"
+            if str(item.id).endswith("_s"):  # the frontend rounds a value to its step: times must be frame-exact
+                assert item.kwargs["step"] <= 0.01, f"{schema.node_id}.{item.id} step {item.kwargs['step']}"
     assert ids == ["VSSFlowModelLoader", "VSSFlowLoadVideo", "VSSFlowExtractLipFeatures", "VSSFlowTextCondition",
                    "VSSFlowSampler", "VSSFlowMuxAudio"]
 
@@ -61,6 +63,9 @@ def test_model_loader_lists_loads_and_caches(comfy_dirs, model):
     (comfy_dirs[_comfy.MODEL_FOLDER] / "broken.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(VSSFlowError, match="safetensors"):
         VSSFlowModelLoader.execute("broken.safetensors", "cpu", "fp32")
+    if not torch.cuda.is_available():  # named at the Loader, not as a KeyError deep in ComfyUI at the Sampler
+        with pytest.raises(VSSFlowError, match="device 'cuda' was chosen but this torch sees no CUDA GPU"):
+            VSSFlowModelLoader.execute("tiny.safetensors", "cuda", "fp32")
 
 
 def test_load_video_whole_file_and_window(comfy_dirs):
@@ -100,6 +105,15 @@ def test_load_video_refuses_a_part_that_does_not_fit_in_memory(comfy_dirs, monke
     assert VSSFlowLoadVideo.execute("big.mp4").args[0].shape[0] == frames
 
 
+def test_load_video_fingerprint_is_stable_without_its_file(comfy_dirs):
+    """A shared workflow names a file this input folder lacks and feeds video_in instead: the
+    fingerprint must equal itself, or ComfyUI re-runs the chain (and writes a new mp4) every queue."""
+    assert VSSFlowLoadVideo.fingerprint_inputs("gone.mp4") == VSSFlowLoadVideo.fingerprint_inputs("gone.mp4")
+    path = media_factory.make_video(comfy_dirs["input"] / "here.mp4", fps=25.0, duration_s=0.4)
+    first = VSSFlowLoadVideo.fingerprint_inputs("here.mp4")
+    assert first[0] == "here.mp4" and first[2] == path.stat().st_size
+
+
 def test_load_video_refuses_paths_outside_the_input_folder(comfy_dirs, tmp_path):
     """A prompt sent through the API can carry any string as the file name: it must stay in input/."""
     secret = media_factory.make_video(tmp_path / "secret.mp4", fps=25.0, duration_s=0.4)
@@ -109,7 +123,7 @@ def test_load_video_refuses_paths_outside_the_input_folder(comfy_dirs, tmp_path)
         assert message is not True and "VSSFlowLoadVideo" in message and str(name) in message
         with pytest.raises(VSSFlowError, match="absolute|'..'|outside"):
             VSSFlowLoadVideo.execute(name)
-        assert math.isnan(VSSFlowLoadVideo.fingerprint_inputs(name))
+        assert VSSFlowLoadVideo.fingerprint_inputs(name) == (name, None)  # nothing read from outside input/
 
 
 class _TrimmedVideo(_comfy.InputImpl.VideoFromFile):
@@ -191,6 +205,30 @@ def test_extract_lip_features_on_a_rendered_face(comfy_dirs):
     blank = torch.full((5, 64, 64, 3), 0.5)
     with pytest.raises(VSSFlowError, match="no face"):
         VSSFlowExtractLipFeatures.execute(blank, 25.0, "largest")
+    with pytest.raises(VSSFlowError, match=r"face 3 \(counting from 0, left to right\) not found.*fewer than 4 faces"):
+        VSSFlowExtractLipFeatures.execute(images, 25.0, "3")
+
+
+def test_extract_lip_features_reads_a_video_file_window_by_window(comfy_dirs, monkeypatch):
+    """A loaded VIDEO is not decoded whole (a long HD video would not fit in memory): it is read
+    in windows, and the preview is thinned to a fixed number of frames."""
+    pytest.importorskip("mediapipe")
+    from nodes import conditions
+    from vssflow_core.features.lips import render_talking_face
+    from vssflow_core.media.encode import write_video
+
+    openings = np.sin(np.arange(30) / 3.0)
+    path = write_video(comfy_dirs["input"] / "face.mp4", render_talking_face(openings, size=192), 25.0)
+    video = _comfy.InputImpl.VideoFromFile(str(path))
+    monkeypatch.setattr(video, "get_components", lambda: pytest.fail("the whole video was decoded"), raising=False)
+    monkeypatch.setattr(conditions, "SCAN_WINDOW_S", 0.4)  # 3 windows of 10 frames
+    monkeypatch.setattr(conditions, "PREVIEW_MAX_FRAMES", 7)
+    lips, preview = VSSFlowExtractLipFeatures.execute(None, 25.0, "largest", video).args
+    assert isinstance(lips, LipCondition) and lips.features.shape == (30, 6) and lips.fps == 25.0
+    assert lips.features[:, 5].min() == 1.0  # found in every frame
+    opening = lips.features[:, 0]
+    assert np.corrcoef(opening, openings)[0, 1] > 0.9  # the mouth follows the rendered opening
+    assert preview.shape[0] == 6 and preview.dtype == torch.float32  # every 5th frame of 30, at most 7
 
 
 def test_sampler_images_and_video(comfy_dirs, model):
@@ -202,6 +240,9 @@ def test_sampler_images_and_video(comfy_dirs, model):
     path = media_factory.make_video(comfy_dirs["input"] / "v.mp4", fps=25.0, duration_s=1.2)
     video = _comfy.InputImpl.VideoFromFile(str(path))
     audio = VSSFlowSampler.execute(model, video=video, steps=1)[0]
+    assert audio["waveform"].shape == (1, 1, num_frames(1.2, 16000))
+    with pytest.warns(UserWarning, match="VSSFlowSampler: both IMAGE frames and a VIDEO are connected; using the VIDEO"):
+        audio = VSSFlowSampler.execute(model, images=images, fps=24.0, video=video, steps=1)[0]
     assert audio["waveform"].shape == (1, 1, num_frames(1.2, 16000))
     with pytest.raises(VSSFlowError, match="connect IMAGE"):
         VSSFlowSampler.execute(model)
@@ -234,3 +275,28 @@ def test_mux_audio_file_and_images(comfy_dirs):
         VSSFlowMuxAudio.execute(audio, video=video, variation=5)
     with pytest.raises(VSSFlowError, match="connect a VIDEO"):
         VSSFlowMuxAudio.execute(audio)
+    import time
+
+    year = time.localtime().tm_year  # the server-side variables of core save nodes
+    out = VSSFlowMuxAudio.execute(audio, images=images, fps=10.0, filename_prefix="d/%year%/c_%width%x%height%")[0]
+    assert out.get_stream_source() == str(comfy_dirs["output"] / "d" / str(year) / "c_48x32_00001_.mp4")
+
+
+def test_mux_audio_stores_the_workflow_like_core_save_video(comfy_dirs, monkeypatch):
+    """Dropping the mp4 on ComfyUI restores the graph: prompt and workflow are container tags."""
+    import json
+    from types import SimpleNamespace
+
+    import av
+
+    src = media_factory.make_video(comfy_dirs["input"] / "w.mp4", fps=25.0, duration_s=0.6)
+    audio = {"waveform": torch.zeros(1, 1, 8000) + 0.1, "sample_rate": 16000}
+    prompt = {"7": {"class_type": "VSSFlowMuxAudio", "inputs": {"filename_prefix": "wf"}}}
+    workflow = {"nodes": [{"id": 7, "type": "VSSFlowMuxAudio"}], "links": []}
+    hidden = SimpleNamespace(prompt=prompt, extra_pnginfo={"workflow": workflow}, unique_id="7")
+    monkeypatch.setattr(VSSFlowMuxAudio, "hidden", hidden, raising=False)
+    for kwargs in ({"video": _comfy.InputImpl.VideoFromFile(str(src))}, {"images": torch.rand(5, 32, 48, 3)}):
+        out = VSSFlowMuxAudio.execute(audio, filename_prefix="wf", **kwargs)[0].get_stream_source()
+        with av.open(out) as container:
+            tags = container.metadata
+        assert json.loads(tags["prompt"]) == prompt and json.loads(tags["workflow"]) == workflow

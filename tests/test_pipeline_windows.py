@@ -219,6 +219,17 @@ def test_automatic_speech_window_comes_from_the_lips_and_says_so():
     assert voiced.min() >= start - 0.05 and voiced.max() <= end + 0.05
 
 
+def test_a_speech_window_cut_by_the_end_of_the_video_is_named_as_the_cause():
+    from vssflow_core.frontend import make_text_condition, phoneme_track
+
+    text = make_text_condition("This sentence has quite a few words to say.", 1.5, 6.0)
+    with pytest.raises(VSSFlowError, match=r"speech window 1.50-6.00 s runs past the end of the video \(2.00 s\).*"
+                                           r"start the speech by 0.\d\d s or shorten the text"):
+        phoneme_track(text, 2.0, None)
+    track, (start, end) = phoneme_track(make_text_condition("hi", 1.5, 6.0), 2.0, None)  # fits: cut quietly
+    assert (start, end) == (1.5, 2.0) and track.numpy()[38:50].any()
+
+
 def test_loud_audio_is_scaled_not_clipped():
     from vssflow_core.audio.level import PEAK_CEILING, limit_peak
 

@@ -88,9 +88,11 @@ def integrate(fn: VelocityFn, x0: torch.Tensor, solver: str = "euler", steps: in
 def _dopri5(fn, x0, grid, rtol, atol, callback, constant_channels):
     try:
         from torchdiffeq import odeint
-    except ImportError:
-        raise VSSFlowError("the dopri5 solver needs torchdiffeq: `pip install torchdiffeq` in this Python "
-                           "(it is in the pack's requirements.txt), or pick the midpoint or euler solver") from None
+    except ImportError as e:  # torchdiffeq itself, or a package it imports (scipy)
+        missing = (e.name or "torchdiffeq").split(".")[0]
+        raise VSSFlowError(f"the dopri5 solver needs torchdiffeq, which could not import {missing!r}: "
+                           f"`pip install {'torchdiffeq' if missing == 'torchdiffeq' else missing}` in this Python "
+                           "(see the pack's requirements.txt), or pick the midpoint or euler solver") from None
 
     ca = x0.shape[1]
 

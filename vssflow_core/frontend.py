@@ -308,9 +308,17 @@ def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "lar
         warnings.simplefilter("ignore")  # "no face" is raised here or left to the caller
         track = extract_lips(frames, fps=fps, face=face, progress=progress)
     if require_face and not np.any(track.found):
-        raise VSSFlowError(f"extract lips: no face found in any of the {len(frames)} frames; use a video where a "
-                           "face is visible (frontal, at least ~60 px wide), or leave lips unconnected")
+        raise no_face_error(len(frames), face)
     return LipCondition(np.asarray(track.features, dtype=np.float32), float(fps), float(start_s), track)
+
+
+def no_face_error(num_frames_checked: int, face: str | int) -> VSSFlowError:
+    """The error for a lip track that found its face in none of ``num_frames_checked`` frames."""
+    which = "no face found" if isinstance(face, str) else f"face {face} (counting from 0, left to right) not found"
+    hint = "" if isinstance(face, str) else (
+        f"; with fewer than {int(face) + 1} faces in view choose 'largest', 'center' or a lower index")
+    return VSSFlowError(f"extract lips: {which} in any of the {num_frames_checked} frames{hint}; use a video where "
+                        "a face is visible (frontal, at least ~60 px wide), or leave lips unconnected")
 
 
 def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tensor | None:
@@ -369,8 +377,17 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
     if start >= duration_s:
         raise VSSFlowError(f"speech window starts at {start:.2f} s but the video lasts {duration_s:.2f} s; "
                            "set speech start/end inside the video (or 0/0 for automatic)")
-    end = min(end, duration_s)
     ids = text_mod.phoneme_ids(text_mod.text_to_phonemes(text.transcript))
+    if end > duration_s:  # the window is cut by the end of the video: say so if the text no longer fits
+        try:
+            text_mod.check_window(len(ids), start, duration_s, duration_s, LIP_RATE_HZ)
+        except VSSFlowError:
+            need = len(ids) / text_mod.MAX_PHONEMES_PER_S
+            raise VSSFlowError(
+                f"speech window {start:.2f}-{end:.2f} s runs past the end of the video ({duration_s:.2f} s), which "
+                f"leaves {duration_s - start:.2f} s for the {len(ids)} phonemes of the transcript; they need at least "
+                f"{need:.2f} s: start the speech by {max(0.0, duration_s - need):.2f} s or shorten the text") from None
+        end = duration_s
     if placement == "lips" and lips is not None:
         on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, LIP_RATE_HZ), LIP_RATE_HZ)
         track = text_mod.place_phonemes_by_lips(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)

@@ -321,25 +321,49 @@ def _as_lips(lips) -> LipCondition | None:
     raise VSSFlowError(f"lips must be a LipCondition (from extract_lip_condition), got {type(lips).__name__}")
 
 
-def _scan_lips(source, window_s: float, face, check: Callable[[], None] | None = None) -> LipCondition | None:
-    """Lip track of a whole video, decoded window by window at 25 fps (None without mediapipe)."""
+def scan_lips(source, window_s: float, face: str | int = "largest", *, require_face: bool = False,
+              preview_frames: int = 0, progress: Callable[[int, int], None] | None = None,
+              ) -> tuple[LipCondition | None, np.ndarray]:
+    """Lip track of a whole video, decoded window by window at 25 fps, so that memory stays flat
+    however long the video is (``source`` from :func:`open_video`).
+
+    Args:
+        window_s: seconds decoded at a time.
+        face: which face speaks (see ``features.lips.extract_lips``).
+        require_face: raise when mediapipe is missing or no frame shows a face; else warn and
+            return no condition.
+        preview_frames: keep at most this many preview frames (mouth boxes drawn), evenly spread
+            over the video; 0 = none.
+        progress: ``progress(done_windows, total_windows)`` before each window (raising cancels).
+    Returns:
+        (LipCondition at 25 Hz from 0 s, or None; preview uint8 [P, h, w, 3], P <= preview_frames).
+    """
     import importlib.util
 
-    if importlib.util.find_spec("mediapipe") is None:
+    none = np.zeros((0, 1, 1, 3), np.uint8)
+    if not require_face and importlib.util.find_spec("mediapipe") is None:
         frontend._warn("lip extraction needs mediapipe (pip install --no-deps mediapipe==0.10.21); "
                        "without it speech follows the transcript only")
-        return None
-    rows = []
+        return None, none
     windows = plan_windows(source.duration_s, window_s, 0.0)
-    for frames in source.iter_frames(windows, frontend.LIP_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE):
-        if check is not None:
-            check()  # lets a caller cancel between windows
-        rows.append(frontend.extract_lip_condition(frames, frontend.LIP_RATE_HZ, face).features)
+    stride = max(1, math.ceil(num_frames(source.duration_s, frontend.LIP_RATE_HZ) / preview_frames)) if preview_frames else 0
+    rows, previews, first_row = [], [], 0
+    for done, frames in enumerate(source.iter_frames(windows, frontend.LIP_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE)):
+        if progress is not None:
+            progress(done, len(windows))
+        lips = frontend.extract_lip_condition(frames, frontend.LIP_RATE_HZ, face)
+        rows.append(lips.features)
+        if stride and len(lips.track.preview):
+            previews.append(lips.track.preview[(-first_row) % stride::stride])
+        first_row += len(frames)
     features = np.concatenate(rows)
+    preview = np.concatenate(previews)[:preview_frames] if previews else none
     if not features[:, -1].any():  # the `found` column
+        if require_face:
+            raise frontend.no_face_error(len(features), face)
         warnings.warn("no face found in the video: speech follows the transcript only (no lip sync)", stacklevel=3)
-        return None
-    return LipCondition(features, frontend.LIP_RATE_HZ, 0.0, None)
+        return None, preview
+    return LipCondition(features, frontend.LIP_RATE_HZ, 0.0, None), preview
 
 
 def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int, scale: float = 1.0) -> torch.Tensor:
@@ -402,8 +426,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     wants_lips = frontend.needs(cfg, "lip_feat") and cfg.frontend == "embedded"
     if text_cond is not None and lip_cond is None and (wants_lips or text_cond.automatic_window):
         with _Clock(timings)("lips"):
-            lip_cond = _scan_lips(source, cfg.duration_s, face,
-                                  check=(lambda: callback(0, total_steps)) if callback is not None else None)
+            lip_cond, _ = scan_lips(source, cfg.duration_s, face, progress=(
+                (lambda done, total: callback(0, total_steps)) if callback is not None else None))
     phones = None
     if text_cond is not None and frontend.needs(cfg, "phone_id"):
         phones, _ = frontend.phoneme_track(text_cond, duration_s, lip_cond, cfg.phone_placement)
@@ -600,12 +624,13 @@ def clip_from_frames(frames: np.ndarray, fps: float, audio: tuple[torch.Tensor, 
 def write_with_audio(audio: torch.Tensor, sample_rate: int, out_dir: str | Path, prefix: str, *,
                      video_path: str | Path | None = None, frames: np.ndarray | None = None,
                      fps: float | None = None, original_audio: tuple[torch.Tensor, int] | None = None,
-                     mode: str = "replace", audio_gain: float = 1.0, original_gain: float = 1.0) -> Path:
+                     mode: str = "replace", audio_gain: float = 1.0, original_gain: float = 1.0,
+                     metadata: dict[str, str] | None = None) -> Path:
     """Write ``out_dir/prefix_NNNNN_.mp4``: the video with ``audio`` [C, S] (replace or mix).
 
     A video file is stream-copied; frames uint8 [F, H, W, 3] at ``fps`` are encoded first (H.264,
-    with ``original_audio`` if given) in a temporary file. Nothing is overwritten and no partial
-    file is left behind on error.
+    with ``original_audio`` if given) in a temporary file. ``metadata`` becomes container tags.
+    Nothing is overwritten and no partial file is left behind on error.
     """
     from vssflow_core.media.files import unique_path
     from vssflow_core.media.mux import mux_audio
@@ -629,7 +654,7 @@ def write_with_audio(audio: torch.Tensor, sample_rate: int, out_dir: str | Path,
             write_video(str(temp), frames, fps, **kwargs)
             video_path = temp
         mux_audio(str(video_path), audio, int(sample_rate), str(out_path), mode=mode, audio_gain=audio_gain,
-                  original_gain=original_gain)
+                  original_gain=original_gain, metadata=metadata)
     finally:
         if temp is not None and Path(temp).exists():
             Path(temp).unlink()

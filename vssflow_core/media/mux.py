@@ -57,14 +57,17 @@ class _CopyRefused(Exception):
 
 
 def _write(tmp: Path, video_path, wave: np.ndarray, audio_codec: str, sr_out: int, pts0: int,
-           reencode_ext: str | None, rotation: int = 0) -> None:
+           reencode_ext: str | None, rotation: int = 0, metadata: dict[str, str] | None = None) -> None:
     """Write ``tmp``: the video stream of ``video_path`` (copied, or re-encoded with the codec of
     ``VIDEO_CODECS[reencode_ext]`` at the source's timestamps, turned upright by ``rotation`` degrees
     counter-clockwise) plus ``wave`` [C, S] at ``sr_out`` Hz whose first sample is at ``pts0``
-    (samples). Raises ``_CopyRefused`` when copying is impossible."""
+    (samples); ``metadata`` becomes container tags. Raises ``_CopyRefused`` when copying is impossible."""
     av = _av()
 
-    with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w") as out:
+    # MP4/MOV keep only their standard tags unless told to write custom ones (a ComfyUI workflow)
+    options = {"movflags": "use_metadata_tags"} if metadata and Path(tmp).suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+    with av.open(str(video_path), mode="r") as src, av.open(str(tmp), mode="w", options=options) as out:
+        out.metadata.update(metadata or {})
         in_v = [s for s in src.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
         if reencode_ext is None:
             try:
@@ -151,6 +154,7 @@ def mux_audio(
     original_gain: float = 1.0,
     length: str = "pad",
     on_exists: str = "error",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write ``out_path``: the video stream of ``video_path`` copied unchanged plus ``audio``.
 
@@ -164,7 +168,8 @@ def mux_audio(
     to the video's duration) or "trim" (only cut what runs past the video). The output container
     follows ``out_path``'s extension (.mp4/.mov/.m4v -> AAC, .mkv/.webm -> Opus, 48 kHz). Written to a
     temporary file and renamed; an existing ``out_path`` is refused (``on_exists="error"``) or a free
-    ``name_00001_.ext`` is used instead (``on_exists="counter"``). Returns the path written.
+    ``name_00001_.ext`` is used instead (``on_exists="counter"``). ``metadata``: container tags to
+    write (e.g. ComfyUI's ``prompt`` and ``workflow`` JSON). Returns the path written.
     """
     av = _av()
 
@@ -198,7 +203,7 @@ def mux_audio(
         try:
             write_video(encoded, read_frames(video_path, None).frames, info.fps)
             return mux_audio(encoded, audio, sample_rate, out_path, mode=mode, audio_gain=audio_gain,
-                             original_gain=original_gain, length=length, on_exists=on_exists)
+                             original_gain=original_gain, length=length, on_exists=on_exists, metadata=metadata)
         finally:
             encoded.unlink(missing_ok=True)
     codec, sr_out = AUDIO_CODECS[ext]
@@ -222,12 +227,13 @@ def mux_audio(
     pts0 = int(round(info.start_time_s * sr_out))
     with atomic_output(out_path) as tmp:
         try:
-            _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=None)
+            _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=None, metadata=metadata)
         except _CopyRefused as refused:
             log.warning("mux_audio: %s; re-encoding the video with %s instead (slower; the frames and their "
                         "timestamps are kept)", refused, VIDEO_CODECS[ext][0])
             try:
-                _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=ext, rotation=info.rotation)
+                _write(tmp, video_path, wave, codec, sr_out, pts0, reencode_ext=ext, rotation=info.rotation,
+                       metadata=metadata)
             except av.error.FFmpegError as exc:
                 raise VSSFlowError(f"cannot write the video of {video_path} into {out_path}, neither copied "
                                    f"({refused}) nor re-encoded (FFmpeg: {exc}); convert it to H.264 .mp4 first") from None
