@@ -37,6 +37,16 @@ def test_aggregator_merges_headline_keys(tmp_path, monkeypatch, capsys):
     assert data["guided_eval_speedup"] == 2.7 and data["official_nfe_matched"] == 10
     assert data["official"]["detail"] == {"x": 1}
     assert '"guided_eval_speedup": 2.7' in capsys.readouterr().out
+    # an earlier run's file is kept; a missing folder is refused before any measuring, not after
+    from vssflow_core.errors import VSSFlowError
+
+    fake.run = lambda quick=False: pytest.fail("measured before the --json path was checked")
+    with pytest.raises(VSSFlowError, match="exists; choose another name"):
+        bench.run(args)
+    assert json.loads(out.read_text())["guided_eval_speedup"] == 2.7
+    args.json = str(tmp_path / "no_such_folder" / "b.json")
+    with pytest.raises(VSSFlowError, match="no_such_folder does not exist; create it first"):
+        bench.run(args)
 
 
 def test_matmul_gflop_counts_the_multiplies():

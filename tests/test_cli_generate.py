@@ -48,7 +48,8 @@ def test_generate_writes_video_with_new_audio(files, capsys, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing video", "not a video", "audio only", "zero frames", "bad model",
                                   "existing out", "bad steps", "bad window", "empty text", "unknown command",
-                                  "bad voice", "bad out name"])
+                                  "bad voice", "bad out name", "video is a folder", "out is a folder", "bad threads",
+                                  "window without text", "guidance below 1", "bad device", "seed too large"])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case):
     out = tmp_path / "out.mp4"
     args = ["generate", files["video"], "--out", out, "--model", files["model"], "--steps", "1"]
@@ -61,7 +62,23 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
     elif case == "zero frames":
         args[1] = media_factory.make_zero_frames(tmp_path / "z.mp4")
     elif case == "bad voice":
-        args += ["--voice", tmp_path / "no_voice.wav"]
+        args += ["--text", "hi", "--voice", tmp_path / "no_voice.wav"]
+    elif case == "video is a folder":
+        (tmp_path / "clips").mkdir()
+        args[1] = tmp_path / "clips"
+    elif case == "out is a folder":
+        (tmp_path / "outdir").mkdir()
+        args[3] = tmp_path / "outdir"
+    elif case == "bad threads":
+        args += ["--threads", "-1"]
+    elif case == "window without text":
+        args += ["--speech-start", "0.5", "--speech-end", "1.0"]
+    elif case == "guidance below 1":  # below 1 the model ignores the video: refused, not silently unconditional
+        args += ["--guidance", "0.5"]
+    elif case == "bad device":
+        args += ["--device", "tpu"]
+    elif case == "seed too large":
+        args += ["--seed", str(2**64)]
     elif case == "bad out name":
         out = tmp_path / "out.txt"
         args[3] = out
@@ -107,3 +124,26 @@ def test_subprocess_exit_code(tmp_path):
 def test_help_lists_commands(capsys):
     rc, out, _ = run(["--help"], capsys)
     assert rc == 0 and all(name in out for name in cli.COMMANDS)
+
+
+def test_sigterm_removes_the_temporary_output(tmp_path, capsys, monkeypatch):
+    """kill / timeout / job schedulers send SIGTERM: it unwinds like Ctrl-C, so no hidden partial
+    file is left next to the output."""
+    import os
+    import signal
+
+    from vssflow_core.media.files import atomic_output
+
+    out = tmp_path / "out.mp4"
+
+    def run_generate(args):
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(cli, "run_generate", run_generate)
+    rc, _, err = run(["generate", "v.mp4", "--out", out], capsys)
+    assert rc == 143 and err.strip() == "error: terminated"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command

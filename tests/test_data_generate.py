@@ -40,6 +40,15 @@ def test_manifest_and_files(tmp_path):
             assert any(abs(int(np.argmax(env)) - ev["frame"]) <= 25 for ev in r["events"])
 
 
+def test_out_that_is_a_file_is_refused(tmp_path):
+    from vssflow_core.errors import VSSFlowError
+
+    (tmp_path / "clip.mp4").write_bytes(b"keep me")
+    with pytest.raises(VSSFlowError, match="clip.mp4 is a file; give a folder"):
+        generate.run(_args(tmp_path / "clip.mp4", 1))
+    assert (tmp_path / "clip.mp4").read_bytes() == b"keep me"
+
+
 def test_resume_skips_done_clips_and_drops_a_truncated_line(tmp_path):
     generate.run(_args(tmp_path, 2))
     first = (tmp_path / "clips" / "000000.safetensors").read_bytes()

@@ -96,6 +96,20 @@ def test_eval_refuses_a_training_seed(tmp_path):
         eval_data(p.parse_args(["--seed", "1", "--cache-dir", str(tmp_path)]))
 
 
+@pytest.mark.parametrize("bad", [(["--kinds", "sound"], "--kinds 'sound': choose from speech, sfx, mixed"),
+                                         (["--n", "0"], "--n 0: evaluate at least 1 clip"),
+                                         (["--json", "no_such_folder/e.json"], "does not exist; create it first")])
+def test_eval_refuses_bad_arguments_before_any_work(tmp_path, monkeypatch, capsys, bad):
+    """Refused at once (exit 2), not after hours of generating or with an empty table and exit 0."""
+    from vssflow_core import cli
+    from vssflow_core.train import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evaluate, "load_model", lambda *a: pytest.fail("work started"))
+    assert cli.main(["eval", "--model", "embedded", "--cache-dir", str(tmp_path), *bad[0]]) == 2
+    assert bad[1] in capsys.readouterr().err
+
+
 def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
     """--no-ceiling skips the reference / vocoder rows, but FD and the leave-one-out class still use
     the real sound clips; the per-clip records give back FD and class accuracy."""

@@ -74,6 +74,6 @@ def test_cli_writes_json_and_refuses_bad_input(setup, capsys):
     assert set(written["table"]) == {"speech", "sfx"} and set(written["by_component"]) == {"t=0.2"}
     before = out.read_bytes()
     assert cli_main([*base, "--json", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert "exists; choose another name" in capsys.readouterr().err and out.read_bytes() == before
     assert cli_main([*base, "--times", "1.0"]) == 2
     assert "must be in [0, 1)" in capsys.readouterr().err

@@ -7,8 +7,13 @@ Each command other than ``generate`` lives in its own module, imported only when
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
+import warnings
 
 COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "generate": ("vssflow_core.cli", "add_generate_arguments", "run_generate",
@@ -48,7 +53,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded", help="'embedded' (default) or a model file path")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale, 1..30 (1 = none; default or 0: the model's)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"], default=None,
                    help="ODE solver (default: the model's)")
     p.add_argument("--mode", choices=["replace", "mix"], default="replace",
@@ -64,14 +70,26 @@ def run_generate(args) -> int:
     from vssflow_core.errors import VSSFlowError
 
     out, video = Path(args.out), Path(args.video)  # cheap checks first: no torch import for a typo
+    if video.is_dir():
+        raise VSSFlowError(f"input video {video} is a folder; give a video file")
     if not video.is_file():
         raise VSSFlowError(f"input video not found: {video}")
-    if out.exists():
+    if out.is_dir():
+        raise VSSFlowError(f"--out {out} is a folder; give a file name, e.g. {out / 'out.mp4'}")
+    if out.exists() or out.is_symlink():
         raise VSSFlowError(f"output file already exists: {out}; choose another --out (nothing is overwritten)")
     if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise VSSFlowError(f"--out must end in .mp4 (or .mov/.mkv), got {out.name!r}")
     if not out.parent.is_dir():
-        raise VSSFlowError(f"output folder does not exist: {out.parent}")
+        raise VSSFlowError(f"output folder does not exist: {out.parent}; create it first")
+    if args.threads < 0:
+        raise VSSFlowError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.text is None:
+        ignored = [flag for flag, given in (("--speech-start", args.speech_start), ("--speech-end", args.speech_end),
+                                            ("--voice", args.voice)) if given]
+        if ignored:
+            raise VSSFlowError(f"{' and '.join(ignored)} only work with speech: add --text with the words to speak, "
+                               "or leave them out for sound effects only")
 
     import torch
 
@@ -88,7 +106,7 @@ def run_generate(args) -> int:
     with _progress() as callback:
         generate_to_file(bundle, video, out, mode=args.mode, callback=callback, text=args.text,
                          speech_start_s=args.speech_start, speech_end_s=args.speech_end, voice=voice,
-                         seed=args.seed, steps=args.steps, guidance=args.guidance, solver=args.solver)
+                         seed=args.seed, steps=args.steps, guidance=args.guidance or None, solver=args.solver)
     print(out)
     return 0
 
@@ -124,15 +142,49 @@ def _print_help(file=sys.stdout) -> None:
         print(f"  {name:10s} {text}", file=file)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
-    from vssflow_core.errors import VSSFlowError
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, job schedulers), raised so that temporary files are removed."""
 
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
+@contextlib.contextmanager
+def _command_line_session():
+    """For the length of one command: SIGTERM unwinds like Ctrl-C (``finally`` blocks delete
+    temporary files), warnings print as one line, and mediapipe's native INFO logs stay quiet."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 2 bad input, 130 interrupted, 143 terminated)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         _print_help(sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
+    with _command_line_session():
+        return _run_command(argv[0], argv[1:])
+
+
+def _run_command(name: str, rest: list[str]) -> int:
+    from vssflow_core.errors import VSSFlowError
+
     try:
         if name not in COMMANDS:
             raise UsageError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
@@ -150,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, VSSFlowError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

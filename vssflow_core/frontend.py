@@ -89,8 +89,8 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
     """Check and bundle a transcript, its speech window (s; 0/0 = automatic) and a reference voice."""
     text = (transcript or "").strip()
     if not text:
-        raise VSSFlowError("transcript is empty: type the words to speak, or leave the text input unconnected "
-                           "for sound effects only")
+        raise VSSFlowError("transcript is empty: type the words to speak, or give no transcript (no --text, or "
+                           "the text input unconnected) for sound effects only")
     start, end = float(speech_start_s), float(speech_end_s)
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < 0:
         raise VSSFlowError(f"speech window must be non-negative seconds, got start={start} end={end}")
@@ -102,7 +102,8 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
     phonemes = text_to_phonemes(text)  # raises for letters of other scripts
     if not any(ph != BLANK for ph in phonemes):
         raise VSSFlowError(f"transcript {text[:60]!r} has no words to speak (only punctuation or symbols); type "
-                           "the words, or leave the text input unconnected for sound effects only")
+                           "the words, or give no transcript (no --text, or the text input unconnected) for sound "
+                           "effects only")
     if end > start:  # a given window: does the text fit? (an automatic one is checked once found)
         check_window(len(phoneme_ids(phonemes)), start, end, end, LIP_RATE_HZ)
     if voice is not None:

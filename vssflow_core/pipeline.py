@@ -99,10 +99,23 @@ def resolve_dtype(precision: str | torch.dtype | None, device: torch.device | st
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` -> cuda if available else cpu."""
+    """``auto`` -> cuda if available else cpu; ``cpu``, ``cuda`` and ``cuda:N`` are checked against
+    this machine (VSSFlowError naming the fix)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise VSSFlowError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise VSSFlowError(f"device {device!r}: this torch sees no CUDA GPU; use auto or cpu")
+        if dev.index is not None and dev.index >= count:
+            raise VSSFlowError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif dev.type != "cpu":
+        raise VSSFlowError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return dev
 
 
 def load_bundle(model: str | Path = "embedded", device: str | torch.device = "cpu",
@@ -297,8 +310,9 @@ def _check_sampling(bundle: Bundle, steps, guidance, solver, variations, with_te
         raise VSSFlowError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
     if not 1 <= steps <= 1000:
         raise VSSFlowError(f"steps must be 1..1000, got {steps}")
-    if not (math.isfinite(guidance) and 0.0 <= guidance <= 30.0):
-        raise VSSFlowError(f"guidance must be in 0..30 (1 = no guidance), got {guidance}")
+    if not (math.isfinite(guidance) and 1.0 <= guidance <= 30.0):
+        raise VSSFlowError(f"guidance must be in 1..30 (1 = no guidance, higher = follow the video and text more), "
+                           f"got {guidance}; below 1 the model would ignore the video and the text")
     if not 1 <= int(variations) <= 64:
         raise VSSFlowError(f"variations must be 1..64, got {variations}")
     return steps, guidance, solver, int(variations)
@@ -409,6 +423,9 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
     with_text = text_cond is not None
     steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations, with_text)
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= int(seed) <= 2**64 - variations:
+        raise VSSFlowError(f"seed must be a whole number in 0..{2**64 - variations} (variation n uses seed + n), "
+                           f"got {seed!r}")
     source = open_video(video, frames, fps, duration_s)
     cfg, codec = bundle.config, bundle.codec
     time_shift = cfg.time_shift_for(with_text)

@@ -25,7 +25,7 @@ HEADLINE_KEYS = ("rtf_10s", "peak_rss_mb_10min", "guided_eval_speedup", "officia
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    parser.add_argument("--json", default=None, help="write all results to this JSON file (must not exist)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="which parts to run")
     parser.add_argument("--quick", action="store_true", help="short clips only (10 s end to end, 60 s decode)")
     parser.add_argument("--model", default="embedded", help="model for the end-to-end part")
@@ -42,6 +42,10 @@ def _call(run, **kwargs):
 
 
 def run(args) -> int:
+    from vssflow_core.train.report import check_json_target, write_json_report
+
+    if args.json:
+        check_json_target(args.json)  # before minutes of measuring, not after
     if "end_to_end" in args.parts:
         from vssflow_core.pipeline import resolve_model_path
 
@@ -68,5 +72,5 @@ def run(args) -> int:
     headline = {k: results[k] for k in HEADLINE_KEYS if k in results}
     print("== headline", json.dumps(headline))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        write_json_report(args.json, results, default=str)
     return 0

@@ -156,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
     voices = parse_voices(getattr(args, "voices", "joe"))
     _init_worker()
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        from vssflow_core.errors import VSSFlowError
+
+        raise VSSFlowError(f"--out {out} is a file; give a folder (new, or one make-data wrote, to resume it)")
     (out / "clips").mkdir(parents=True, exist_ok=True)
     if args.render_video:
         (out / "videos").mkdir(exist_ok=True)

@@ -93,9 +93,14 @@ def read_voice_file(path, label: str = "reference voice"):
     if not Path(path).is_file():
         raise VSSFlowError(f"{label} {path}: no such file; give a recording of the reference voice "
                            "(wav, flac, mp3, or a video with speech)")
-    audio = read_audio(path)
+    try:
+        audio = read_audio(path)
+    except VSSFlowError as e:
+        raise VSSFlowError(f"{label} {path}: not a readable recording ({e})") from None
     if audio is None:
         raise VSSFlowError(f"{label} {path}: the file has no audio stream")
+    if audio[0].shape[-1] == 0:
+        raise VSSFlowError(f"{label} {path}: the recording is empty; give a few seconds of the reference voice")
     return audio
 
 

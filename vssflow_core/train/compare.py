@@ -32,7 +32,7 @@ import numpy as np
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train import metrics as M
-from vssflow_core.train.report import write_json_report
+from vssflow_core.train.report import check_json_target, write_json_report
 
 LOWER_IS_BETTER = {"wer": True, "cer": True, "lip_offset_ok_frac": False, "onset_f1": False, "class_acc": False,
                    "fd": True, "speaker_sim": False, "speaker_id_acc": False}
@@ -182,6 +182,8 @@ def run(args) -> int:
         raise VSSFlowError(f"--resamples {args.resamples}: use at least 20 (a 95 % interval needs many)")
     if not (args.margin >= 0):
         raise VSSFlowError(f"--margin {args.margin}: give a percentage >= 0 (e.g. 2 for +-2 %)")
+    if args.json:
+        check_json_target(args.json, replace=True)  # a rerun updates its report
     records = [load_records(f) for f in args.files]
     table = compare(records[0], records[1] if len(records) == 2 else None, args.resamples, args.margin, args.seed)
     thin = [m for m, row in table.items() if row["finite_draws"] < 0.9 * args.resamples]

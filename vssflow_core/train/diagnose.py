@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vssflow_core.train.report import write_json_report
+from vssflow_core.train.report import check_json_target, write_json_report
 
 DROPS = {  # name: feature keys left out (None = the all-zero guidance input)
     "all": (),
@@ -138,8 +138,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if any(not 0.0 <= t < 1.0 for t in args.times):
         raise VSSFlowError(f"--times {args.times}: each t must be in [0, 1) (0 = noise, 1 = data)")
-    if args.json and Path(args.json).exists():
-        raise VSSFlowError(f"--json {args.json} already exists; choose another name (nothing is overwritten)")
+    if args.json:
+        check_json_target(args.json)
     bundle = load_bundle(args.model, device="cpu", dtype="fp32")
     if bundle.config.codec.kind != "mel_patch":
         raise VSSFlowError(f"diagnose needs a model with the embedded mel_patch codec; {args.model} uses "

@@ -42,17 +42,18 @@ import torch
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train.paths import CENTROID_DATA_DIR, EVAL_CACHE_DIR, TRAIN_STATE_DIR
-from vssflow_core.train.report import write_json_report
+from vssflow_core.train.report import check_json_target, write_json_report
 
 TRAIN_SEEDS = (1,)  # seeds of the shipped training data (make-data --seed 1)
 METRICS = ("wer", "lip", "onset", "class", "fd", "speaker")
+KINDS = ("speech", "sfx", "mixed")  # clip kinds of make-data
 VOICE_CLIPS = 8  # real speech clips whose mean embedding stands for the data's voice (no --voice)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``eval`` options on ``p``."""
     p.add_argument("--model", default="embedded", help="'embedded', a model file, or run:NAME (EMA of a training run)")
-    p.add_argument("--n", type=int, default=12, help="number of fresh clips (40%% speech, 40%% sound, 20%% mixed)")
+    p.add_argument("--n", type=int, default=12, help="number of fresh clips (40%% speech, 40%% sfx, 20%% mixed)")
     p.add_argument("--start", type=int, default=0,
                    help="first clip of the set to score (clips START to N-1; a clip's noise depends on its "
                         "position in the set, so evals split into chunks score as one run would)")
@@ -74,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp32-fused", "int8", "bf16"),
                    help="inference arithmetic of the DiT (VSSFlow.set_precision): measure what int8 or bf16 costs")
     p.add_argument("--vocoder", default="griffinlim", choices=("hifigan", "griffinlim"), help="mel_patch decoder")
-    p.add_argument("--kinds", default="speech,sfx,mixed", help="which clip kinds of the first N to evaluate")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"which clip kinds of the first N to evaluate: {', '.join(KINDS)}")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list of {METRICS}")
     p.add_argument("--no-ceiling", action="store_true", help="skip the reference / vocoder-ceiling rows")
     p.add_argument("--centroid-data", default=CENTROID_DATA_DIR,
@@ -303,8 +304,13 @@ def run(args) -> int:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
     if args.noise_scale is not None and not (math.isfinite(args.noise_scale) and args.noise_scale > 0):
         raise VSSFlowError(f"--noise-scale {args.noise_scale}: give a number > 0 (1 = N(0, I), the official noise)")
-    if args.json and Path(args.json).exists():
-        raise VSSFlowError(f"--json {args.json} exists; choose another name (an earlier run's results are not overwritten)")
+    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
+    if not kinds or kinds - set(KINDS):
+        raise VSSFlowError(f"--kinds {args.kinds!r}: choose from {', '.join(KINDS)} (comma-separated)")
+    if args.json:
+        check_json_target(args.json)
+    if args.n < 1:
+        raise VSSFlowError(f"--n {args.n}: evaluate at least 1 clip")
     if not 0 <= args.start < args.n:
         raise VSSFlowError(f"--start {args.start}: give a clip index from 0 to --n - 1 ({args.n - 1})")
     t_start = time.time()
@@ -322,7 +328,6 @@ def run(args) -> int:
     noise_scale = {with_text: cfg.noise_scale_for(with_text) if args.noise_scale is None else args.noise_scale
                    for with_text in (True, False)}
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
-    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
     # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
     # so a specialist scored on one kind meets the same noise as the joint model on that kind
     picked = [(pos, r) for pos, r in enumerate(source.rows[: args.n]) if pos >= args.start and r["kind"] in kinds]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.train.report import write_json_report
+from vssflow_core.train.report import check_json_target, write_json_report
 
 FPS = 25.0
 NEAR_FRAMES = 2
@@ -152,8 +152,8 @@ def run(args) -> int:
     folder = Path(args.data)
     if not (folder / "manifest.jsonl").is_file():
         raise VSSFlowError(f"--data {folder}: no manifest.jsonl there; give a make-data output folder")
-    if args.json and Path(args.json).exists():
-        raise VSSFlowError(f"--json {args.json} exists; choose another name")
+    if args.json:
+        check_json_target(args.json)
     source = ClipSource(folder, "joint")
     rows = [r for r in source.rows if r.get("transcript") and r.get("phones") and r.get("speech_start_s") is not None]
     rows = rows[: args.n] if args.n else rows
