@@ -292,11 +292,25 @@ def patch_model(module, load_device, offload_device):
 
 
 def load_on_device(patcher) -> None:
-    """Ask ComfyUI to place a patched model on its load device (frees others if needed)."""
+    """Ask ComfyUI to place a patched model on its load device (frees others if needed).
+
+    Always whole: ComfyUI's partial loading (low VRAM) leaves layers without its cast hooks on the
+    CPU, which plain torch layers like these cannot run from, so a model that does not fit is an
+    error naming the fix rather than a device mismatch deep in torch."""
     if patcher is None:
         return
+    import inspect
+
     import comfy.model_management as mm
     import torch
 
-    with torch.inference_mode(False):  # moved weights must stay normal tensors (nodes run in inference mode)
-        mm.load_models_gpu([patcher])
+    from vssflow_core.errors import VSSFlowError
+
+    whole = {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
+    try:
+        with torch.inference_mode(False):  # moved weights must stay normal tensors (nodes run in inference mode)
+            mm.load_models_gpu([patcher], **whole)
+    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
+        size_gb = patcher.model_size() / 2**30
+        raise VSSFlowError(f"VSSFlowModelLoader: the model ({size_gb:.1f} GB) does not fit in the GPU's free memory; "
+                           "choose precision fp16 or bf16, close other models, or choose device cpu") from None

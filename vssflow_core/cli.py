@@ -56,7 +56,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale, 1..30 (1 = none; default or 0: the model's)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"], default=None,
-                   help="ODE solver (default: the model's)")
+                   help="ODE solver (default: the model's); dopri5 is the official adaptive solver: it ignores "
+                        "--steps and takes about 10x longer")
     p.add_argument("--mode", choices=["replace", "mix"], default="replace",
                    help="replace the video's sound or mix with it")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
