@@ -157,3 +157,34 @@ def test_rawnet3_bad_input(rawnet, rn_fx):
         orn.RawNet3.from_state_dict(sd)
     with pytest.raises(VSSFlowError, match="fc6.weight"):
         orn.RawNet3.from_state_dict({"fc7.weight": torch.zeros(1)})
+
+
+def test_extractors_run_on_the_models_device_and_go_back_to_the_cpu(monkeypatch):
+    """On a GPU the official CLIP / Synchformer run there while a clip is generated (seconds of CPU
+    work per window otherwise), then return to the CPU (no host manages their memory)."""
+    import torch
+
+    from vssflow_core import frontend
+    from vssflow_core.config import preset
+    from vssflow_core.features.official import extractors
+
+    moves = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            self.kind = kind
+
+        def to(self, device):
+            moves.append((self.kind, str(device)))
+            return self
+
+    monkeypatch.setattr(extractors, "extractor_model", lambda kind, extras, heads=None: Recorder(kind))
+    cfg = preset("official")
+    with frontend.official_extractors_on(cfg, {}, "cuda:0"):
+        assert moves == [("clip", "cuda:0"), ("synchformer", "cuda:0")]
+    assert moves[2:] == [("clip", "cpu"), ("synchformer", "cpu")]
+    moves.clear()
+    with frontend.official_extractors_on(cfg, {}, "cpu"), frontend.official_extractors_on(preset("embedded"), {}, "cuda"):
+        pass
+    assert moves == []  # nothing to move on the CPU, nothing to move for the embedded model

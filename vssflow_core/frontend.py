@@ -24,10 +24,11 @@ Letters: F video frames, N feature frames, D width. Rates: lips and phonemes 25 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -252,6 +253,34 @@ def feature_key(spec) -> str:
 def needs(config, key: str) -> bool:
     """Whether the model's condition table has a condition with this feature key."""
     return any(feature_key(c) == key for c in config.conditions)
+
+
+@contextlib.contextmanager
+def official_extractors_on(config, extras: dict, device: torch.device | str) -> Iterator[None]:
+    """Run the official visual extractors the model needs (CLIP, Synchformer) on ``device`` for the
+    length of the block, then move them back to the CPU: they are built from the model file's extra
+    weights, not part of the model, so a host such as ComfyUI does not manage their memory. On a
+    GPU this turns seconds of CPU work per window into milliseconds."""
+    device = torch.device(device)
+    modules = []
+    if config.frontend == "official" and device.type != "cpu":
+        from vssflow_core.features.official.extractors import extractor_model
+
+        for kind, key in (("clip", "video_feat"), ("synchformer", "synch_feat")):
+            if needs(config, key):
+                try:
+                    modules.append(extractor_model(kind, extras))
+                except VSSFlowError:
+                    continue  # weights absent: said once when the feature is built
+    try:
+        with torch.inference_mode(False):
+            for m in modules:
+                m.to(device)
+        yield
+    finally:
+        with torch.inference_mode(False):
+            for m in modules:
+                m.to("cpu")
 
 
 def window_features(config, window: WindowInputs, extras: dict | None = None) -> dict[str, torch.Tensor]:

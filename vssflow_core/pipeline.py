@@ -466,28 +466,29 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     needs_frames = any(frontend.needs(cfg, k) for k in ("motion_feat", "appearance_feat", "video_feat", "synch_feat"))
     window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if needs_frames else None
     clock = _Clock(timings)
-    for window, (first_sample, end_sample), gain in zip(windows, spans, gains):
-        with clock("decode"):
-            frames25 = next(window_frames) if window_frames is not None else None
-        with clock("features"):
-            inputs = _window_inputs(window, frames25, lip_cond, phones, speaker, cfg.duration_s)
-            feats = frontend.pad_to_window(cfg, frontend.window_features(cfg, inputs, bundle.extras))
-        count = end_sample - first_sample
-        first = int(round(window.start_s * latent_rate))
-        # [B, Ca, L]; the solver state stays float32 whatever the weights (the model casts its input)
-        x0 = noise[:, :, first:first + latent_len].to(bundle.device, torch.float32)
-        needed = min(latent_len, num_frames(count / sample_rate, latent_rate) + 4)  # + context for the vocoder
-        with torch.inference_mode():
-            with clock("sampling"):
-                feats = {k: _batch(v, variations).to(bundle.device) for k, v in feats.items()}
-                feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
-                cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
-                latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
-                                             callback=on_step, time_shift=time_shift, x_range=codec.latent_range)
-            with clock("vocoder"):
-                codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
-                wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]
-        out[:, 0, first_sample:end_sample] += _fit(wave, count) * gain
+    with frontend.official_extractors_on(cfg, bundle.extras, bundle.device):
+        for window, (first_sample, end_sample), gain in zip(windows, spans, gains):
+            with clock("decode"):
+                frames25 = next(window_frames) if window_frames is not None else None
+            with clock("features"):
+                inputs = _window_inputs(window, frames25, lip_cond, phones, speaker, cfg.duration_s)
+                feats = frontend.pad_to_window(cfg, frontend.window_features(cfg, inputs, bundle.extras))
+            count = end_sample - first_sample
+            first = int(round(window.start_s * latent_rate))
+            # [B, Ca, L]; the solver state stays float32 whatever the weights (the model casts its input)
+            x0 = noise[:, :, first:first + latent_len].to(bundle.device, torch.float32)
+            needed = min(latent_len, num_frames(count / sample_rate, latent_rate) + 4)  # + context for the vocoder
+            with torch.inference_mode():
+                with clock("sampling"):
+                    feats = {k: _batch(v, variations).to(bundle.device) for k, v in feats.items()}
+                    feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
+                    cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
+                    latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
+                                                 callback=on_step, time_shift=time_shift, x_range=codec.latent_range)
+                with clock("vocoder"):
+                    codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
+                    wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]
+            out[:, 0, first_sample:end_sample] += _fit(wave, count) * gain
     return limit_peak(out), sample_rate
 
 
