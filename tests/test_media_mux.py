@@ -54,10 +54,21 @@ def test_video_packets_are_copied_byte_for_byte(tmp_path, src, kind, ext):
     np.testing.assert_allclose(find_clicks(got, sr), [0.3], atol=1.5e-3)
 
 
-def test_surround_audio_is_folded_to_mono(tmp_path, src):
-    """A 5.1 AUDIO (e.g. a loaded video's own track put back) is muxed as mono, not refused."""
-    surround = np.repeat(click_track(1.0, 16000, (0.4,)), 6, axis=0)
+def test_surround_audio_is_folded_to_stereo_and_other_layouts_to_mono(tmp_path, src):
+    """A 5.1 AUDIO (e.g. a loaded video's own track put back) is muxed as stereo (left from the left
+    channels, right from the right ones), other layouts above stereo as mono; none is refused."""
+    import torch
+
+    silence = np.zeros((1, 16000), np.float32)
+    front_left, front_right = click_track(1.0, 16000, (0.3,)), click_track(1.0, 16000, (0.7,))
+    surround = np.concatenate([front_left, front_right, silence, silence, silence, silence])  # FL FR FC LFE BL BR
     out = mux_audio(src["mp4"], surround, 16000, tmp_path / "surround.mp4")
+    assert audio_stream(out)[2] == 2
+    wave, rate = read_audio(out)
+    np.testing.assert_allclose(find_clicks(wave[:1], rate, threshold=0.1), [0.3], atol=1.5e-3)
+    np.testing.assert_allclose(find_clicks(wave[1:], rate, threshold=0.1), [0.7], atol=1.5e-3)
+    quad = torch.from_numpy(np.repeat(click_track(1.0, 16000, (0.4,)), 4, axis=0))
+    out = mux_audio(src["mp4"], quad, 16000, tmp_path / "quad.mp4")
     assert audio_stream(out)[2] == 1
     np.testing.assert_allclose(find_clicks(*read_audio(out)), [0.4], atol=1.5e-3)
 

@@ -18,12 +18,19 @@ _FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 _SUBTYPES = {"PCM_16", "PCM_24", "FLOAT"}
 
 
+# 5.1 -> stereo (ITU-R BS.775): L = FL + 0.707 FC + 0.707 BL, R likewise, LFE dropped; scaled so a
+# full-scale signal in every channel stays at full scale
+_ITU_51_TO_STEREO = np.array([[1.0, 0.0, 0.7071, 0.0, 0.7071, 0.0],
+                              [0.0, 1.0, 0.7071, 0.0, 0.0, 0.7071]], np.float32) / (1.0 + 2 * 0.7071)
+
+
 def audio_as_array(audio, what: str = "audio", max_channels: int = 2, downmix: bool = False) -> np.ndarray:
     """Audio [S], [C, S] or [1, C, S] (torch or numpy) -> float32 numpy [C, S], finite, 1 <= C <= max_channels.
 
-    ``downmix``: more than ``max_channels`` channels (e.g. a 5.1 track) are averaged to mono instead
-    of refused. ``what`` names the input in the VSSFlowError raised for a wrong shape, no samples,
-    or NaN/Inf.
+    ``downmix``: more than ``max_channels`` channels are mixed down instead of refused: 5.1 (six
+    channels in FFmpeg's order FL FR FC LFE BL BR) to stereo by the ITU-R BS.775 coefficients when
+    two channels are allowed, anything else averaged to mono. ``what`` names the input in the
+    VSSFlowError raised for a wrong shape, no samples, or NaN/Inf.
     """
     if hasattr(audio, "detach"):
         audio = audio.detach().to("cpu").float().numpy()
@@ -33,7 +40,10 @@ def audio_as_array(audio, what: str = "audio", max_channels: int = 2, downmix: b
     if arr.ndim == 1:
         arr = arr[None]
     if downmix and arr.ndim == 2 and arr.shape[0] > max_channels:
-        arr = arr.mean(axis=0, keepdims=True)
+        if arr.shape[0] == 6 and max_channels >= 2:
+            arr = (_ITU_51_TO_STEREO @ arr).astype(np.float32)
+        else:
+            arr = arr.mean(axis=0, keepdims=True)
     if arr.ndim != 2 or not 1 <= arr.shape[0] <= max_channels or arr.shape[1] == 0:
         raise VSSFlowError(
             f"{what} has shape {tuple(np.shape(audio))}; expected [S], [C, S] or [1, C, S] with C = 1.."
