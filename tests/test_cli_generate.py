@@ -147,3 +147,17 @@ def test_sigterm_removes_the_temporary_output(tmp_path, capsys, monkeypatch):
     assert rc == 143 and err.strip() == "error: terminated"
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
+
+
+def test_device_names_are_checked_against_this_machine():
+    import torch
+
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.pipeline import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(VSSFlowError, match="expected auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(VSSFlowError, match="this torch sees no CUDA GPU; use auto or cpu"):
+            resolve_device("cuda:1")

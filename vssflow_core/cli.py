@@ -60,7 +60,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                         "--steps and takes about 10x longer")
     p.add_argument("--mode", choices=["replace", "mix"], default="replace",
                    help="replace the video's sound or mix with it")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
 

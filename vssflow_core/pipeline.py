@@ -99,22 +99,25 @@ def resolve_dtype(precision: str | torch.dtype | None, device: torch.device | st
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cpu``, ``cuda`` and ``cuda:N`` are checked against
-    this machine (VSSFlowError naming the fix)."""
+    """``auto`` -> cuda if available else cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked
+    against this machine (VSSFlowError naming the fix)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise VSSFlowError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise VSSFlowError(f"device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise VSSFlowError(f"device {device!r}: this torch sees no CUDA GPU; use auto or cpu")
         if dev.index is not None and dev.index >= count:
             raise VSSFlowError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise VSSFlowError(f"device {device!r}: this torch has no Apple GPU (MPS) here; use auto or cpu")
     elif dev.type != "cpu":
-        raise VSSFlowError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+        raise VSSFlowError(f"device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
     return dev
 
 
