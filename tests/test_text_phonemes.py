@@ -106,6 +106,9 @@ def test_place_phonemes_errors_say_the_numbers():
         place_phonemes(ids, -0.5, 1.0, 2.0)
     long_ids = phoneme_ids("this is a very long sentence that nobody can say in one second")
     with pytest.raises(VSSFlowError, match=r"phonemes in 1.00 s = \d+\.\d phonemes/s.*at least \d+\.\d\d s"):
+        place_phonemes(long_ids, 0.0, 1.0, 10.0)
+    # no window of a 2 s video can hold it: the fix is a shorter text, not a wider window
+    with pytest.raises(VSSFlowError, match=r"The whole video lasts 2.00 s, room for about 40 phonemes: shorten the text"):
         place_phonemes(long_ids, 0.0, 1.0, 2.0)
     assert torch.all(place_phonemes([], 0, 1, 2.0) == 0)
 

@@ -106,7 +106,7 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
                            "the words, or give no transcript (no --text, or the text input unconnected) for sound "
                            "effects only")
     if end > start:  # a given window: does the text fit? (an automatic one is checked once found)
-        check_window(len(phoneme_ids(phonemes)), start, end, end, LIP_RATE_HZ)
+        check_window(len(phoneme_ids(phonemes)), start, end, math.inf, LIP_RATE_HZ)  # video length unknown here
     if voice is not None:
         wave, sample_rate = voice
         wave = torch.as_tensor(wave, dtype=torch.float32)

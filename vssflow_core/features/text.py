@@ -480,10 +480,10 @@ def _num_frames(duration_s: float, rate_hz: float) -> int:
 
 def check_window(n_ids: int, start_s: float, end_s: float, duration_s: float, rate_hz: float,
                  max_phonemes_per_s: float = MAX_PHONEMES_PER_S) -> int:
-    """Check a speech window [start_s, end_s] (s) of a video of ``duration_s`` for ``n_ids`` tokens;
+    """Check a speech window [start_s, end_s] (s) of a video of ``duration_s`` (inf: not known yet) for ``n_ids`` tokens;
     returns its length in frames at ``rate_hz``. VSSFlowError names the fix (a wider window or a
     shorter text) when the tokens cannot be spoken at most ``max_phonemes_per_s`` per second."""
-    if not (math.isfinite(start_s) and math.isfinite(end_s) and math.isfinite(duration_s)):
+    if not (math.isfinite(start_s) and math.isfinite(end_s)) or math.isnan(duration_s):
         raise VSSFlowError(f"speech window: start/end/duration must be finite seconds, got "
                            f"start={start_s}, end={end_s}, duration={duration_s}.")
     if rate_hz <= 0:
@@ -499,10 +499,13 @@ def check_window(n_ids: int, start_s: float, end_s: float, duration_s: float, ra
     rate = spoken / (end_s - start_s)
     if spoken > length or rate > max_phonemes_per_s:
         need = spoken / max_phonemes_per_s
+        fix = (f"Widen the window to at least {need:.2f} s or shorten the text." if need <= duration_s else
+               f"The whole video lasts {duration_s:.2f} s, room for about "
+               f"{int(min(duration_s * max_phonemes_per_s, duration_s * rate_hz))} phonemes: shorten the text.")
         raise VSSFlowError(
             f"transcript too long for its speech window: {spoken} phonemes in {end_s - start_s:.2f} s "
             f"= {rate:.1f} phonemes/s ({length} frames at {rate_hz:g} Hz); at most {max_phonemes_per_s:g}/s can be "
-            f"spoken. Widen the window to at least {need:.2f} s or shorten the text.")
+            f"spoken. {fix}")
     return length
 
 
