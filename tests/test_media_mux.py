@@ -67,6 +67,12 @@ def test_surround_audio_is_folded_to_stereo_and_other_layouts_to_mono(tmp_path, 
     wave, rate = read_audio(out)
     np.testing.assert_allclose(find_clicks(wave[:1], rate, threshold=0.1), [0.3], atol=1.5e-3)
     np.testing.assert_allclose(find_clicks(wave[1:], rate, threshold=0.1), [0.7], atol=1.5e-3)
+    from vssflow_core.media.mux import _mix_tracks  # mix mode folds the video's own 5.1 track the same way
+
+    mixed = _mix_tracks(silence, surround)
+    assert mixed.shape == (2, 16000)
+    assert find_clicks(mixed[:1], 16000, threshold=0.1) == pytest.approx([0.3], abs=1e-3)
+    assert find_clicks(mixed[1:], 16000, threshold=0.1) == pytest.approx([0.7], abs=1e-3)
     quad = torch.from_numpy(np.repeat(click_track(1.0, 16000, (0.4,)), 4, axis=0))
     out = mux_audio(src["mp4"], quad, 16000, tmp_path / "quad.mp4")
     assert audio_stream(out)[2] == 1

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from vssflow_core.errors import VSSFlowError
 
-DEFAULT_DURATION_S = 8.0
 DEFAULT_VIDEO_SIZE = 320
 
 
@@ -59,18 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_duration_s() -> float:
-    """The embedded model's window length if it declares one, else 8.0 s."""
-    try:
-        from vssflow_core.embedded import embedded_config
+    """The embedded model's window length (s): clips are made as long as one window."""
+    from vssflow_core.embedded import embedded_config
 
-        cfg = embedded_config()
-        for name in ("duration_s", "window_s", "clip_duration_s"):
-            value = getattr(cfg, name, None)
-            if isinstance(value, (int, float)) and value > 0:
-                return float(value)
-    except Exception:  # noqa: BLE001 - the embedded module may not exist yet
-        pass
-    return DEFAULT_DURATION_S
+    return float(embedded_config().duration_s)
 
 
 def read_manifest(out_dir: str | os.PathLike) -> list[dict]:

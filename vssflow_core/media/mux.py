@@ -40,10 +40,8 @@ AUDIBLE_CLIP_PEAK = 1.05  # clipping a peak up to 5 % over full scale is logged 
 
 def _mix_tracks(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
     """Sum two [C, S] tracks; mono meets stereo as stereo; the longer length wins."""
+    original = audio_as_array(original, "the video's own audio", downmix=True)  # 5.1 -> stereo, as the generated track
     channels = max(generated.shape[0], original.shape[0])
-    if original.shape[0] > 2:  # as audio_as_array(downmix=True) folds the generated track
-        original = original.mean(axis=0, keepdims=True)
-        channels = max(generated.shape[0], 1)
     g = np.repeat(generated, channels // generated.shape[0], axis=0)
     o = np.repeat(original, channels // original.shape[0], axis=0)
     n = max(g.shape[1], o.shape[1])
@@ -163,7 +161,7 @@ def mux_audio(
     WebM), keeping every frame's timestamp, and a warning is logged. An animated GIF / WebP (no
     stream to copy) is encoded first, frame by frame, in a temporary file next to ``out_path``.
 
-    audio: float [S], [C, S] or [1, C, S] (C = 1 or 2) at ``sample_rate`` Hz, torch or numpy; its
+    audio: float [S], [C, S] or [1, C, S] (C = 1 or 2; more are folded down, 5.1 to stereo) at ``sample_rate`` Hz, torch or numpy; its
     t = 0 is the first video frame. mode: "replace" (drop the original track) or "mix" (add it,
     scaled by ``original_gain``; ``audio_gain`` scales the new audio). length: "pad" (pad with silence
     to the video's duration) or "trim" (only cut what runs past the video). The output container
