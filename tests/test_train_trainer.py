@@ -179,3 +179,40 @@ def test_t_shift_draws_training_times_towards_the_noise(setup, monkeypatch):
         run_trainer(base + ["--run", "bad", "--t-shift", "0"])
     with pytest.raises(Exception, match="--t-sampling uniform"):
         run_trainer(base + ["--run", "bad", "--t-shift", "3", "--t-sampling", "logit-normal"])
+
+
+def test_a_stop_mid_step_checkpoints_whole_steps_and_a_divergence_keeps_the_good_checkpoint(setup, monkeypatch):
+    """SIGTERM during an optimiser step ends the run after that step (the checkpoint's counter
+    matches its weights, exit 143); a NaN loss raises without writing the NaN state over last.pt."""
+    import signal
+
+    from vssflow_core.train import trainer
+
+    tmp, data, cfg_path = setup
+    base = ["--data", str(data), "--run", "s", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
+            "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--max-steps", "5"]
+    real_step = trainer.train_step
+
+    def step_with_sigterm(state, *a, **kw):
+        if state.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 2
+        return real_step(state, *a, **kw)
+
+    monkeypatch.setattr(trainer, "train_step", step_with_sigterm)
+    assert run_trainer(base) == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    ckpt = tmp / "state" / "s" / "last.pt"
+    good = torch.load(ckpt, weights_only=True)
+    assert good["step"] == 2  # the step in progress was finished, then the run stopped
+
+    def diverging_step(state, *a, **kw):
+        real_step(state, *a, **kw)
+        with torch.no_grad():
+            next(state.model.parameters()).fill_(float("nan"))
+        return torch.tensor(float("nan"))
+
+    monkeypatch.setattr(trainer, "train_step", diverging_step)
+    with pytest.raises(Exception, match="loss is nan at step 3.*keeps the last good state.*lower --lr"):
+        run_trainer(base)
+    kept = torch.load(ckpt, weights_only=True)
+    assert kept["step"] == 2 and all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])

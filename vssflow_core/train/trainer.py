@@ -431,10 +431,7 @@ def run(args) -> int:
     if args.t_shift != 1.0 and args.t_sampling != "uniform":
         raise VSSFlowError(f"--t-shift {args.t_shift} shifts uniform draws; drop it or use --t-sampling uniform")
     rank, world = _setup_distributed()
-    import signal
-
-    # SIGTERM (kill, shutdown) ends the loop through the finally below, which writes the checkpoint
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stop = _StopAtStepEnd()  # SIGTERM / Ctrl-C: finish the step in progress, then checkpoint and stop
     ckpt = run_dir / "last.pt"
     device = _check_device(args)
     if ckpt.is_file():
@@ -483,8 +480,9 @@ def run(args) -> int:
             _atomic_save({"ema": state.ema.state_dict(), "step": state.step, "val_loss": val}, run_dir / "best_ema.pt")
         return {"step": state.step, "val_loss": round(val, 5)}
 
+    diverged = False
     try:
-        while state.step < args.max_steps:
+        while state.step < args.max_steps and not stop.signum:
             t0 = time.time()
             elapsed = _shared_elapsed(t0 - started, world)
             if args.max_minutes and elapsed > args.max_minutes * 60:
@@ -505,7 +503,9 @@ def run(args) -> int:
             if state.step % max(1, args.log_every) == 0:
                 loss = float(torch.stack(losses).float().mean())  # one device sync per logged row
                 if not math.isfinite(loss):
-                    raise RuntimeError(f"loss is {loss} at step {state.step}; lower --lr")
+                    diverged = True  # keep the last good checkpoint: resuming from it is the fix
+                    raise VSSFlowError(f"loss is {loss} at step {state.step}; {ckpt} keeps the last good state "
+                                       "(written before this): resume with a lower --lr")
                 row = {"step": state.step, "loss": round(loss, 5), "lr": round(lr, 8),
                        "sec": round(step_seconds / len(losses), 4), "clips": describe(), "time": round(time.time(), 1)}
                 losses, step_seconds = [], 0.0
@@ -525,14 +525,47 @@ def run(args) -> int:
         if world > 1:
             _check_replicas(state.model)
     finally:
-        if rank == 0 and state.step > 0:
+        stop.restore()
+        if rank == 0 and state.step > 0 and not diverged:
             state.save(ckpt)
         if log is not None:
             log.close()
     _teardown_distributed(world)
     if rank == 0:
         print(f"stopped at step {state.step} ({state.train_seconds / 3600:.2f} h of training)", flush=True)
-    return 0
+    return 128 + stop.signum if stop.signum else 0
+
+
+class _StopAtStepEnd:
+    """Turns SIGTERM and a first Ctrl-C into a request that the training loop sees between steps, so
+    the checkpoint written on the way out never holds an optimiser step whose step counter was not
+    yet advanced (a resume would apply it twice). A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.signum = 0
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._request)
+
+    def _request(self, signum, frame):
+        import signal
+
+        if self.signum and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print("stopping after the step in progress (checkpoint follows; Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def main(argv=None) -> int:
