@@ -431,7 +431,6 @@ def run(args) -> int:
     if args.t_shift != 1.0 and args.t_sampling != "uniform":
         raise VSSFlowError(f"--t-shift {args.t_shift} shifts uniform draws; drop it or use --t-sampling uniform")
     rank, world = _setup_distributed()
-    stop = _StopAtStepEnd()  # SIGTERM / Ctrl-C: finish the step in progress, then checkpoint and stop
     ckpt = run_dir / "last.pt"
     device = _check_device(args)
     if ckpt.is_file():
@@ -481,6 +480,7 @@ def run(args) -> int:
         return {"step": state.step, "val_loss": round(val, 5)}
 
     diverged = False
+    stop = _StopAtStepEnd()  # SIGTERM / Ctrl-C: finish the step in progress, then checkpoint and stop
     try:
         while state.step < args.max_steps and not stop.signum:
             t0 = time.time()
