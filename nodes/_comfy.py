@@ -210,15 +210,19 @@ def progress(total: int | None):
     return callback
 
 
-def expand_save_variables(prefix: str, width: int, height: int) -> str:
+def expand_save_variables(prefix: str, frame_size) -> str:
     """The file-name variables ComfyUI's core save nodes expand on the server: %year% %month% %day%
-    %hour% %minute% %second% (local time, zero-padded) and %width% %height% (px)."""
+    %hour% %minute% %second% (local time, zero-padded) and %width% %height% (px). ``frame_size()``
+    gives (width, height); it is called only when the prefix uses them (it may read the video)."""
     import time
 
+    if "%" not in prefix:
+        return prefix
     now = time.localtime()
-    values = {"width": width, "height": height, "year": now.tm_year, "month": f"{now.tm_mon:02d}",
-              "day": f"{now.tm_mday:02d}", "hour": f"{now.tm_hour:02d}", "minute": f"{now.tm_min:02d}",
-              "second": f"{now.tm_sec:02d}"}
+    values = {"year": now.tm_year, "month": f"{now.tm_mon:02d}", "day": f"{now.tm_mday:02d}",
+              "hour": f"{now.tm_hour:02d}", "minute": f"{now.tm_min:02d}", "second": f"{now.tm_sec:02d}"}
+    if "%width%" in prefix or "%height%" in prefix:
+        values["width"], values["height"] = frame_size()
     for name, value in values.items():
         prefix = prefix.replace(f"%{name}%", str(value))
     return prefix

@@ -192,7 +192,7 @@ class VSSFlowMuxAudio(io.ComfyNode):
         wave, sample_rate = _convert.audio_item(audio, "VSSFlowMuxAudio", variation)
         source = _mux_source(video, images, fps)
         out_dir = _comfy.directory("output")
-        prefix = _comfy.expand_save_variables(filename_prefix, *_frame_size(source))
+        prefix = _comfy.expand_save_variables(filename_prefix, lambda: _frame_size(source))
         out = write_with_audio(wave, sample_rate, out_dir, prefix, mode=mode, audio_gain=audio_gain,
                                original_gain=original_gain, metadata=_comfy.workflow_metadata(cls), **source)
         rel = out.relative_to(out_dir)

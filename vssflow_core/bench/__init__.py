@@ -17,7 +17,6 @@ import argparse
 import importlib
 import inspect
 import json
-from pathlib import Path
 
 PARTS = {"end_to_end": "vssflow_core.bench.end_to_end", "official": "vssflow_core.bench.official_dit",
          "decode": "vssflow_core.bench.decode", "gpu": "vssflow_core.bench.gpu"}

@@ -14,7 +14,6 @@ variance, the estimate keeps noise in those directions.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
