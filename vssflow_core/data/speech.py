@@ -20,23 +20,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.features.text import BLANK, IPA_TO_ARPA
 
 SAMPLE_RATE = 22050
-BLANK = "<blank>"
 CHAR_S = 0.042  # s per character at length_scale 1: below what every voice needs (a lower bound)
 DEFAULT_VOICE = "joe"
 
-# espeak-ng (en-us) IPA symbol -> ARPAbet (stressless). Diphthongs arrive as two symbols (a + ɪ);
-# each half gets the nearest monophthong, which is what the mouth needs.
-IPA_TO_ARPABET = {
-    "ə": "AH", "ʌ": "AH", "ɐ": "AH", "ɪ": "IH", "ᵻ": "IH", "i": "IY", "ɛ": "EH", "e": "EY", "æ": "AE",
-    "ɑ": "AA", "a": "AA", "ɒ": "AA", "ɔ": "AO", "o": "OW", "ʊ": "UH", "u": "UW", "ɚ": "ER", "ɜ": "ER",
-    "ɝ": "ER", "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "g": "G", "ɡ": "G", "f": "F", "v": "V",
-    "θ": "TH", "ð": "DH", "s": "S", "z": "Z", "ʃ": "SH", "ʒ": "ZH", "h": "HH", "x": "HH", "m": "M",
-    "n": "N", "ŋ": "NG", "l": "L", "ɫ": "L", "ɹ": "R", "r": "R", "w": "W", "j": "Y", "ɾ": "D", "ʔ": "T",
-}
+# espeak-ng (en-us) IPA symbol -> ARPAbet (stressless), for piper's per-phone timings, which drive
+# the rendered mouth. Diphthongs and affricates arrive as two timed symbols (a + ɪ, t + ʃ), so only
+# the single-symbol entries of the transcript front-end's table apply. Three symbols deliberately
+# map to the phone whose mouth shape is nearest, not to CMUdict's spelling (the transcript side
+# keeps CMUdict's, as the model's phoneme ids come from it): the "e" of "eɪ" opens like EY, the flap
+# ɾ ("butter") is a voiced tap like D, and x ("loch") is breathed like HH. The synthetic training
+# videos were rendered with this table, so it stays as it is.
+_MOUTH_NEAREST = {"e": "EY", "ɾ": "D", "x": "HH"}
+IPA_TO_ARPABET = {sym: arpa for sym, arpa in IPA_TO_ARPA.items() if len(sym) == 1 and " " not in arpa}
+IPA_TO_ARPABET.update(_MOUTH_NEAREST)
 _STRESS = {"ˈ", "ˌ"}
-_LENGTH = {"ː", "ˑ", " ", "‿"}
 _PAUSE = set(".,;:!?—-…()\"'") | {"^", "$", "_"}
 
 

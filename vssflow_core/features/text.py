@@ -19,7 +19,6 @@ import math
 import re
 import unicodedata
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ from vssflow_core.errors import VSSFlowError
 
 BLANK = "<blank>"
 BLANK_ID = 59
-NO_PHONEME_ID = 0
 MAX_PHONEMES_PER_S = 20.0  # fast read speech is ~12-15 phonemes/s; above 20 it cannot be spoken
 VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}  # ARPAbet, stress removed
 _CONSONANTS = {"B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
@@ -228,7 +226,7 @@ def _cmudict() -> dict:
     return lex
 
 
-_IPA_TO_ARPA = {
+IPA_TO_ARPA = {  # espeak-ng en-us IPA (single symbols and digraphs) -> ARPAbet, as CMUdict spells it
     # vowels (length marks and r-colouring handled by the tokenizer below)
     "ɑː": "AA", "ɑ": "AA", "ɒ": "AA", "æ": "AE", "ʌ": "AH", "ə": "AH", "ɐ": "AH", "ɚ": "ER", "ɝ": "ER",
     "ɜː": "ER", "ɜ": "ER", "ɔː": "AO", "ɔ": "AO", "aʊ": "AW", "aɪ": "AY", "ɛ": "EH", "e": "EH", "eɪ": "EY",
@@ -278,8 +276,8 @@ def _ipa_phone_to_arpa(tok: str) -> list[str]:
     while core:
         for n in (3, 2, 1):
             piece = core[:n]
-            if piece in _IPA_TO_ARPA:
-                out.extend(_IPA_TO_ARPA[piece].split())
+            if piece in IPA_TO_ARPA:
+                out.extend(IPA_TO_ARPA[piece].split())
                 core = core[n:]
                 break
         else:
@@ -304,7 +302,9 @@ def _espeak_words(words: list[str]) -> list[list[str]] | None:
     try:
         outs = backend.phonemize([w.lower() for w in words], separator=Separator(phone=" ", word=" | ", syllable=""),
                                  strip=True)
-    except Exception:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - phonemizer's errors are untyped; fall back, but say so
+        warnings.warn(f"transcript: espeak-ng failed on {words[:5]} ({exc}); those words use letter-to-sound "
+                      "rules.", stacklevel=3)
         return None
     result = []
     for ipa in outs:
@@ -736,83 +736,4 @@ def place_phonemes_by_lips(ids, lips, start_s: float, end_s: float, duration_s: 
             i -= 1
     ids_arr = np.asarray(ids_l, dtype=np.int64)
     out[s:e] = torch.from_numpy(ids_arr[path])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Long transcripts over several model windows
-
-@dataclass
-class TranscriptChunk:
-    """Part of a transcript assigned to one model window.
-
-    Attributes:
-        window_index: index into the ``windows`` list.
-        text: words of this chunk (may be ``""``: no speech in this window).
-        start_s, end_s: estimated speech span of the chunk on the video timeline (s); None if empty.
-    """
-
-    window_index: int
-    text: str
-    start_s: float | None
-    end_s: float | None
-
-
-def split_transcript_by_windows(text: str, speech_start_s: float, speech_end_s: float,
-                                windows) -> list[TranscriptChunk]:
-    """Split a long transcript at word boundaries over the model's (overlapping) video windows.
-
-    Words are timed by their phoneme counts spread uniformly over ``[speech_start_s, speech_end_s]``
-    (the official stretch), then each word goes to the window whose core contains its centre (with
-    overlapping windows the core ends half-way through the overlap).
-
-    Args:
-        text: the whole transcript.
-        speech_start_s, speech_end_s: speech span on the video timeline (s).
-        windows: list of ``(start_s, end_s)`` model windows, sorted, covering the video.
-
-    Returns:
-        one ``TranscriptChunk`` per window (empty text where no word falls in it).
-    """
-    wins = [(float(a), float(b)) for a, b in windows]
-    if not wins:
-        raise VSSFlowError("split_transcript_by_windows: no windows given.")
-    if any(b <= a for a, b in wins):
-        raise VSSFlowError(f"split_transcript_by_windows: every window needs end > start, got {wins}.")
-    if speech_end_s <= speech_start_s:
-        raise VSSFlowError(f"speech window: end ({speech_end_s:.3f} s) must be after start ({speech_start_s:.3f} s).")
-    cores = []
-    for k, (a, b) in enumerate(wins):
-        lo = a if k == 0 else max(a, (a + wins[k - 1][1]) / 2)
-        hi = b if k == len(wins) - 1 else min(b, (b + wins[k + 1][0]) / 2)
-        cores.append((lo, hi))
-    words = [w for w in re.split(r"\s+", text or "") if w]
-    weights = []
-    for w in words:
-        n = len([p for p in text_to_phonemes(w) if p != BLANK])
-        n += 1 if re.search(r"[.,!?;:]$", w) else 0
-        weights.append(max(1, n))
-    total = float(sum(weights)) or 1.0
-    span = speech_end_s - speech_start_s
-    chunks: list[list] = [[] for _ in wins]
-    times: list[list] = [[] for _ in wins]
-    acc = 0.0
-    for w, wt in zip(words, weights):
-        t0 = speech_start_s + span * acc / total
-        acc += wt
-        t1 = speech_start_s + span * acc / total
-        c = (t0 + t1) / 2
-        k = next((i for i, (lo, hi) in enumerate(cores) if lo <= c < hi), None)
-        if k is None:
-            k = 0 if c < cores[0][0] else len(wins) - 1
-        chunks[k].append(w)
-        times[k].append((t0, t1))
-    out = []
-    for k in range(len(wins)):
-        if chunks[k]:
-            a = max(wins[k][0], times[k][0][0])
-            b = min(wins[k][1], times[k][-1][1])
-            out.append(TranscriptChunk(k, " ".join(chunks[k]), a, max(b, a + 1e-3)))
-        else:
-            out.append(TranscriptChunk(k, "", None, None))
     return out
