@@ -136,15 +136,18 @@ def main(argv=None) -> int:
 
     from vssflow_core import pipeline
 
-    if args.json.exists():
-        p.error(f"{args.json} exists; choose another name (nothing is overwritten)")
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.train.report import check_json_target, write_json_report
+
+    try:
+        check_json_target(args.json)
+    except VSSFlowError as e:
+        p.error(str(e))
     torch.set_num_threads(args.threads)
     bundle = pipeline.load_bundle(args.model)
     asr = M.Transcriber(threads=args.threads)
     reports = [check_video(bundle, v, asr, args.out_dir, args.seed) for v in args.videos]
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps({"model": args.model, "videos": reports}, indent=1))
-    tmp.rename(args.json)
+    write_json_report(args.json, {"model": args.model, "videos": reports})
     print(json.dumps(reports, indent=1))
     return 0
 

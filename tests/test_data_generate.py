@@ -81,3 +81,36 @@ def test_render_video_writes_mp4_with_sound(tmp_path):
         assert (v.width, v.height) == (64, 64) and abs(float(v.average_rate) - 25) < 1e-6
         assert len(container.streams.audio) == 1
         assert sum(1 for _ in container.decode(video=0)) == 50
+
+
+def test_resume_with_other_options_is_refused_and_bad_lengths_too(tmp_path):
+    from vssflow_core.errors import VSSFlowError
+
+    assert generate.run(_args(tmp_path, 1, seed=1)) == 0
+    for kw, match in (({"seed": 1001}, "--seed 1"), ({"kind": "speech"}, r"another --kind \(clip 0 is a sfx clip\)"),
+                      ({"duration_s": 3.0}, "--duration-s 2.0")):
+        args = _args(tmp_path, 2, **{"seed": 1, **kw})
+        with pytest.raises(VSSFlowError, match=f"holds clips made with {match}.*new --out"):
+            generate.run(args)
+    assert [r["id"] for r in generate.read_manifest(tmp_path)] == ["000000"]  # nothing added
+    for bad in ("0", "-1"):
+        args = _args(tmp_path / "new", 1)
+        args.duration_s = float(bad)
+        with pytest.raises(VSSFlowError, match=f"--duration-s {float(bad)}: clip length"):
+            generate.run(args)
+
+
+def test_a_broken_setup_stops_after_a_few_failed_clips(tmp_path, monkeypatch, capsys):
+    from vssflow_core.errors import VSSFlowError
+
+    calls = []
+
+    def disk_full(job):
+        calls.append(job[2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(generate, "_make_one", disk_full)
+    with pytest.raises(VSSFlowError, match="5 clips in a row failed.*No space left"):
+        generate.run(_args(tmp_path, 40))
+    assert calls == [0, 1, 2, 3, 4]
+    assert capsys.readouterr().err.count("Traceback") == 1  # the first failure in full, then one line each

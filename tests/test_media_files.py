@@ -67,6 +67,45 @@ def test_atomic_output_refuses_a_file_that_appeared(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["race.bin"]
 
 
+def test_atomic_output_replace_swaps_in_or_keeps_the_old_file(tmp_path):
+    target = tmp_path / "state.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError):  # e.g. a full disk in the middle of the write
+        with atomic_output(target, replace=True) as tmp:
+            tmp.write_bytes(b"ne")
+            raise OSError(28, "No space left on device")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    with atomic_output(target, replace=True) as tmp:
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_checkpoint_writers_leave_no_temp_file_when_the_write_fails(tmp_path, monkeypatch):
+    import pathlib
+
+    import torch
+
+    from vssflow_core.train import pack, trainer
+
+    def half_write_then_disk_full(target, *args, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    ckpt = tmp_path / "last.pt"
+    trainer._atomic_save({"step": 1}, ckpt)
+    monkeypatch.setattr(torch, "save", lambda obj, f: half_write_then_disk_full(f))
+    with pytest.raises(OSError, match="No space"):
+        trainer._atomic_save({"step": 2}, ckpt)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_write_then_disk_full)
+    with pytest.raises(OSError, match="No space"):
+        pack._write_shard(tmp_path / "pack_000.safetensors.xz", {"a": np.zeros(3, np.float32)})
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert torch.load(ckpt, weights_only=True) == {"step": 1}
+
+
 @pytest.mark.parametrize("ext,subtype,tol", [(".wav", None, 1e-4), (".flac", "PCM_24", 1e-6), (".wav", "FLOAT", 0)])
 def test_save_and_load_audio(tmp_path, ext, subtype, tol):
     torch = pytest.importorskip("torch")

@@ -296,7 +296,22 @@ def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
     assert json.loads(last["config"])["phone_placement"] == "lips"
     with pytest.raises(VSSFlowError, match="placement"):
         run_trainer(["--data", str(tmp_path / "uni"), *base, "--max-steps", "2"])
+    with pytest.raises(VSSFlowError, match="placement 'uniform'.*--val"):  # nor validate it
+        run_trainer(["--data", str(tmp_path / "lips"), "--val", str(tmp_path / "uni"), *base, "--max-steps", "2"])
     with pytest.raises(ValueError, match="phone_placement"):
         import dataclasses
 
         dataclasses.replace(tiny_config(), phone_placement="dtw")
+
+
+def test_damaged_pack_files_are_one_line_errors(packed, tmp_path):
+    _, root = packed
+    import shutil
+
+    for name, damage, match in (("pack.json", lambda b: b[: len(b) // 2], "pack.json is damaged"),
+                                ("pack_000.safetensors.xz", lambda b: b[: len(b) // 2], "pack shard .*pack_000.* is damaged")):
+        copy = tmp_path / f"copy_{name}"
+        shutil.copytree(root, copy)
+        (copy / name).write_bytes(damage((copy / name).read_bytes()))
+        with pytest.raises(VSSFlowError, match=match):
+            PackedClips(copy)

@@ -31,26 +31,26 @@ def make_clip(path: Path, duration_s: float, fps: int = 25, width: int = 1280, h
     import av
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    from vssflow_core.media.files import atomic_output
+
     count = int(round(duration_s * fps))
     luma = np.tile(np.linspace(30, 200, width, dtype=np.float32).astype(np.uint8), (height, 1))
     chroma = np.full((height // 2, width // 2), 128, np.uint8)
-    with av.open(str(tmp), "w") as out:
-        vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "32", "g": "250"})
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.codec_context.time_base = Fraction(1, fps)
-        for i in range(count):
-            y = luma.copy()
-            x = (i * 7) % (width - 160)
-            y[280:440, x:x + 160] = 235
-            frame = _yuv_frame(av, y, chroma)
-            frame.pts = i
-            for packet in vs.encode(frame):
+    with atomic_output(path, replace=True) as tmp:
+        with av.open(str(tmp), "w") as out:
+            vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "32", "g": "250"})
+            vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+            vs.codec_context.time_base = Fraction(1, fps)
+            for i in range(count):
+                y = luma.copy()
+                x = (i * 7) % (width - 160)
+                y[280:440, x:x + 160] = 235
+                frame = _yuv_frame(av, y, chroma)
+                frame.pts = i
+                for packet in vs.encode(frame):
+                    out.mux(packet)
+            for packet in vs.encode(None):
                 out.mux(packet)
-        for packet in vs.encode(None):
-            out.mux(packet)
-    os.replace(tmp, path)
     return path
 
 

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.files import atomic_output
 
 DEFAULT_VIDEO_SIZE = 320
 
@@ -85,9 +86,8 @@ def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
 def _save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
     from safetensors.numpy import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v for k, v in tensors.items()}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_output(path, replace=True) as tmp:
+        save_file(dict(tensors), str(tmp), metadata={k: str(v) for k, v in metadata.items()})
 
 
 def make_one(job: tuple) -> dict:
@@ -134,6 +134,27 @@ def parse_voices(text: str) -> tuple[str, ...]:
     return names
 
 
+MAX_FAILURES_IN_A_ROW = 5
+
+
+def _check_same_set(out: Path, rows: list[dict], seed: int, kind: str, duration_s: float) -> None:
+    """Refuse to add clips to a folder that holds clips of another seed, kind or length (a resume
+    with other options would mix two data sets, e.g. training clips into a validation folder)."""
+    from vssflow_core.data.clips import kind_for_index
+
+    for r in rows:
+        wrong = []
+        if int(r.get("seed", seed)) != seed:
+            wrong.append(f"--seed {r['seed']}")
+        if abs(float(r.get("duration_s", duration_s)) - duration_s) > 1e-6:
+            wrong.append(f"--duration-s {r['duration_s']}")
+        if "index" in r and r.get("kind") != kind_for_index(kind, int(r["index"])):
+            wrong.append(f"another --kind (clip {r['index']} is a {r.get('kind')} clip)")
+        if wrong:
+            raise VSSFlowError(f"--out {out} holds clips made with {', '.join(wrong)}; resume it with the options it "
+                               "was made with, or give a new --out folder")
+
+
 def _init_worker() -> None:
     import torch
 
@@ -148,14 +169,15 @@ def run(args: argparse.Namespace) -> int:
     _init_worker()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        from vssflow_core.errors import VSSFlowError
-
         raise VSSFlowError(f"--out {out} is a file; give a folder (new, or one make-data wrote, to resume it)")
     (out / "clips").mkdir(parents=True, exist_ok=True)
     if args.render_video:
         (out / "videos").mkdir(exist_ok=True)
+    if args.duration_s is not None and not args.duration_s > 0:
+        raise VSSFlowError(f"--duration-s {args.duration_s}: clip length in seconds, > 0 (default {default_duration_s()})")
     duration_s = float(args.duration_s) if args.duration_s else default_duration_s()
     rows = read_manifest(out)
+    _check_same_set(out, rows, int(args.seed), args.kind, duration_s)
     done = {r["id"] for r in rows if (out / r["file"]).exists() and (not args.render_video or r.get("video"))}
     manifest = out / "manifest.jsonl"
     with open(manifest, "w", encoding="utf-8") as fh:  # rewrite: drops a truncated tail / missing files
@@ -178,13 +200,22 @@ def run(args: argparse.Namespace) -> int:
 
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
         results = pool.imap(make_one, jobs)
-    count = failed = 0
+    count = failed = in_a_row = 0
     with open(manifest, "a", encoding="utf-8") as fh:
         for row in results:
-            if "error" in row:  # a generator bug must not stop a long run: report and go on
+            if "error" in row:  # one clip's bug must not stop a long run: report and go on...
                 failed += 1
-                print(f"make-data: clip {row['id']} FAILED: {row['error']}", file=sys.stderr, flush=True)
+                in_a_row += 1
+                message = row["error"] if failed == 1 else row["error"].splitlines()[0]  # one traceback is enough
+                print(f"make-data: clip {row['id']} FAILED: {message}", file=sys.stderr, flush=True)
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:  # ...but a broken set-up (full disk) fails every clip
+                    if workers > 1:
+                        pool.terminate()
+                    raise VSSFlowError(f"make-data: {in_a_row} clips in a row failed, the last with "
+                                       f"{row['error'].splitlines()[0]}; fix that (disk space? see the first "
+                                       "traceback above), then rerun the same command to continue")
                 continue
+            in_a_row = 0
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             count += 1

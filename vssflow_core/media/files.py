@@ -88,15 +88,17 @@ def _move_no_clobber(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path``; renamed to ``path`` on success.
 
     The temporary name keeps the extension (so PyAV and soundfile pick the format from it). An
-    existing ``path`` is refused before and after writing; on an exception the temporary file is
-    removed and ``path`` is never created.
+    existing ``path`` is refused before and after writing, unless ``replace`` (files the pack owns
+    and rewrites: checkpoints, shards, reports), which swaps the new file in with one rename. On an
+    exception (a writer error, a full disk) the temporary file is removed and ``path`` is left as
+    it was.
     """
     final = Path(path)
-    if final.exists():
+    if final.exists() and not replace:
         raise VSSFlowError(
             f"output file {final} already exists; not overwriting it, choose a new name (see unique_path)"
         )
@@ -106,7 +108,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise VSSFlowError(f"writer produced no file for {final}")
-        _move_no_clobber(tmp, final)
+        if replace:
+            os.replace(tmp, final)
+        else:
+            _move_no_clobber(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()

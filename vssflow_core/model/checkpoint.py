@@ -7,9 +7,7 @@ tensors (``vae.*``, ``vocoder.*`` codec weights, extractor weights). Metadata:
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
@@ -46,20 +44,11 @@ def save_model_file(path, model, extra_tensors: dict | None = None, metadata: di
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     meta.update(format=FORMAT, version=VERSION, config=model.config.to_json())
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite:  # temp name, then a rename that fails if a file appeared meanwhile
-        from vssflow_core.media.files import atomic_output
+    from vssflow_core.media.files import atomic_output
 
-        with atomic_output(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        return path
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # temp name, then a rename (that fails if a file appeared meanwhile, unless overwrite)
+    with atomic_output(path, replace=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -88,7 +88,7 @@ class ClipSource:
         try:
             t = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - a damaged file is reported with its path
-            raise VSSFlowError(f"clip {path}: cannot read ({e}); regenerate it with make-data") from e
+            raise VSSFlowError(f"clip {path}: cannot read ({e}); delete it and rerun make-data with the options that made the folder, which regenerates the missing clip") from e
         if "wave" not in t:
             raise VSSFlowError(f"clip {path}: has no 'wave' tensor; expected a make-data clip")
         feats = {k: v for k, v in t.items() if k != "wave"}

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.files import atomic_output
 from vssflow_core.train.data import FEATURE_RATES, TASK_KINDS, mix_feature_streams
 
 MEL_LO, MEL_STEP = -11.6, 0.06
@@ -81,9 +82,20 @@ def clip_speaker_embedding(wave: np.ndarray, row: dict, sample_rate: int, stored
 def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(lzma.compress(save(arrays), preset=6))
-    os.replace(tmp, path)
+    with atomic_output(path, replace=True) as tmp:
+        tmp.write_bytes(lzma.compress(save(arrays), preset=6))
+
+
+def _read_shard(path: Path) -> dict[str, np.ndarray]:
+    """One shard's arrays; a damaged one (cut short in a copy) is a ``VSSFlowError`` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        return load(lzma.decompress(path.read_bytes()))
+    except (lzma.LZMAError, EOFError, SafetensorError) as e:
+        raise VSSFlowError(f"pack shard {path} is damaged ({e}); copy it again from where it was packed, or "
+                           "delete it to train on the other shards") from None
 
 
 def placed_phones(row: dict, features: dict, placement: str) -> np.ndarray | None:
@@ -253,15 +265,16 @@ class PackedClips:
     @staticmethod
     def _load_folder(folder: Path) -> tuple[dict, dict]:
         """(pack.json, its present shards' arrays joined) of one pack folder."""
-        from safetensors.numpy import load
-
         if not is_packed(folder):
             raise VSSFlowError(f"{folder}: no pack.json; write one with `python -m vssflow_core pack --data DIR --out {folder}`")
-        meta = json.loads((folder / "pack.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise VSSFlowError(f"{folder}/pack.json: format {meta.get('format')!r}, expected {FORMAT!r}")
-        parts = [load(lzma.decompress((folder / s["file"]).read_bytes())) for s in meta["shards"]
-                 if (folder / s["file"]).is_file()]
+        try:
+            meta = json.loads((folder / "pack.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VSSFlowError(f"{folder}/pack.json is damaged ({e}); pack the clips again into a new --out") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise VSSFlowError(f"{folder}/pack.json: format {found!r}, expected {FORMAT!r}")
+        parts = [_read_shard(folder / s["file"]) for s in meta["shards"] if (folder / s["file"]).is_file()]
         if not parts:
             raise VSSFlowError(f"{folder}: none of the shards listed in pack.json is present")
         return meta, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from vssflow_core.media.files import atomic_output
+
 
 def check_json_target(path: str | os.PathLike, replace: bool = False) -> None:
     """Refuse a ``--json`` path before the work starts rather than after it: its folder must exist,
@@ -26,6 +28,5 @@ def write_json_report(path: str | os.PathLike, data, default=float) -> None:
     not replace one refuse it first with :func:`check_json_target`). Values JSON cannot hold go
     through ``default`` (numpy scalars as floats)."""
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=default))
-    os.replace(tmp, out)
+    with atomic_output(out, replace=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=default))

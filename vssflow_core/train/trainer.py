@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run name; state in STATE_DIR/NAME (resumes if present). Under torchrun spell it --name")
     p.add_argument("--state-dir", default=TRAIN_STATE_DIR, help=f"folder of runs (default {TRAIN_STATE_DIR}, or $VSSFLOW_TRAIN_STATE)")
     p.add_argument("--task", choices=("joint", "v2s", "tts"), default="joint", help="which clips to train on")
-    p.add_argument("--preset", default="embedded", help="model preset for a new run (default embedded)")
+    p.add_argument("--preset", default="embedded", help="model preset for a new run (default embedded; only presets with the mel_patch codec train "
+                        "on packs: embedded)")
     p.add_argument("--config", default=None, metavar="JSON", help="ModelConfig JSON file for a new run (overrides --preset)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="a new run starts from this model file's weights (fine-tuning); its architecture must match "
@@ -134,7 +136,7 @@ class Run:
         (``lr`` is set every step by the schedule)."""
         from vssflow_core.config import ModelConfig
 
-        st = torch.load(path, map_location=device, weights_only=True)
+        st = load_state_file(path, device)
         run = cls(ModelConfig.from_json(st["config"]), lr, weight_decay, device)
         run.model.load_state_dict(st["model"])
         run.ema.load_state_dict(st["ema"])
@@ -152,6 +154,23 @@ class Run:
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - d)
 
 
+def load_state_file(path: Path, device="cpu") -> dict:
+    """A run's ``last.pt`` or ``best_ema.pt`` (``torch.load(weights_only=True)``); a damaged or foreign
+    file is a ``VSSFlowError`` naming it and the fix, not a traceback."""
+    from vssflow_core.errors import VSSFlowError
+
+    try:
+        st = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
+        raise VSSFlowError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}): it is damaged (a full disk or a "
+                           "killed copy?) or not a training checkpoint. Delete it to start the run again, or train "
+                           "under another --name") from None
+    if not isinstance(st, dict) or not ({"ema", "step"} <= set(st)):
+        raise VSSFlowError(f"{path} is not a training checkpoint of this pack (no 'ema'/'step' entries); delete it "
+                           "or train under another --name")
+    return st
+
+
 def init_weights(run: Run, model_path: str | os.PathLike) -> None:
     """Copy a model file's weights into a new run's model and EMA (fine-tuning start).
 
@@ -160,10 +179,16 @@ def init_weights(run: Run, model_path: str | os.PathLike) -> None:
     from vssflow_core.errors import VSSFlowError
     from vssflow_core.model.checkpoint import load_model_file
 
+    if not str(model_path).endswith(".safetensors"):
+        raise VSSFlowError(f"--init {model_path}: give a model file (*.safetensors). A training run's last.pt becomes one "
+                           "with `python -m vssflow_core train --name RUN --export FILE.safetensors`; an official "
+                           ".ckpt with `python -m vssflow_core convert`")
     source, _, _ = load_model_file(model_path)
     theirs, ours = source.state_dict(), run.model.state_dict()
     bad = [f"{k}: file {list(theirs[k].shape) if k in theirs else 'missing'} vs run {list(v.shape)}"
            for k, v in ours.items() if k not in theirs or theirs[k].shape != v.shape]
+    extra = sorted(k for k in theirs if k not in ours)
+    bad += [f"{k}: in the file, not in the run" for k in extra]
     if bad:
         raise VSSFlowError(f"--init {model_path}: {len(bad)} weight(s) do not fit the run's config "
                            f"({'; '.join(bad[:3])}); pick the preset or --config the file was trained with")
@@ -193,7 +218,7 @@ def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float
     if best:
         if not (Path(run_dir) / "best_ema.pt").is_file():
             raise VSSFlowError(f"--export-best: {run_dir} has no best_ema.pt; train with --val PACK first")
-        st = torch.load(Path(run_dir) / "best_ema.pt", map_location="cpu", weights_only=True)
+        st = load_state_file(Path(run_dir) / "best_ema.pt")
         run.ema.load_state_dict(st["ema"])
         steps, val = int(st["step"]), float(st["val_loss"])
     ema = run.ema.to(dtype)
@@ -314,9 +339,11 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temporary name, then one rename (no temp file left when it fails)."""
+    from vssflow_core.media.files import atomic_output
+
+    with atomic_output(path, replace=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def _command_tail() -> list[str]:
@@ -355,19 +382,117 @@ def _check_device(args) -> torch.device:
     return device
 
 
+def _check_pack_fits(clips, cfg, flag: str) -> None:
+    """Refuse a pack (``--data`` or ``--val``) whose phoneme placement or window differs from the model's."""
+    from vssflow_core.errors import VSSFlowError
+
+    clips.require_placement(cfg.phone_placement, f"pack {flag}'s clips with --phone-placement {cfg.phone_placement}, "
+                                                 "or train a new run (--name) for that placement")
+    if abs(float(clips.meta["duration_s"]) - cfg.duration_s) > 1e-6:
+        raise VSSFlowError(f"{flag} {clips.root}: packed for {clips.meta['duration_s']} s windows, the model's is "
+                           f"{cfg.duration_s} s; `pack` makes windows of the embedded model's length, so train "
+                           "that model (--preset embedded)")
+
+
+def _check_numbers(args) -> None:
+    """Refuse step counts and rates that cannot train, before anything is built."""
+    from vssflow_core.errors import VSSFlowError
+
+    for flag, value in (("--batch-size", args.batch_size), ("--log-every", args.log_every),
+                        ("--val-every", args.val_every), ("--max-steps", args.max_steps)):
+        if value < 1:
+            raise VSSFlowError(f"{flag} {value}: must be at least 1")
+    if not (math.isfinite(args.lr) and args.lr >= 0):
+        raise VSSFlowError(f"--lr {args.lr}: the peak learning rate is a number >= 0 (e.g. 4e-4)")
+    if not 0 <= args.ema < 1:
+        raise VSSFlowError(f"--ema {args.ema}: a decay in [0, 1) (e.g. 0.999)")
+
+
+def _new_run_config(args):
+    """The ModelConfig of a new run (``--config`` file or ``--preset``); only mel_patch models train here."""
+    from vssflow_core.config import ModelConfig, preset
+    from vssflow_core.errors import VSSFlowError
+
+    if args.config:
+        try:
+            config = ModelConfig.from_json(Path(args.config).read_text())
+        except OSError as e:
+            raise VSSFlowError(f"--config {args.config}: cannot read it ({e.strerror}); give a ModelConfig JSON file") from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise VSSFlowError(f"--config {args.config}: not a ModelConfig JSON ({e})") from None
+    else:
+        config = preset(args.preset)
+    if config.codec.kind != "mel_patch":
+        raise VSSFlowError(f"{'--config ' + args.config if args.config else '--preset ' + args.preset}: its codec is "
+                           f"{config.codec.kind!r}; training here needs the 'mel_patch' codec (e.g. --preset embedded), as "
+                           "packs hold log-mel spectrograms")
+    return config
+
+
+def _lock_run(run_dir: Path):
+    """Create ``run_dir`` and hold an exclusive lock on ``run_dir/.lock`` (returned open file), so a
+    second trainer on the same run is refused instead of overwriting the first one's state."""
+    import fcntl
+
+    from vssflow_core.errors import VSSFlowError
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise VSSFlowError(f"run {run_dir} is in use by a trainer ({owner}); wait for it or stop it, or train "
+                           "under another --name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+# Options fixed when a run starts: a resume that gives other values would silently keep the old ones.
+_START_OPTIONS = {"init": None, "preset": "embedded", "config": None, "task": "joint"}
+
+
+def _check_resume(args, run_dir: Path) -> None:
+    """Refuse a resume whose --init, --preset, --config or --task differ from the run's own."""
+    from vssflow_core.errors import VSSFlowError
+
+    recorded = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
+    for key, default in _START_OPTIONS.items():
+        given, had = getattr(args, key), recorded.get(key, default)
+        if given != had:
+            flag = "--" + key.replace("_", "-")
+            raise VSSFlowError(f"run {run_dir} exists (its last.pt resumes) and was started with {flag} {had}, "
+                               f"not {given}: {flag} applies only to a new run; choose another --name, or drop "
+                               f"{flag} to resume")
+
+
+def _set_aside_stale_best(run_dir: Path, step: int) -> None:
+    """Rename a ``best_ema.pt`` saved after ``step`` (by an attempt killed before its next checkpoint)
+    to ``best_ema.stale-STEP.pt``, so it is neither kept as the best nor exported."""
+    best = run_dir / "best_ema.pt"
+    if not best.is_file():
+        return
+    best_step = int(load_state_file(best)["step"])
+    if best_step > step:
+        aside = best.with_name(f"best_ema.stale-{best_step}.pt")
+        os.replace(best, aside)
+        print(f"train: {best} is from step {best_step}, after this run's step {step} (an attempt killed before its "
+              f"checkpoint); set aside as {aside.name}", file=sys.stderr)
+
+
 def _batch_source(args, cfg, codec, rank: int, device):
     """``(draw(base, gen) -> batch, describe() -> str)`` for a make-data folder or a pack folder."""
-    from vssflow_core.errors import VSSFlowError
     from vssflow_core.train.data import ClipSource, ExampleSampler, collate
     from vssflow_core.train.pack import PackedClips, PackedSampler, is_packed
 
     if is_packed(args.data):
         clips = PackedClips(args.data, device)
-        clips.require_placement(cfg.phone_placement, f"train a new run (--name) or pack with --phone-placement "
-                                                     f"{cfg.phone_placement}")
-        if abs(float(clips.meta["duration_s"]) - cfg.duration_s) > 1e-6:
-            raise VSSFlowError(f"{args.data}: packed for {clips.meta['duration_s']} s windows, the model's is "
-                               f"{cfg.duration_s} s; pack again with that model's config")
+        _check_pack_fits(clips, cfg, "--data")
         sampler = PackedSampler(clips, args.task, codec, cfg.latent_length, p_mix=args.p_mix)
         return (lambda base, gen: sampler.batch(args.batch_size, gen)), (lambda: f"{len(sampler.pool)} packed clips")
     source = ClipSource(args.data, args.task, sample_rate=codec.sample_rate)
@@ -389,6 +514,7 @@ def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
     from vssflow_core.train.pack import PackedClips, PackedSampler
 
     clips = PackedClips(args.val, device)
+    _check_pack_fits(clips, cfg, "--val")
     pool = PackedSampler(clips, args.task, codec, cfg.latent_length).pool.to(clips.log_mel.device)
     keys = tuple(FEATURE_RATES)
     idx = pool.repeat_interleave(times)
@@ -415,15 +541,20 @@ def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
 def run(args) -> int:
     """Train (or export with ``--export``). Returns a process exit status."""
     from vssflow_core.audio.codec import build_codec
-    from vssflow_core.config import ModelConfig, preset
     from vssflow_core.errors import VSSFlowError
     torch.set_num_threads(max(1, args.threads))
     run_dir = Path(args.state_dir) / args.run
     if args.export:
         if not (run_dir / "last.pt").is_file():
             raise VSSFlowError(f"--export: run {run_dir} has no last.pt yet; train first")
+        if not str(args.export).endswith(".safetensors"):
+            raise VSSFlowError(f"--export {args.export}: name the model file *.safetensors (the ComfyUI loader and "
+                               "--model list only those)")
+        if Path(args.export).exists():
+            raise VSSFlowError(f"--export {args.export} exists; choose another file name (nothing is overwritten)")
         print(f"exported {export_weights(run_dir, args.export, best=args.export_best)}")
         return 0
+    _check_numbers(args)
     if not 0.0 <= args.cooldown < 1.0:
         raise VSSFlowError(f"--cooldown {args.cooldown}: a fraction of the budget in [0, 1), e.g. 0.3")
     if not (math.isfinite(args.t_shift) and args.t_shift > 0):
@@ -433,14 +564,19 @@ def run(args) -> int:
     rank, world = _setup_distributed()
     ckpt = run_dir / "last.pt"
     device = _check_device(args)
+    lock = _lock_run(run_dir) if rank == 0 else None  # held until this process ends
     if ckpt.is_file():
+        _check_resume(args, run_dir)
         state = Run.load(ckpt, args.lr, args.weight_decay, device)
     else:
-        config = ModelConfig.from_json(Path(args.config).read_text()) if args.config else preset(args.preset)
+        config = _new_run_config(args)
         config = _with_data_placement(config, args.data)
+        torch.manual_seed(args.seed)  # a fresh run's initial weights follow --seed
         state = Run(config, args.lr, args.weight_decay, device)
         if args.init:
             init_weights(state, args.init)
+    if rank == 0:
+        _set_aside_stale_best(run_dir, state.step)
     cfg = state.config
     if world > 1:  # identical start on every rank
         import torch.distributed as dist
@@ -450,10 +586,9 @@ def run(args) -> int:
     codec = build_codec(cfg.codec).to(device)
     draw_batch, describe = _batch_source(args, cfg, codec, rank, device)
     validate = _validator(args, cfg, codec, device) if args.val else None
-    best_val = float(torch.load(run_dir / "best_ema.pt", map_location="cpu", weights_only=True)["val_loss"]) \
+    best_val = float(load_state_file(run_dir / "best_ema.pt")["val_loss"]) \
         if validate and (run_dir / "best_ema.pt").is_file() else math.inf
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
         meta = {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
                 "command": " ".join([sys.executable, "-m", *_command_tail()])}
         if (run_dir / "args.json").is_file():  # a resume: keep the earlier commands
@@ -531,6 +666,8 @@ def run(args) -> int:
         if log is not None:
             log.close()
     _teardown_distributed(world)
+    if lock is not None:
+        lock.close()
     if rank == 0:
         print(f"stopped at step {state.step} ({state.train_seconds / 3600:.2f} h of training)", flush=True)
     return 128 + stop.signum if stop.signum else 0

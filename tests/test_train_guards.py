@@ -1,0 +1,102 @@
+"""Trainer guards: a run folder is used by one trainer at a time, a resume cannot silently ignore
+start options, damaged or stale state files and impossible numbers get one-line errors, and
+--seed decides a fresh run's initial weights."""
+import fcntl
+import json
+
+import pytest
+import torch
+
+from test_train_trainer import run_trainer, setup  # noqa: F401 - the fixture
+from vssflow_core.errors import VSSFlowError
+
+
+def _base(tmp, data, cfg_path, name="g"):
+    return ["--data", str(data), "--name", name, "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
+            "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0"]
+
+
+def test_resume_refuses_other_start_options(setup):
+    tmp, data, cfg_path = setup
+    base = _base(tmp, data, cfg_path)
+    assert run_trainer(base + ["--max-steps", "1"]) == 0
+    for extra, flag in ((["--init", str(tmp / "w.safetensors")], "--init"), (["--task", "v2s"], "--task")):
+        with pytest.raises(VSSFlowError, match=f"started with {flag} .*applies only to a new run"):
+            run_trainer(base + ["--max-steps", "2", *extra])
+    no_config = [a for a in base if a not in ("--config", str(cfg_path))]
+    with pytest.raises(VSSFlowError, match="started with --config"):
+        run_trainer(no_config + ["--max-steps", "2"])
+    assert torch.load(tmp / "state" / "g" / "last.pt", weights_only=True)["step"] == 1  # untouched
+    assert run_trainer(base + ["--max-steps", "2"]) == 0  # the same options resume
+
+
+def test_a_second_trainer_on_one_run_is_refused(setup):
+    tmp, data, cfg_path = setup
+    run_dir = tmp / "state" / "busy"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242")
+        held.flush()
+        with pytest.raises(VSSFlowError, match="in use by a trainer \\(pid 4242\\)"):
+            run_trainer(_base(tmp, data, cfg_path, "busy") + ["--max-steps", "1"])
+    assert not (run_dir / "last.pt").exists()
+    assert run_trainer(_base(tmp, data, cfg_path, "busy") + ["--max-steps", "1"]) == 0  # free again
+
+
+def test_init_refuses_a_file_with_weights_the_run_lacks(setup):
+    import dataclasses
+
+    from test_train_trainer import tiny_config
+
+    tmp, data, cfg_path = setup
+    assert run_trainer(_base(tmp, data, cfg_path, "src") + ["--max-steps", "1"]) == 0
+    out = tmp / "two_layers.safetensors"
+    cfg2 = dataclasses.replace(tiny_config(), dit=dataclasses.replace(tiny_config().dit, num_layers=2))
+    (tmp / "cfg2.json").write_text(cfg2.to_json())
+    assert run_trainer(_base(tmp, data, tmp / "cfg2.json", "big") + ["--max-steps", "1"]) == 0
+    assert run_trainer(_base(tmp, data, tmp / "cfg2.json", "big") + ["--export", str(out)]) == 0
+    with pytest.raises(VSSFlowError, match="in the file, not in the run"):
+        run_trainer(_base(tmp, data, cfg_path, "small") + ["--max-steps", "1", "--init", str(out)])
+
+
+def test_damaged_state_files_and_impossible_numbers_are_one_line_errors(setup):
+    tmp, data, cfg_path = setup
+    base = _base(tmp, data, cfg_path)
+    for extra, match in ((["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+                         (["--val-every", "0"], "--val-every 0"), (["--lr", "-1"], "--lr -1.0"),
+                         (["--config", str(tmp / "nope.json")], "--config .*nope.json: cannot read it")):
+        with pytest.raises(VSSFlowError, match=match):
+            run_trainer(base + ["--max-steps", "1", *extra])
+    assert run_trainer(base + ["--max-steps", "1"]) == 0
+    ckpt = tmp / "state" / "g" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(VSSFlowError, match="last.pt cannot be read.*damaged.*Delete it"):
+        run_trainer(base + ["--max-steps", "2"])
+    with pytest.raises(VSSFlowError, match="\\*.safetensors"):
+        run_trainer(base + ["--export", str(tmp / "model.pt")])
+    with pytest.raises(VSSFlowError, match="train --name RUN --export"):
+        run_trainer(_base(tmp, data, cfg_path, "new") + ["--max-steps", "1", "--init", str(ckpt)])
+    with pytest.raises(VSSFlowError, match="--preset tiny: its codec is 'audioldm_vae'.*mel_patch"):
+        run_trainer(["--data", str(data), "--name", "t", "--state-dir", str(tmp / "state"), "--preset", "tiny"])
+
+
+def test_a_best_ema_ahead_of_the_checkpoint_is_set_aside(setup):
+    tmp, data, cfg_path = setup
+    base = _base(tmp, data, cfg_path)
+    assert run_trainer(base + ["--max-steps", "1"]) == 0
+    run_dir = tmp / "state" / "g"
+    st = torch.load(run_dir / "last.pt", weights_only=True)
+    torch.save({"ema": st["ema"], "step": 9, "val_loss": 0.001}, run_dir / "best_ema.pt")  # a killed attempt's
+    assert run_trainer(base + ["--max-steps", "2"]) == 0
+    assert not (run_dir / "best_ema.pt").exists() and (run_dir / "best_ema.stale-9.pt").is_file()
+
+
+def test_seed_decides_a_fresh_runs_initial_weights(setup):
+    tmp, data, cfg_path = setup
+    losses = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert run_trainer(_base(tmp, data, cfg_path, name) + ["--max-steps", "1", "--seed", seed]) == 0
+        losses[name] = json.loads((tmp / "state" / name / "log.jsonl").read_text().splitlines()[0])["loss"]
+        torch.manual_seed(1000 + len(losses))  # the global RNG moves on between runs, as in one session
+    assert losses["a"] == losses["b"] != losses["c"]
