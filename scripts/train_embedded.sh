@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Train the embedded default model from nothing, in one command: synthetic data -> pack ->
-# joint, V2S-only and TTS-only runs side by side with the same time budget -> export of each
-# run's best-validation EMA weights -> evaluation on fresh clips (seed 1000).
+# Train an embedded-size model from nothing, in one command: synthetic data -> pack -> joint,
+# V2S-only and TTS-only runs side by side with the same time budget -> export of each run's
+# best-validation EMA weights -> evaluation on fresh clips (seed 1000).
 #
 #   bash scripts/train_embedded.sh WORK_DIR [DEVICE] [MINUTES]
 #
-# WORK_DIR holds data/, pack/, runs/, models/ and eval/; every stage resumes or is skipped when
-# its output exists, so re-running continues. DEVICE: cuda (default when torch sees a GPU) or cpu.
-# MINUTES: training time per run for this invocation (default 30; runs resume from runs/NAME).
-# Uses .venv (made by scripts/setup.sh) unless PYTHON names another interpreter. N_TRAIN, N_VAL
-# and N_EVAL (default 3000, 100, 24 clips) shrink the run for a quick check of the whole chain. VOICES
-# (default joe, the shipped model's data) lists the voices of the speaking clips, e.g.
-# joe,slt,flite-slt,awb,rms (the CMU voices need apt-get install flite festival festvox-us-slt-hts). A GPU machine
-# needs only torch, torchaudio, numpy, safetensors and einops for the training stage: copy
-# pack/ there and run the `train` lines by hand (see vssflow_core/weights/MODEL_CARD.md).
+# This is the final recipe of the shipped model run from scratch (clean-latent prediction, phonemes
+# placed by the lips, batch 256 with lr 6e-4 and a linear cool-down over the last 30 % on a GPU), not
+# a replay of the six stages that made vssflow_core/weights/embedded.safetensors (see its model card:
+# those stages switched from velocity to clean-latent prediction and from one placement to another
+# on the way). WORK_DIR holds data/, pack/, runs/, models/ and eval/; every stage resumes or is
+# skipped when its output exists, so re-running continues (a run resumes from runs/NAME; its
+# cool-down is over the MINUTES of each invocation). DEVICE: cuda (default when torch sees a GPU) or
+# cpu. MINUTES: training time per run for this invocation (default 30). Uses .venv (made by
+# scripts/setup.sh) unless PYTHON names another interpreter. N_TRAIN, N_VAL and N_EVAL (default
+# 3000, 100, 24 clips) shrink the run for a quick check of the whole chain. VOICES (default joe, the
+# shipped model's data) lists the voices of the speaking clips, e.g. joe,slt,flite-slt,awb,rms (the
+# CMU voices need apt-get install flite festival festvox-us-slt-hts). A GPU machine needs only torch,
+# torchaudio, numpy, safetensors and einops for the training stage: copy pack/ there and run the
+# `train` lines by hand (see vssflow_core/weights/MODEL_CARD.md). Ctrl-C (or SIGTERM) stops the
+# three trainers after their step in progress; they keep their checkpoints and the script stops.
 set -euo pipefail
+WORK=$(realpath -m "${1:?usage: bash scripts/train_embedded.sh WORK_DIR [DEVICE] [MINUTES]}")  # before the cd
 cd "$(dirname "$0")/.."
-WORK=${1:?usage: bash scripts/train_embedded.sh WORK_DIR [DEVICE] [MINUTES]}
 if [ -z "${PYTHON:-}" ]; then bash scripts/setup.sh; PYTHON=.venv/bin/python; fi
 DEVICE=${2:-$($PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 MINUTES=${3:-30}
@@ -26,19 +32,44 @@ vc() { OMP_NUM_THREADS=1 "$PYTHON" -m vssflow_core "$@"; }
 vc make-data --out "$WORK/data/train" --n "${N_TRAIN:-3000}" --seed 1 --workers "$(nproc)" --voices "${VOICES:-joe}"
 vc make-data --out "$WORK/data/val" --n "${N_VAL:-100}" --seed 1001 --workers "$(nproc)" --voices "${VOICES:-joe}"
 for split in train val; do
-  [ -f "$WORK/pack/$split/pack.json" ] || vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lips
+  if [ -f "$WORK/pack/$split/pack.json" ]; then  # packed before: only if it holds every clip
+    packed=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["clips"])' "$WORK/pack/$split/pack.json")
+    clips=$(grep -c . "$WORK/data/$split/manifest.jsonl")
+    if [ "$packed" != "$clips" ]; then
+      echo "error: $WORK/pack/$split holds $packed clips, $WORK/data/$split has $clips (N_TRAIN/N_VAL changed);" \
+           "delete $WORK/pack/$split and run again to re-pack" >&2
+      exit 1
+    fi
+  else
+    vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lips
+  fi
 done
 
-if [ "$DEVICE" = cuda ]; then GPU_ARGS=(--device cuda --amp bf16 --batch-size 128); else GPU_ARGS=(--batch-size 8); fi
+if [ "$DEVICE" = cuda ]; then RECIPE=(--device cuda --amp bf16 --batch-size 256 --lr 6e-4 --warmup 200)
+else RECIPE=(--batch-size 8 --lr 7e-4 --warmup 300); fi
+pids=()
+stop_trainers() { [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null; wait; echo "stopped; run again to resume" >&2; exit 130; }
+trap stop_trainers INT TERM
 for task in joint v2s tts; do
+  # background jobs of a script start with SIGINT ignored; the trap above forwards it as SIGTERM
   vc train --data "$WORK/pack/train" --val "$WORK/pack/val" --name "$task" --task "$task" --state-dir "$WORK/runs" \
-    "${GPU_ARGS[@]}" --lr 7e-4 --warmup 300 --val-every 500 --log-every 100 --max-minutes "$MINUTES" \
+    "${RECIPE[@]}" --cooldown 0.3 --val-every 500 --log-every 100 --max-minutes "$MINUTES" \
     > "$WORK/runs/$task.out" 2>&1 &
+  pids+=($!)
 done
-wait
+failed=()
+for i in 0 1 2; do
+  wait "${pids[$i]}" || failed+=("$(echo joint v2s tts | cut -d' ' -f$((i + 1)))")
+done
+trap - INT TERM
+if [ ${#failed[@]} -gt 0 ]; then
+  for task in "${failed[@]}"; do echo "error: the $task run failed; see $WORK/runs/$task.out:" >&2; tail -3 "$WORK/runs/$task.out" >&2; done
+  exit 1
+fi
 STAMP=$(date +%Y%m%d-%H%M%S)  # exports never overwrite: one set of files per invocation
 for task in joint v2s tts; do
-  vc train --data "$WORK/pack/train" --name "$task" --state-dir "$WORK/runs" --export "$WORK/models/${task}_$STAMP.safetensors" --export-best
+  vc train --data "$WORK/pack/train" --name "$task" --task "$task" --state-dir "$WORK/runs" \
+    --export "$WORK/models/${task}_$STAMP.safetensors" --export-best
 done
 
 ev() { vc eval --n "${N_EVAL:-24}" --seed 1000 --cache-dir "$WORK/eval" --centroid-data "$WORK/data/train" --vocoder griffinlim "$@"; }
