@@ -250,13 +250,6 @@ def workflow_metadata(node_cls) -> dict[str, str] | None:
     return tags or None
 
 
-def check_interrupted() -> None:
-    try:
-        import comfy.model_management as mm
-    except ImportError:
-        return
-    mm.throw_exception_if_processing_interrupted()
-
 
 def free_memory_bytes() -> int | None:
     """Free system memory (bytes) as ComfyUI counts it (psutil), or None when it cannot be read."""

@@ -278,3 +278,67 @@ def make_still_image(path) -> Path:
 
 def file_size(path) -> int:
     return os.path.getsize(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic talking face for the lip tests: the astronaut from scikit-image with a jaw warp
+# (the training data renders its own faces: vssflow_core.data.faces).
+# Landmarks of skimage.data.astronaut() (512x512) measured with mediapipe 0.10.21 face mesh.
+_ASTRO_LIP_TOP_INNER = (223.5, 143.2)
+_ASTRO_CHIN = 152.0 + 25.4  # y of landmark 152 (177.4)
+_ASTRO_MOUTH_HALF_WIDTH = (245.0 - 201.8) / 2
+_ASTRO_FACE_BOX = (140, 40, 176)  # x0, y0, side of the square face crop used for rendering
+
+
+def render_talking_face(openings, size: int = 256, canvas=None, position=(0, 0)) -> np.ndarray:
+    """Frames of a real face (``skimage.data.astronaut()``) whose mouth opens/closes over time.
+
+    Args:
+        openings: ``[T]`` mouth opening per frame: -1 = lips pressed closed, 0 = the photo's
+            slight smile, 1 = wide open (jaw dropped ~17 % of the face height).
+        size: side in px of the square face image.
+        canvas: optional ``(H, W)``: paste the face into a grey canvas of that size at ``position``
+            (x, y) px (to test small faces / several people).
+
+    Returns:
+        uint8 ``[T, size, size, 3]`` (or ``[T, H, W, 3]`` with a canvas). Measured with face mesh:
+        inner_open ~0.06 IOD at -1, ~0.17 at 0, ~0.5 at 1 (monotonic).
+    """
+    import cv2
+    from skimage import data as skdata
+
+    img = skdata.astronaut()
+    x0, y0, side = _ASTRO_FACE_BOX
+    sc = size / side
+    base = cv2.resize(np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side]), (size, size),
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+    ysplit = (_ASTRO_LIP_TOP_INNER[1] - y0) * sc
+    xc = (_ASTRO_LIP_TOP_INNER[0] - x0) * sc
+    chin = (_ASTRO_CHIN - y0) * sc
+    half = _ASTRO_MOUTH_HALF_WIDTH * sc
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    prof = (np.exp(-((xx - xc) / (half * 0.62)) ** 2) * np.clip((yy - ysplit) / (2.0 * sc), 0, 1)
+            * np.clip(1 - (yy - chin) / (0.6 * (chin - ysplit)), 0, 1))
+    cav = np.array([45, 18, 22], np.float32)
+    op = np.asarray(openings, dtype=np.float64).reshape(-1)
+    if canvas is None:
+        out = np.empty((op.shape[0], size, size, 3), np.uint8)
+    else:
+        ch, cw = canvas
+        px, py = position
+        if px < 0 or py < 0 or px + size > cw or py + size > ch:
+            raise ValueError(f"render_talking_face: a {size}px face at {position} does not fit a {canvas} canvas.")
+        out = np.full((op.shape[0], ch, cw, 3), 128, np.uint8)
+    for t, o in enumerate(op):
+        d = float(np.clip(o, -1.5, 1.2)) * (30.0 if o > 0 else 12.0) * sc / (256 / 176)
+        src_y = yy - d * prof
+        f = cv2.remap(base, xx, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if d > 0:
+            a = (np.clip(ysplit - src_y, 0, 1) * (yy >= ysplit))[..., None]
+            f = f * (1 - a) + cav * a
+        f = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        if canvas is None:
+            out[t] = f
+        else:
+            out[t, py:py + size, px:px + size] = f
+    return out

@@ -155,11 +155,17 @@ def test_convert_with_extractors(tmp_path, reduced_state, official_fixtures):
     # the stored weights drive the same extractors as the original files
     import numpy as np
 
-    assert ofeat.build_extractor("synchformer", extras, heads=2)(np.zeros((16, 32, 32, 3), np.uint8)).shape == (1, 1, 8, 64)
+    from vssflow_core.features.official.synchformer import synch_features
+
+    synch = ofeat.extractor_model("synchformer", extras, heads=2)
+    assert synch_features(synch, np.zeros((16, 32, 32, 3), np.uint8), duration_s=16 / 25).shape == (1, 8, 64)
     original = torch.load(rn_path, weights_only=True)["model"]
     assert {k[len("rawnet3."):] for k in extras if k.startswith("rawnet3.")} == set(original)
     assert all(torch.equal(extras[f"rawnet3.{k}"], v) for k, v in original.items())
-    emb = ofeat.build_extractor("rawnet3", extras)(torch.sin(torch.arange(16000) / 7.0), 16000)
+    from vssflow_core.config import preset
+    from vssflow_core.frontend import speaker_from_voice
+
+    emb = speaker_from_voice(preset("official"), (torch.sin(torch.arange(16000) / 7.0)[None].numpy(), 16000), extras)
     assert emb.shape == (256,) and torch.isfinite(emb).all()
 
 

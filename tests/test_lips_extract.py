@@ -10,7 +10,8 @@ pytest.importorskip("cv2")
 pytest.importorskip("skimage")
 
 from vssflow_core.errors import VSSFlowError  # noqa: E402
-from vssflow_core.features.lips import CROP_SIZE, extract_lips, render_talking_face  # noqa: E402
+from media_factory import render_talking_face  # noqa: E402
+from vssflow_core.features.lips import CROP_SIZE, extract_lips  # noqa: E402
 from vssflow_core.features.text import speech_window_from_lips  # noqa: E402
 
 FPS = 25.0

@@ -193,7 +193,7 @@ def test_text_condition(comfy_dirs):
 
 def test_extract_lip_features_on_a_rendered_face(comfy_dirs):
     pytest.importorskip("mediapipe")
-    from vssflow_core.features.lips import render_talking_face
+    from media_factory import render_talking_face
 
     openings = np.sin(np.arange(20) / 3.0)
     frames = render_talking_face(openings, size=192)
@@ -214,7 +214,7 @@ def test_extract_lip_features_reads_a_video_file_window_by_window(comfy_dirs, mo
     in windows, and the preview is thinned to a fixed number of frames."""
     pytest.importorskip("mediapipe")
     from nodes import conditions
-    from vssflow_core.features.lips import render_talking_face
+    from media_factory import render_talking_face
     from vssflow_core.media.encode import write_video
 
     openings = np.sin(np.arange(30) / 3.0)

@@ -57,25 +57,24 @@ def test_extractor_tensors_naming(official_fixtures):
         official.extractor_tensors("avhubert", {})
 
 
-def test_build_extractor_clip_and_rawnet(official_fixtures, tmp_path):
+def test_extractors_clip_and_rawnet_as_the_front_end_calls_them(official_fixtures, tmp_path):
+    from vssflow_core.config import preset
+    from vssflow_core.features.official.clip import clip_features
+    from vssflow_core.frontend import speaker_from_voice
+
     t = _load(official_fixtures, "clip")
     extras = official.extractor_tensors("clip", t)
-    f = official.build_extractor("clip", extras)
     frames = np.repeat(t["input.frames_uint8"].numpy(), [3, 2], axis=0)  # 5 frames at 25 fps = 0.2 s
-    feats = f(frames, 25.0)
-    assert feats.shape == (1, 2, 128)  # 10 Hz: frames 0 and round(2.5) = 2
-    torch.testing.assert_close(feats[0, 0], t["output.extract_clip_feature"][0, 0], atol=1e-5, rtol=1e-4)
-    from vssflow_core.features.official.extractors import extractor_model
-
-    assert extractor_model("clip", extras) is extractor_model("clip", extras)  # built once, then reused
-    torch.testing.assert_close(official.build_extractor("clip", extras)(frames, 25.0), feats)
+    feats = clip_features(official.extractor_model("clip", extras), frames, 25.0, 0.2)
+    assert feats.shape == (2, 128)  # 10 Hz: frames 0 and round(2.5) = 2
+    torch.testing.assert_close(feats[0], t["output.extract_clip_feature"][0, 0], atol=1e-5, rtol=1e-4)
+    assert official.extractor_model("clip", extras) is official.extractor_model("clip", extras)  # built once
 
     r = _load(official_fixtures, "rawnet3")
     rn_extras = official.extractor_tensors("rawnet3", r)
-    g = official.build_extractor("rawnet3", rn_extras)
     short = r["input.audio_short"][:8000]  # 0.5 s, wrapped to 48001: windows start at 0 (x9) and 1
-    emb = g(torch.stack([short, short]), 16000)  # [C, T], channels averaged
-    assert emb.shape == (256,) and torch.isfinite(emb).all()
+    emb = speaker_from_voice(preset("official"), (torch.stack([short, short]).numpy(), 16000), rn_extras)
+    assert emb.shape == (256,) and torch.isfinite(emb).all()  # [C, T]: channels averaged
     model = orn.RawNet3.from_state_dict(r)
     wins = orn.official_windows(short)
     assert torch.equal(wins[0], wins[8]) and not torch.equal(wins[0], wins[9])
@@ -84,11 +83,15 @@ def test_build_extractor_clip_and_rawnet(official_fixtures, tmp_path):
     ref = (9 * e[0] + e[1]) / 10
     torch.testing.assert_close(emb, ref, atol=1e-5, rtol=1e-4)
     with pytest.raises(VSSFlowError, match=r"synchformer\.\*"):
-        official.build_extractor("synchformer", extras)
+        official.extractor_model("synchformer", extras)
+    with pytest.raises(VSSFlowError, match="unknown extractor 'avhubert'"):
+        official.extractor_model("avhubert", extras)
 
 
-def test_build_extractor_synchformer_shapes(official_fixtures):
+def test_synchformer_extractor_shapes(official_fixtures):
+    from vssflow_core.features.official.synchformer import synch_features
+
     extras = official.extractor_tensors("synchformer", _load(official_fixtures, "synchformer"))
-    f = official.build_extractor("synchformer", extras, heads=2)
+    model = official.extractor_model("synchformer", extras, heads=2)
     frames = np.zeros((10, 64, 64, 3), np.uint8)  # shorter than one 16-frame window: padded
-    assert f(frames, 25.0).shape == (1, 1, 8, 64)
+    assert synch_features(model, frames, duration_s=16 / 25)[None].shape == (1, 1, 8, 64)

@@ -26,7 +26,6 @@ MOUTH_CX = 223.5
 NOSE_Y = 130.0
 NECK_Y = 215.0
 IOD_PX = 42.2
-BASE_GAP_IOD = (LIP_BOTTOM_Y - LIP_TOP_Y) / IOD_PX  # the photo's own inner_open (~0.16)
 FACE_CENTRE = (224.0, 128.0)  # (x, y) centre of the head in the photo
 HEAD_RADII = (78.0, 105.0)  # soft ellipse around head + neck (x, y radii, px)
 CROP_SIDE = 230.0  # photo px shown across a face "panel" of scale 1

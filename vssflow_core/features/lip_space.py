@@ -16,7 +16,7 @@ The inter-ocular distance (IOD) is the distance between the two eye centres (mea
 corners). Dividing by it makes the raw features independent of face size in pixels.
 
 Typical raw ranges, measured with ``lips.extract_lips`` (mediapipe 0.10.21 face mesh) on
-``skimage.data.astronaut()`` rendered 256 px with the mouth warped (``lips.render_talking_face``):
+``skimage.data.astronaut()`` rendered 256 px with the mouth warped (``render_talking_face`` in tests/media_factory.py):
 lips pressed closed: inner_open 0.075-0.09, outer_open 0.25; the photo's slight smile: inner 0.18,
 outer 0.36; jaw dropped wide open: inner 0.33-0.40, outer 0.51-0.58; width 0.98-1.03 throughout
 (a smiling mouth; a neutral mouth is ~0.85-0.9, rounded vowels narrow it by ~10-15 %). Mediapipe's

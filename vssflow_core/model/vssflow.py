@@ -246,10 +246,9 @@ class VSSFlow(nn.Module):
         fn = lambda t, x: self.velocity(x, t, cond, guidance_scale, x_range=x_range)
         # The official dopri5 integrates the full DiT input (audio + constant condition channels);
         # the step-size control sees those channels, so carry them for identical steps.
-        extra = cond.concat if cond.concat is not None else None
         with self._autocast():  # one autocast region: weight casts are cached for the whole run
             return flow.integrate(fn, noise, solver=solver, steps=steps, rtol=rtol, atol=atol,
-                                  callback=callback, constant_channels=extra, time_shift=time_shift)
+                                  callback=callback, constant_channels=cond.concat, time_shift=time_shift)
 
     # ------------------------------------------------------------------ misc
     def num_parameters(self) -> int:

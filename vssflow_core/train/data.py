@@ -51,7 +51,6 @@ class ClipSource:
         self.sample_rate = sample_rate
         self.rows: list[dict] = []
         self.speech_rows: list[dict] = []
-        self.sfx_rows: list[dict] = []
         self.refresh()
         if not self.rows:
             raise VSSFlowError(f"data folder {self.root}: no usable clips of kinds {TASK_KINDS[task]} in manifest.jsonl; "
@@ -76,7 +75,6 @@ class ClipSource:
                     rows.append(row)
         rows.sort(key=lambda r: r["file"])
         self.speech_rows = [r for r in rows if r["kind"] == "speech"]
-        self.sfx_rows = [r for r in rows if r["kind"] == "sfx"]
         self.rows = [r for r in rows if r["kind"] in TASK_KINDS[self.task]]
         return len(self.rows)
 

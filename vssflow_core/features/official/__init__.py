@@ -10,16 +10,16 @@
 AV-HuBERT (the 1024-d lip features) cannot be run here: its model code needs fairseq. The model accepts
 precomputed ``lip_feat [T25, 1024]`` arrays instead; the official inference script passes zeros.
 
-:func:`build_extractor` (used by the front end) builds an extractor from a model file's extra tensors
+:func:`extractor_model` (used by the front end) builds an extractor network from a model file's extra tensors
 (``image_encoder.visual.*``, ``synchformer.vfeat_extractor.*``, ``rawnet3.*``); :func:`extractor_tensors`
 renames a downloaded weights file into those names; :func:`load_weights` reads weights files safely.
 """
 
 from vssflow_core.features.official.extractors import (  # noqa: F401
     EXTRACTOR_PREFIXES,
-    build_extractor,
+    extractor_model,
     extractor_tensors,
     load_weights,
 )
 
-__all__ = ["EXTRACTOR_PREFIXES", "build_extractor", "extractor_tensors", "load_weights"]
+__all__ = ["EXTRACTOR_PREFIXES", "extractor_model", "extractor_tensors", "load_weights"]

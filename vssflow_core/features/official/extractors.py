@@ -1,4 +1,4 @@
-"""Loading the official extractors from a model file's extra tensors, and calling them per window.
+"""Loading the official extractors from a model file's extra tensors.
 
 Naming inside a VSSFlow model file (``extra_tensors``):
 
@@ -11,16 +11,14 @@ RawNet3         ``rawnet3.*``                               ``model.pt`` (``{"mo
 ==============  ==========================================  ==================================
 
 :func:`extractor_tensors` turns a downloaded weights file into these names, so a converter can add them
-to a model file; :func:`build_extractor` builds (and caches) the callable the front end uses.
+to a model file; :func:`extractor_model` builds (and caches) the network the front end calls per window.
 """
 from __future__ import annotations
 
-import math
 import zipfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
-import numpy as np
 import torch
 
 from vssflow_core.errors import VSSFlowError
@@ -116,6 +114,8 @@ def _select(kind: str, extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 def extractor_model(kind: str, extras: Mapping[str, torch.Tensor], heads: int | None = None) -> torch.nn.Module:
     """The ``clip``/``synchformer``/``rawnet3`` network built from a model file's extra tensors
     (cached per weights). Raises VSSFlowError naming the expected keys when they are absent."""
+    if kind not in EXTRACTOR_PREFIXES:
+        raise VSSFlowError(f"unknown extractor {kind!r}; expected one of {sorted(EXTRACTOR_PREFIXES)}")
     sd = _select(kind, extras)
     first = min(sd)
     key = (kind, first, sd[first].data_ptr(), len(sd), heads)
@@ -136,60 +136,3 @@ def extractor_model(kind: str, extras: Mapping[str, torch.Tensor], heads: int | 
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = model
     return _CACHE[key]
-
-
-def build_extractor(kind: str, extras: Mapping[str, torch.Tensor], heads: int | None = None,
-                    device: torch.device | str | None = None) -> Callable:
-    """A callable computing one official condition for one window (models are cached per weights).
-
-    * ``"clip"``: ``f(frames uint8 [F, H, W, 3], fps) -> video_feat [1, N, 768]`` (10 Hz, N = ceil(F / fps * 10)).
-    * ``"synchformer"``: ``f(frames uint8 [F, H, W, 3] at 25 fps, fps=25.0) -> synch_feat [1, S, 8, 768]``
-      with S = (max(F, 16) - 16) // 8 + 1 (frames resampled to 25 fps by timestamp if ``fps`` differs).
-    * ``"rawnet3"``: ``f(wave [C, T] or [T], sample_rate) -> ref_audio_ebd [256]`` (channels averaged,
-      resampled to 16 kHz with torchaudio; the official code used librosa, so resampled input differs slightly).
-
-    Raises VSSFlowError when ``extras`` lacks the weights (message names the expected keys).
-    """
-    if kind not in EXTRACTOR_PREFIXES:
-        raise VSSFlowError(f"unknown extractor {kind!r}; expected one of {sorted(EXTRACTOR_PREFIXES)}")
-    model = extractor_model(kind, extras, heads)
-    if device is not None:
-        model.to(device)
-
-    if kind == "clip":
-        from vssflow_core.features.official.clip import CLIP_RATE_HZ, clip_features
-
-        def run_clip(frames, fps: float = 25.0) -> torch.Tensor:
-            n = len(frames)
-            duration = math.ceil(n / float(fps) * CLIP_RATE_HZ - 1e-6) / CLIP_RATE_HZ
-            return clip_features(model, frames, float(fps), duration)[None]
-
-        return run_clip
-
-    if kind == "synchformer":
-        from vssflow_core.features.official.synchformer import SEGMENT, SYNC_FPS, synch_features
-
-        def run_sync(frames, fps: float = SYNC_FPS) -> torch.Tensor:
-            frames = np.asarray(frames)
-            if abs(float(fps) - SYNC_FPS) > 1e-6:  # nearest frame shown at each 25 fps timestamp
-                count = max(1, math.ceil(len(frames) / float(fps) * SYNC_FPS - 1e-6))
-                idx = np.minimum(np.floor(np.arange(count) / SYNC_FPS * float(fps) + 1e-6).astype(np.int64), len(frames) - 1)
-                frames = frames[idx]
-            n = max(len(frames), SEGMENT)
-            return synch_features(model, frames, duration_s=n / SYNC_FPS)[None]
-
-        return run_sync
-
-    from vssflow_core.audio.resample import resample
-    from vssflow_core.features.official.rawnet3 import SAMPLE_RATE, speaker_embedding
-
-    def run_rawnet(wave, sample_rate: int) -> torch.Tensor:
-        w = torch.as_tensor(np.asarray(wave) if not isinstance(wave, torch.Tensor) else wave, dtype=torch.float32)
-        if w.dim() == 2:
-            w = w.mean(dim=0)
-        if w.dim() != 1:
-            raise VSSFlowError(f"RawNet3: reference voice must be [C, T] or [T], got shape {list(w.shape)}")
-        w = resample(w, int(sample_rate), SAMPLE_RATE)
-        return speaker_embedding(model, w, SAMPLE_RATE)
-
-    return run_rawnet
