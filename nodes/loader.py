@@ -7,10 +7,10 @@ from typing import Any
 
 from . import _comfy
 from ._comfy import io
+from vssflow_core.config import PRECISIONS
 
 EMBEDDED = "embedded (built-in default)"
 DEVICES = ["auto", "cpu", "cuda"]
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 ModelType = io.Custom("VSSFLOW_MODEL")
 
 _CACHE: dict[tuple, "VSSFlowModel"] = {}  # the last loaded model, so re-queued graphs do not reload
@@ -82,7 +82,7 @@ class VSSFlowModelLoader(io.ComfyNode):
                                        "in ComfyUI/models/vssflow (make one with `python -m vssflow_core convert`)."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
                                tooltip="Where the model runs: auto = ComfyUI's device (GPU if there is one)."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="Weights precision: auto = fp32 on CPU, bf16 (or fp16) on GPU."),
             ],
             outputs=[ModelType.Output(display_name="model", tooltip="The loaded VSSFlow model for the sampler.")],

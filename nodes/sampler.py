@@ -5,8 +5,8 @@ from . import _comfy, _convert
 from .conditions import LipsType, TextType
 from .loader import ModelType
 from ._comfy import io
+from vssflow_core.config import SOLVERS
 
-SOLVERS = ["euler", "midpoint", "heun", "dopri5"]
 
 
 class VSSFlowSampler(io.ComfyNode):
@@ -38,7 +38,7 @@ class VSSFlowSampler(io.ComfyNode):
                                        "guidance, 1 = off); 0 = the model's default (embedded model: 3 "
                                        "with a transcript, 1.5 for sound only). Values between 0 and 1 are "
                                        "refused: they would ignore the video."),
-                io.Combo.Input("solver", options=["default"] + SOLVERS, default="default",
+                io.Combo.Input("solver", options=["default", *SOLVERS], default="default",
                                tooltip="ODE solver: euler/midpoint/heun use the given steps; dopri5 is adaptive "
                                        "(slow, reference quality); default = the model's choice."),
                 io.Int.Input("variations", default=1, min=1, max=16,

@@ -15,6 +15,8 @@ import sys
 import threading
 import warnings
 
+from vssflow_core.config import PRECISIONS, SOLVERS
+
 COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "generate": ("vssflow_core.cli", "add_generate_arguments", "run_generate",
                  "generate the sound (and speech) of a video and write the video with it"),
@@ -55,13 +57,13 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale, 1..30 (1 = none; default or 0: the model's)")
-    p.add_argument("--solver", choices=["euler", "midpoint", "heun", "dopri5"], default=None,
+    p.add_argument("--solver", choices=SOLVERS, default=None,
                    help="ODE solver (default: the model's); dopri5 is the official adaptive solver: it ignores "
                         "--steps and takes about 10x longer")
     p.add_argument("--mode", choices=["replace", "mix"], default="replace",
                    help="replace the video's sound or mix with it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
 
 

@@ -164,6 +164,8 @@ class CodecConfig:
 
 
 PHONE_PLACEMENTS = ("uniform", "lips")
+SOLVERS = ("euler", "midpoint", "heun", "dopri5")  # fixed-step ODE solvers, then the official adaptive one
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # weights precision at load; auto = fp32 on CPU, bf16/fp16 on GPU
 PREDICTIONS = ("v", "x")  # what the DiT outputs: the velocity (official) or the clean latent
 
 

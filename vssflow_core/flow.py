@@ -11,9 +11,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from vssflow_core.config import SOLVERS
 from vssflow_core.errors import VSSFlowError
 
-SOLVERS = ("euler", "midpoint", "heun", "dopri5")
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (t 0-d, x [B, Ca, L]) -> [B, Ca, L]
 
 
@@ -55,6 +55,13 @@ def _fixed_step(fn: VelocityFn, x: torch.Tensor, t0: torch.Tensor, t1: torch.Ten
     return x + dt * 0.5 * (k1 + k2)
 
 
+def check_solver(solver: str) -> str:
+    """``solver`` if it is one of :data:`vssflow_core.config.SOLVERS`, else a ``VSSFlowError`` listing them."""
+    if solver not in SOLVERS:
+        raise VSSFlowError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    return solver
+
+
 def integrate(fn: VelocityFn, x0: torch.Tensor, solver: str = "euler", steps: int = 10, rtol: float = 1e-5,
               atol: float = 1e-5, callback: Callable[[int, int | None], None] | None = None,
               constant_channels: torch.Tensor | None = None, time_shift: float = 1.0) -> torch.Tensor:
@@ -72,8 +79,7 @@ def integrate(fn: VelocityFn, x0: torch.Tensor, solver: str = "euler", steps: in
             integrates the full DiT input).
     Returns: x_1 [B, Ca, L].
     """
-    if solver not in SOLVERS:
-        raise VSSFlowError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    check_solver(solver)
     if solver != "dopri5":
         grid = time_grid(steps, x0.device, time_shift)
         x = x0

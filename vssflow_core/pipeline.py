@@ -25,12 +25,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from vssflow_core import frontend
+from vssflow_core import flow, frontend
+from vssflow_core.config import PRECISIONS
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, TextCondition, num_frames
 
-SOLVERS = ("euler", "midpoint", "heun", "dopri5")
 DEFAULT_OVERLAP_FRACTION = 0.125  # default window overlap: an eighth of the window (1 s of 8 s, 1.25 s of 10 s)
 
 
@@ -87,8 +87,8 @@ def resolve_dtype(precision: str | torch.dtype | None, device: torch.device | st
     if isinstance(precision, torch.dtype):
         return precision
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, None: None, "auto": None}
-    if precision not in table:
-        raise VSSFlowError(f"precision must be one of auto, fp32, fp16, bf16; got {precision!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise VSSFlowError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     dtype = table[precision]
     if dtype is None:
         device = torch.device(device)
@@ -309,8 +309,7 @@ def _check_sampling(bundle: Bundle, steps, guidance, solver, variations, with_te
     steps = int(cfg.steps if steps is None else steps)
     guidance = float(cfg.guidance_for(with_text) if guidance is None else guidance)
     solver = cfg.solver if solver is None else solver
-    if solver not in SOLVERS:
-        raise VSSFlowError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    flow.check_solver(solver)
     if not 1 <= steps <= 1000:
         raise VSSFlowError(f"steps must be 1..1000, got {steps}")
     if not (math.isfinite(guidance) and 1.0 <= guidance <= 30.0):

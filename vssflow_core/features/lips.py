@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.features.lip_space import LIP_DIM, lip_features_from_openings, normalise_lip_track
+from vssflow_core.features.lip_space import LIP_DIM, lip_features_from_openings
 
 CROP_SIZE = 88
 # mediapipe face-mesh indices
