@@ -266,10 +266,13 @@ def devices(choice: str):
     import torch
 
     from vssflow_core.errors import VSSFlowError
+    from vssflow_core.pipeline import resolve_device
 
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise VSSFlowError("VSSFlowModelLoader: device 'cuda' was chosen but this torch sees no CUDA GPU; "
-                           "choose device 'auto' (ComfyUI's device) or 'cpu'")
+    if choice != "auto":
+        try:
+            resolve_device(choice)  # the library's check of this machine
+        except VSSFlowError as e:
+            raise VSSFlowError(f"VSSFlowModelLoader: {e} (the Loader's device 'auto' is ComfyUI's device)") from None
     try:
         import comfy.model_management as mm
     except ImportError:

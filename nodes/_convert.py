@@ -6,7 +6,9 @@ VIDEO: a ``comfy_api`` video object -> a file path (lazy, stream-copyable) or fr
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,3 +112,30 @@ def video_components(video, node: str):
     fps = float(Fraction(comp.frame_rate)) if not isinstance(comp.frame_rate, float) else comp.frame_rate
     audio = audio_item(comp.audio, node) if comp.audio is not None else None
     return frames, fps, audio
+
+
+@dataclass
+class FrameSource:
+    """What a node reads its frames from: ``path`` of a file-backed VIDEO (read by the library in
+    windows), else ``frames`` uint8 [F, H, W, 3] at ``fps`` (Hz) with the VIDEO's own ``audio``
+    ``(wave [C, S], sample_rate)`` or None."""
+
+    path: str | None = None
+    frames: Any = None
+    fps: float = 0.0
+    audio: Any = None
+
+
+def frame_source(images, fps, video, node: str, missing: str) -> FrameSource:
+    """The frames a node works on: a connected VIDEO wins over IMAGE frames (with a warning when both
+    are connected); ``missing`` is the error's fix when neither is connected."""
+    warn_if_both(images, video, node)
+    if video is not None:
+        path = video_file(video)
+        if path is not None:
+            return FrameSource(path=path)
+        frames, video_fps, audio = video_components(video, node)
+        return FrameSource(frames=frames, fps=video_fps, audio=audio)
+    if images is not None:
+        return FrameSource(frames=image_to_uint8(images, node), fps=float(fps))
+    raise VSSFlowError(f"{node}: {missing}")

@@ -11,18 +11,6 @@ SCAN_WINDOW_S = 10.0  # a loaded VIDEO file is read this many seconds at a time
 PREVIEW_MAX_FRAMES = 250  # preview of a loaded VIDEO file: at most this many frames, spread evenly
 
 
-def frames_and_fps(images, fps, video, node: str):
-    """IMAGE + fps, or a VIDEO held in memory -> (frames uint8 [F, H, W, 3], fps)."""
-    from vssflow_core.errors import VSSFlowError
-
-    if video is not None:
-        frames, video_fps, _ = _convert.video_components(video, node)
-        return frames, video_fps
-    if images is None:
-        raise VSSFlowError(f"{node}: connect IMAGE frames (+ fps) or a VIDEO")
-    return _convert.image_to_uint8(images, node), float(fps)
-
-
 class VSSFlowExtractLipFeatures(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -58,15 +46,15 @@ class VSSFlowExtractLipFeatures(io.ComfyNode):
         from vssflow_core.frontend import extract_lip_condition
 
         face = int(face) if face.isdigit() else face
-        _convert.warn_if_both(images, video, "VSSFlowExtractLipFeatures")
-        path = _convert.video_file(video) if video is not None else None
-        if path is not None:  # a loaded file: decoded window by window, memory stays flat
+        source = _convert.frame_source(images, fps, video, "VSSFlowExtractLipFeatures",
+                                       "connect IMAGE frames (+ fps) or a VIDEO")
+        if source.path is not None:  # a loaded file: decoded window by window, memory stays flat
             from vssflow_core.pipeline import open_video, scan_lips
 
-            lips, preview = scan_lips(open_video(path), SCAN_WINDOW_S, face, require_face=True,
+            lips, preview = scan_lips(open_video(source.path), SCAN_WINDOW_S, face, require_face=True,
                                       preview_frames=PREVIEW_MAX_FRAMES, progress=_comfy.progress(None))
             return io.NodeOutput(lips, _convert.uint8_to_image(preview))
-        frames, fps = frames_and_fps(images, fps, video, "VSSFlowExtractLipFeatures")
+        frames, fps = source.frames, source.fps
         lips = extract_lip_condition(frames, fps, face, require_face=True, progress=_comfy.progress(len(frames)))
         preview = lips.track.preview if lips.track is not None and len(lips.track.preview) else frames
         return io.NodeOutput(lips, _convert.uint8_to_image(preview))

@@ -44,14 +44,18 @@ def resolve(model: str) -> str:
     return path
 
 
+def _file_stamp(path: str) -> tuple:
+    """(mtime, size) of a model file, so a replaced file is loaded again; () for the embedded model."""
+    return () if path == "embedded" else (os.path.getmtime(path), os.path.getsize(path))
+
+
 def load(model: str, device: str, precision: str) -> VSSFlowModel:
     import torch
 
     from vssflow_core.pipeline import load_bundle, resolve_dtype
 
     source = resolve(model)
-    stamp = () if source == "embedded" else (os.path.getmtime(source), os.path.getsize(source))
-    key = (source, stamp, device, precision)
+    key = (source, _file_stamp(source), device, precision)
     if key in _CACHE:
         return _CACHE[key]
     load_device, offload_device = _comfy.devices(device)
@@ -95,4 +99,4 @@ class VSSFlowModelLoader(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, model, device="auto", precision="auto"):
         path = _comfy.model_path(model) if model != EMBEDDED else None
-        return (model, device, precision, os.path.getmtime(path) if path else None)
+        return (model, device, precision, _file_stamp(path) if path else None)

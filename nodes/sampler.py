@@ -69,15 +69,6 @@ class VSSFlowSampler(io.ComfyNode):
 
 
 def _video_source(images, fps, video) -> dict:
-    from vssflow_core.errors import VSSFlowError
-
-    _convert.warn_if_both(images, video, "VSSFlowSampler")
-    if video is not None:
-        path = _convert.video_file(video)
-        if path is not None:
-            return {"video": path}
-        frames, video_fps, _ = _convert.video_components(video, "VSSFlowSampler")
-        return {"frames": frames, "fps": video_fps}
-    if images is not None:
-        return {"frames": _convert.image_to_uint8(images, "VSSFlowSampler"), "fps": float(fps)}
-    raise VSSFlowError("VSSFlowSampler: connect IMAGE frames (+ fps) or a VIDEO")
+    """``generate``'s video arguments: a file path, or frames + fps."""
+    s = _convert.frame_source(images, fps, video, "VSSFlowSampler", "connect IMAGE frames (+ fps) or a VIDEO")
+    return {"video": s.path} if s.path is not None else {"frames": s.frames, "fps": s.fps}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
 from . import _comfy, _convert
@@ -89,6 +88,8 @@ class VSSFlowLoadVideo(io.ComfyNode):
         else:
             frames, src_fps, audio = _convert.video_components(video_in, "VSSFlowLoadVideo")
             clip = clip_from_frames(frames, src_fps, audio, start_s, duration_s, max_frames, fps)
+        from vssflow_core.media.encode import frame_rate_fraction
+
         images = _convert.uint8_to_image(clip.frames)
         whole = path is not None and start_s == 0 and clip.fps == clip.source_fps and \
             abs(clip.duration_s - clip.source_duration_s) < 1e-6
@@ -101,7 +102,7 @@ class VSSFlowLoadVideo(io.ComfyNode):
 
             audio = _convert.audio_dict(torch.zeros(1, num_frames(clip.duration_s, SILENCE_RATE)), SILENCE_RATE)
         out_video = InputImpl.VideoFromFile(path) if whole else InputImpl.VideoFromComponents(
-            Types.VideoComponents(images=images, frame_rate=Fraction(clip.fps).limit_denominator(1001),
+            Types.VideoComponents(images=images, frame_rate=frame_rate_fraction(clip.fps),
                                   audio=audio if clip.audio is not None else None))
         return io.NodeOutput(images, clip.fps, audio, clip.duration_s, out_video)
 
@@ -211,15 +212,9 @@ def _frame_size(source: dict) -> tuple[int, int]:
 
 
 def _mux_source(video, images, fps) -> dict:
-    from vssflow_core.errors import VSSFlowError
-
-    _convert.warn_if_both(images, video, "VSSFlowMuxAudio")
-    if video is not None:
-        path = _convert.video_file(video)
-        if path is not None:
-            return {"video_path": path}
-        frames, video_fps, original = _convert.video_components(video, "VSSFlowMuxAudio")
-        return {"frames": frames, "fps": video_fps, "original_audio": original}
-    if images is not None:
-        return {"frames": _convert.image_to_uint8(images, "VSSFlowMuxAudio"), "fps": float(fps)}
-    raise VSSFlowError("VSSFlowMuxAudio: connect a VIDEO (e.g. VSSFlow Load Video's video output) or IMAGE frames")
+    """``write_with_audio``'s video arguments: a file path, or frames + fps (+ the VIDEO's own sound)."""
+    s = _convert.frame_source(images, fps, video, "VSSFlowMuxAudio",
+                              "connect a VIDEO (e.g. VSSFlow Load Video's video output) or IMAGE frames")
+    if s.path is not None:
+        return {"video_path": s.path}
+    return {"frames": s.frames, "fps": s.fps, "original_audio": s.audio}

@@ -1,6 +1,7 @@
 """Every node's execute, without the ComfyUI server (the nodes' import shim), on a tiny random model
 and generated media."""
 import math
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_model_loader_lists_loads_and_caches(comfy_dirs, model):
     with pytest.raises(VSSFlowError, match="safetensors"):
         VSSFlowModelLoader.execute("broken.safetensors", "cpu", "fp32")
     if not torch.cuda.is_available():  # named at the Loader, not as a KeyError deep in ComfyUI at the Sampler
-        with pytest.raises(VSSFlowError, match="device 'cuda' was chosen but this torch sees no CUDA GPU"):
+        with pytest.raises(VSSFlowError, match="VSSFlowModelLoader: device 'cuda': this torch sees no CUDA GPU; use auto or cpu"):
             VSSFlowModelLoader.execute("tiny.safetensors", "cuda", "fp32")
 
 
@@ -112,6 +113,19 @@ def test_load_video_fingerprint_is_stable_without_its_file(comfy_dirs):
     path = media_factory.make_video(comfy_dirs["input"] / "here.mp4", fps=25.0, duration_s=0.4)
     first = VSSFlowLoadVideo.fingerprint_inputs("here.mp4")
     assert first[0] == "here.mp4" and first[2] == path.stat().st_size
+
+
+def test_loader_fingerprint_follows_the_files_size_and_time(comfy_dirs):
+    """A model file replaced by another of a different size is seen as changed (as the loader's own
+    cache sees it), even when the copy kept the modification time; a missing file is stable."""
+    path = comfy_dirs[_comfy.MODEL_FOLDER] / "m.safetensors"
+    path.write_bytes(b"a" * 10)
+    os.utime(path, (1_000_000, 1_000_000))
+    first = VSSFlowModelLoader.fingerprint_inputs("m.safetensors")
+    path.write_bytes(b"a" * 11)
+    os.utime(path, (1_000_000, 1_000_000))
+    assert VSSFlowModelLoader.fingerprint_inputs("m.safetensors") != first
+    assert VSSFlowModelLoader.fingerprint_inputs("gone.safetensors")[-1] is None
 
 
 def test_load_video_refuses_paths_outside_the_input_folder(comfy_dirs, tmp_path):
