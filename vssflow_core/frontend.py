@@ -161,7 +161,7 @@ class WindowInputs:
     window_s: float = 0.0  # the model's window (s): features are padded to it (official extractors pad themselves)
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     """Warn about a missing part (Python's default filter shows each message once per place)."""
     warnings.warn(message, stacklevel=3)
 
@@ -217,7 +217,7 @@ def _official_visual(kind: str) -> Callable:
         try:
             extractor = extractor_model(kind, extras)
         except VSSFlowError as e:
-            _warn(f"official {kind} features unavailable ({e}); this condition is left at zeros, "
+            warn(f"official {kind} features unavailable ({e}); this condition is left at zeros, "
                   "which lowers quality. Convert a checkpoint that includes the extractor weights.")
             return None
         from vssflow_core.features.official import clip, synchformer
@@ -364,7 +364,7 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
         try:
             model = extractor_model("rawnet3", extras if extras is not None else {})
         except VSSFlowError as e:
-            _warn(f"official speaker encoder unavailable ({e}); the reference voice is ignored")
+            warn(f"official speaker encoder unavailable ({e}); the reference voice is ignored")
             return None
         mono = resample(torch.as_tensor(wave, dtype=torch.float32).mean(0), int(sample_rate), rawnet3.SAMPLE_RATE)
         with torch.inference_mode():
@@ -372,7 +372,7 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
     try:
         from vssflow_core.features.speaker import speaker_embedding
     except ImportError as e:
-        _warn(f"speaker encoder unavailable ({e}); the reference voice is ignored")
+        warn(f"speaker encoder unavailable ({e}); the reference voice is ignored")
         return None
     emb = speaker_embedding(wave, sample_rate)
     return None if emb is None else torch.as_tensor(emb, dtype=torch.float32).reshape(-1)
@@ -393,16 +393,16 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
     if text.automatic_window:
         start, end = 0.0, duration_s
         if lips is None:
-            _warn("no lips to find the speech window from: the transcript is spread over the whole "
+            warn("no lips to find the speech window from: the transcript is spread over the whole "
                   "video; set the speech start/end to place it")
         else:
             try:
                 start, end = text_mod.speech_window_from_lips(lips.features, lips.fps)
                 start, end = start + lips.start_s, end + lips.start_s
-                _warn(f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
+                warn(f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
                       "(set the speech start/end to place the transcript yourself)")
             except VSSFlowError as e:
-                _warn(f"speech window not found from the lips ({e}); the transcript is spread over "
+                warn(f"speech window not found from the lips ({e}); the transcript is spread over "
                       "the whole video; set the speech start/end to place it")
     if start >= duration_s:
         raise VSSFlowError(f"speech window starts at {start:.2f} s but the video lasts {duration_s:.2f} s; "

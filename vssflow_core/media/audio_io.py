@@ -95,7 +95,7 @@ def load_audio(path):
 
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
         return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
-    except Exception:
+    except (ImportError, RuntimeError, OSError):  # no soundfile, or a format libsndfile lacks (mp3, m4a...)
         pass
     from vssflow_core.media.video import read_audio
 

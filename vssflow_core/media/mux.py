@@ -161,7 +161,7 @@ def mux_audio(
     WebM), keeping every frame's timestamp, and a warning is logged. An animated GIF / WebP (no
     stream to copy) is encoded first, frame by frame, in a temporary file next to ``out_path``.
 
-    audio: float [S], [C, S] or [1, C, S] (C = 1 or 2; more are folded down, 5.1 to stereo) at ``sample_rate`` Hz, torch or numpy; its
+    audio: float [S], [C, S] or [1, C, S] (C >= 1; more than 2 are folded down, 5.1 to stereo by ITU-R BS.775) at ``sample_rate`` Hz, torch or numpy; its
     t = 0 is the first video frame. mode: "replace" (drop the original track) or "mix" (add it,
     scaled by ``original_gain``; ``audio_gain`` scales the new audio). length: "pad" (pad with silence
     to the video's duration) or "trim" (only cut what runs past the video). The output container

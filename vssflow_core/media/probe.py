@@ -120,7 +120,7 @@ def _video_stream(container, p: Path):
 def _rotation_of(frame) -> int:
     try:
         rot = frame.rotation
-    except Exception:  # pragma: no cover - no display matrix
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - older PyAV, no display matrix
         return 0
     return int(round((rot or 0) / 90.0)) % 4 * 90
 
@@ -149,7 +149,7 @@ def _pillow_frames_info(p: Path):
                 im.seek(i)
                 durations.append(max(float(im.info.get("duration", 100) or 100), 1.0) / 1000.0)
             return durations, im.size
-    except Exception:
+    except (OSError, ValueError, EOFError):  # not an image Pillow reads (UnidentifiedImageError is an OSError)
         return None
 
 
