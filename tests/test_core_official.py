@@ -102,6 +102,21 @@ def test_convert_roundtrip(tmp_path, reduced_state):
     torch.testing.assert_close(v, t["output.velocity"][:, :128], atol=1e-5, rtol=0)
 
 
+def test_convert_refuses_a_checkpoint_whose_codec_or_clip_cannot_be_built(tmp_path, reduced_state):
+    state = reduced_state[1]
+    vae_key = next(k for k in state if k.startswith("vae.") and state[k].dim() == 4)
+    clip_key = next(k for k in state if k.startswith("image_encoder.visual.") and state[k].dim() >= 2)
+    cases = {"no_vae": ({k: v for k, v in state.items() if not k.startswith("vae.")}, "audio codec"),
+             "bad_vae": ({**state, vae_key: state[vae_key][:1]}, "audio codec"),
+             "bad_clip": ({**state, clip_key: state[clip_key][:1]}, "CLIP visual tower")}
+    for name, (broken, what) in cases.items():
+        ckpt = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": broken}, ckpt)
+        with pytest.raises(VSSFlowError, match=f"{name}.ckpt: its tensors do not form the {what}"):
+            convert_checkpoint(ckpt, tmp_path / f"{name}.safetensors", attention_head_dim=32)
+        assert not (tmp_path / f"{name}.safetensors").exists()
+
+
 def test_convert_refuses_pickled_objects(tmp_path, reduced_state):
     ckpt = tmp_path / "unsafe.ckpt"
     torch.save({"state_dict": reduced_state[1], "hyper_parameters": NotAllowed()}, ckpt)

@@ -220,6 +220,24 @@ def _check_extractor(kind: str, renamed: dict, source) -> None:
         raise VSSFlowError(f"--{kind} {source}: the weights do not form a {kind} extractor: {e}") from None
 
 
+def _check_frozen(config, frozen: dict, source) -> None:
+    """Build the audio codec (``vae.*``, ``vocoder.*``) and, when present, the CLIP visual tower
+    (``image_encoder.visual.*``) from a checkpoint's frozen tensors, so a file that could not run is
+    refused before it is written."""
+    from vssflow_core.audio.codec import build_codec
+    from vssflow_core.features.official.extractors import extractor_model
+
+    parts = [("the audio codec (vae.*, vocoder.*)", lambda: build_codec(config.codec, frozen))]
+    if any(k.startswith("image_encoder.visual.") for k in frozen):
+        parts.append(("the CLIP visual tower (image_encoder.visual.*)", lambda: extractor_model("clip", frozen)))
+    for what, build in parts:
+        try:
+            build()
+        except (VSSFlowError, KeyError, IndexError, ValueError, RuntimeError) as e:
+            raise VSSFlowError(f"{source}: its tensors do not form {what}: {str(e)[:300]}; convert a complete official "
+                               "VSSFlow checkpoint") from None
+
+
 def convert_checkpoint(ckpt_path, out_path, attention_head_dim: int = 64, synchformer=None, rawnet3=None) -> Path:
     """Convert an official Lightning ``.ckpt`` into our model file (safetensors).
 
@@ -241,6 +259,7 @@ def convert_checkpoint(ckpt_path, out_path, attention_head_dim: int = 64, synchf
     state = read_checkpoint(ckpt_path)
     model = load_official(state, attention_head_dim)
     _, frozen = split_state_dict(state)
+    _check_frozen(model.config, frozen, ckpt_path)
     frozen.update(extractor_extras(synchformer, rawnet3))
     meta = {"source_file": Path(ckpt_path).name, "source_sha256": _sha256(ckpt_path),
             "source_format": "vssflow-lightning", "attention_head_dim": str(attention_head_dim)}
