@@ -600,7 +600,7 @@ def run(args) -> int:
     log = open(run_dir / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
     started = time.time()
     last_ckpt = time.time()
-    noise_gen = torch.Generator(device).manual_seed(args.seed * 1000 + state.step + rank) if device.type != "cpu" else None
+    noise_gen = torch.Generator(device) if device.type != "cpu" else None  # reseeded every step, below
     losses, step_seconds = [], 0.0
     validated = [state.step]  # the step of the last validation (a resumed run has its own best already)
 
@@ -624,6 +624,8 @@ def run(args) -> int:
                 break
             base = (args.seed, state.step, rank)
             gen = torch.Generator().manual_seed(hash(base) & 0x7FFFFFFF)
+            if noise_gen is not None:  # the GPU's noise of step N depends on (seed, N, rank) only, as on the CPU
+                noise_gen.manual_seed(hash((*base, 1)) & 0x7FFFFFFF)
             batch = draw_batch(base, gen)
             lr = lr_at(state.step, args.lr, args.warmup, cooldown=args.cooldown,
                        left=budget_left(state.step, elapsed, args.max_steps, args.max_minutes))
