@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.media.probe import num_frames  # noqa: F401  (re-exported: the frame-count rule)
+from vssflow_core.media.probe import frame_shown_at, num_frames  # noqa: F401  (num_frames re-exported)
 
 LIP_RATE_HZ = 25.0  # lips, phonemes and motion are on the 25 Hz grid
 APPEARANCE_RATE_HZ = 10.0
@@ -133,7 +133,7 @@ def sample_track(features: np.ndarray, src_rate_hz: float, src_start_s: float, s
     """
     features = np.asarray(features)
     times = start_s + np.arange(count) / dst_rate_hz
-    idx = np.floor((times - src_start_s) * src_rate_hz + 1e-6).astype(np.int64)
+    idx = frame_shown_at(times, src_rate_hz, src_start_s)
     inside = (idx >= 0) & (idx < len(features))
     out = np.zeros((count,) + features.shape[1:], dtype=features.dtype)
     out[inside] = features[idx[inside]]
@@ -169,7 +169,7 @@ def warn(message: str) -> None:
 def _frames_at(frames: np.ndarray, rate_hz: float, duration_s: float) -> np.ndarray:
     """Frames at 25 fps -> frames at ``rate_hz`` by timestamp (index of the frame shown)."""
     count = num_frames(duration_s, rate_hz)
-    idx = np.minimum(np.floor(np.arange(count) / rate_hz * LIP_RATE_HZ + 1e-6).astype(np.int64), len(frames) - 1)
+    idx = np.minimum(frame_shown_at(np.arange(count) / rate_hz, LIP_RATE_HZ), len(frames) - 1)
     return frames[idx]
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from vssflow_core.data import canvas, faces, scenes, sfx
 from vssflow_core.data.sentences import make_sentence
+from vssflow_core.media.probe import frame_shown_at, num_frames
 
 SAMPLE_RATE = 22050
 FPS = 25.0
@@ -24,11 +25,6 @@ APPEARANCE_FPS = 10.0
 KINDS = ("speech", "sfx", "mixed")
 FEATURE_RENDER_SIZE = 64  # px; the features squash frames to 16x16 anyway
 KIND_CYCLE = ("speech", "sfx", "speech", "sfx", "mixed")  # --kind all: 40 % / 40 % / 20 %
-
-
-def num_frames(duration_s: float, rate_hz: float) -> int:
-    """Samples of a ``rate_hz`` stream covering ``duration_s`` (shared convention)."""
-    return max(0, math.ceil(duration_s * rate_hz - 1e-6))
 
 
 def kind_for_index(kind: str, index: int) -> str:
@@ -177,7 +173,7 @@ def render_frames(spec: ClipSpec, size: int, rate_hz: float = FPS) -> np.ndarray
 def appearance_indices(duration_s: float) -> np.ndarray:
     """Index of the 25 fps frame shown at each 10 fps time k/10 (as the inference front-end picks)."""
     count = num_frames(duration_s, APPEARANCE_FPS)
-    return np.floor(np.arange(count) / APPEARANCE_FPS * FPS + 1e-6).astype(np.int64)
+    return frame_shown_at(np.arange(count) / APPEARANCE_FPS, FPS)
 
 
 def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str, np.ndarray]:

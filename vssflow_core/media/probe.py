@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vssflow_core.errors import VSSFlowError
 
 __all__ = ["VideoInfo", "num_frames", "probe_video", "TIME_EPS_S"]
@@ -30,6 +32,17 @@ _PILLOW_ANIMATED = {".webp", ".gif", ".png", ".apng"}
 def num_frames(duration_s: float, rate: float) -> int:
     """Number of samples of a ``rate`` Hz grid inside ``[0, duration_s)``: ``ceil(duration_s*rate - 1e-6)``."""
     return max(0, math.ceil(duration_s * rate - 1e-6))
+
+
+def frame_shown_at(times_s, rate_hz: float, start_s: float = 0.0) -> np.ndarray:
+    """Index of the frame (or feature row) of a ``rate_hz`` stream whose first frame is at ``start_s``
+    that is on screen at each time of ``times_s`` [N] (s): ``floor((t - start_s) * rate_hz + 1e-6)``,
+    int64 [N] (below 0 or past the end when a time is outside the stream; callers clip or zero-pad).
+
+    The one rule by which training crops and inference windows read every feature track and pick
+    frames for lower rates (25 fps -> 10 Hz appearance, a track at 25 Hz -> a window's grid).
+    """
+    return np.floor((np.asarray(times_s, dtype=np.float64) - start_s) * rate_hz + 1e-6).astype(np.int64)
 
 
 @dataclass(frozen=True)

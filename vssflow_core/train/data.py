@@ -20,15 +20,11 @@ import numpy as np
 import torch
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.media.probe import frame_shown_at, num_frames
 
 TASK_KINDS = {"joint": ("speech", "sfx", "mixed"), "v2s": ("sfx",), "tts": ("speech",)}
 FEATURE_RATES = {"lip_feat": 25.0, "phone_id": 25.0, "motion_feat": 25.0, "appearance_feat": 10.0}
 SPEECH_KEYS = ("lip_feat", "phone_id")
-
-
-def num_frames(duration_s: float, rate_hz: float) -> int:
-    """Frames of a stream at ``rate_hz`` covering ``duration_s`` (ceil rule of the contracts)."""
-    return math.ceil(duration_s * rate_hz - 1e-6)
 
 
 @dataclass
@@ -99,7 +95,7 @@ def _crop_stream(x: np.ndarray | None, start_s: float, duration_s: float, rate_h
     out = np.zeros((n, *dim_tail), dtype=dtype)
     if x is None:
         return out
-    idx = np.floor((start_s + np.arange(n) / rate_hz) * rate_hz + 1e-6).astype(np.int64)
+    idx = frame_shown_at(start_s + np.arange(n) / rate_hz, rate_hz)
     ok = (idx >= 0) & (idx < len(x))
     out[ok] = x[idx[ok]]
     return out
