@@ -105,3 +105,15 @@ def test_bad_frames_raise(bad, match):
         motion_features(bad)
     with pytest.raises(VSSFlowError, match=match):
         appearance_features(bad)
+
+
+def test_the_appearance_front_end_reads_its_rate_from_the_condition_table():
+    import dataclasses
+
+    from vssflow_core import frontend
+    from vssflow_core.embedded import embedded_config
+
+    spec = next(c for c in embedded_config().conditions if c.feature_key == "appearance_feat")
+    w = frontend.WindowInputs(start_s=0.0, duration_s=2.0, frames=np.zeros((50, 32, 32, 3), np.uint8))
+    assert spec.rate_hz == 10.0 and frontend._appearance(w, spec, None).shape == (1, 20, APPEARANCE_DIM)
+    assert frontend._appearance(w, dataclasses.replace(spec, rate_hz=5.0), None).shape == (1, 10, APPEARANCE_DIM)

@@ -37,7 +37,6 @@ from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.probe import frame_shown_at, num_frames  # noqa: F401  (num_frames re-exported)
 
 LIP_RATE_HZ = 25.0  # lips, phonemes and motion are on the 25 Hz grid
-APPEARANCE_RATE_HZ = 10.0
 FRAME_SHORT_SIDE = 256  # frames decoded for features are scaled so the short side is this (px)
 LIP_FRAME_SHORT_SIDE = 480  # larger frames for the face-landmark detector (px)
 
@@ -186,8 +185,8 @@ def _appearance(w: WindowInputs, spec, extras) -> torch.Tensor | None:
         return None
     from vssflow_core.features.visual import appearance_features
 
-    frames10 = _frames_at(w.frames, APPEARANCE_RATE_HZ, w.duration_s)
-    return torch.as_tensor(appearance_features(frames10), dtype=torch.float32)[None]  # [1, F10, 768]
+    frames = _frames_at(w.frames, spec.rate_hz, w.duration_s)  # the condition table's rate (embedded: 10 Hz)
+    return torch.as_tensor(appearance_features(frames), dtype=torch.float32)[None]  # [1, F10, 768]
 
 
 def _lips_embedded(w: WindowInputs, spec, extras) -> torch.Tensor | None:
