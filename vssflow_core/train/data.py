@@ -10,7 +10,6 @@ stream. Shape letters: B batch, S samples, F 25 Hz frames, F10 10 Hz frames, L l
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -57,18 +56,10 @@ class ClipSource:
         path = self.root / "manifest.jsonl"
         if not path.is_file():
             raise VSSFlowError(f"data folder {self.root}: manifest.jsonl not found; point --data at a make-data output folder")
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a row being written right now
-                if (self.root / row.get("file", "")).is_file() and row.get("kind") in TASK_KINDS["joint"]:
-                    rows.append(row)
+        from vssflow_core.data.generate import read_manifest  # make-data's reader: a row being written is left out
+
+        rows = [row for row in read_manifest(self.root)
+                if (self.root / row.get("file", "")).is_file() and row.get("kind") in TASK_KINDS["joint"]]
         rows.sort(key=lambda r: r["file"])
         self.speech_rows = [r for r in rows if r["kind"] == "speech"]
         self.rows = [r for r in rows if r["kind"] in TASK_KINDS[self.task]]
