@@ -27,6 +27,11 @@ def test_resume_refuses_other_start_options(setup):
     with pytest.raises(VSSFlowError, match="started with --config"):
         run_trainer(no_config + ["--max-steps", "2"])
     assert torch.load(tmp / "state" / "g" / "last.pt", weights_only=True)["step"] == 1  # untouched
+    with pytest.raises(VSSFlowError) as refused:  # the traceback kept alive still holds the failed run's frames
+        run_trainer(base + ["--max-steps", "2", "--task", "tts"])
+    with open(tmp / "state" / "g" / ".lock", "a+") as handle:  # ...but the run folder's lock was released
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert refused.value is not None
     assert run_trainer(base + ["--max-steps", "2"]) == 0  # the same options resume
 
 

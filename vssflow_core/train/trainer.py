@@ -540,7 +540,6 @@ def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
 
 def run(args) -> int:
     """Train (or export with ``--export``). Returns a process exit status."""
-    from vssflow_core.audio.codec import build_codec
     from vssflow_core.errors import VSSFlowError
     torch.set_num_threads(max(1, args.threads))
     run_dir = Path(args.state_dir) / args.run
@@ -562,9 +561,21 @@ def run(args) -> int:
     if args.t_shift != 1.0 and args.t_sampling != "uniform":
         raise VSSFlowError(f"--t-shift {args.t_shift} shifts uniform draws; drop it or use --t-sampling uniform")
     rank, world = _setup_distributed()
-    ckpt = run_dir / "last.pt"
     device = _check_device(args)
-    lock = _lock_run(run_dir) if rank == 0 else None  # held until this process ends
+    lock = _lock_run(run_dir) if rank == 0 else None
+    try:
+        return _train(args, run_dir, rank, world, device)
+    finally:
+        if lock is not None:  # released however training ends
+            lock.close()
+
+
+def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> int:
+    """The training loop of :func:`run`, with the run folder locked; returns the exit status."""
+    from vssflow_core.audio.codec import build_codec
+    from vssflow_core.errors import VSSFlowError
+
+    ckpt = run_dir / "last.pt"
     if ckpt.is_file():
         _check_resume(args, run_dir)
         state = Run.load(ckpt, args.lr, args.weight_decay, device)
@@ -668,8 +679,6 @@ def run(args) -> int:
         if log is not None:
             log.close()
     _teardown_distributed(world)
-    if lock is not None:
-        lock.close()
     if rank == 0:
         print(f"stopped at step {state.step} ({state.train_seconds / 3600:.2f} h of training)", flush=True)
     return 128 + stop.signum if stop.signum else 0
