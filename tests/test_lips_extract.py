@@ -176,3 +176,21 @@ def test_moving_face_is_followed():
     tr = extract_lips(frames, preview=False)
     assert tr.found.all() and np.corrcoef(op, tr.features[:, 0])[0, 1] > 0.9
     assert np.all(np.diff((tr.boxes[:, 0] + tr.boxes[:, 2]) / 2) > 0)  # the box moves right with the face
+
+
+def test_when_both_mediapipe_backends_fail_the_error_names_both(monkeypatch):
+    from vssflow_core.features import lips
+
+    def no_solutions(*args):
+        raise RuntimeError("module 'mediapipe' has no attribute 'solutions'")
+
+    def no_task_file(*args):
+        raise VSSFlowError("mediapipe's FaceLandmarker needs the model file face_landmarker.task, not found.")
+
+    monkeypatch.setattr(lips, "_SolutionsBackend", no_solutions)
+    monkeypatch.setattr(lips, "_TasksBackend", no_task_file)
+    with pytest.raises(VSSFlowError, match="face_landmarker.task, not found.*legacy backend failed too.*solutions"):
+        lips._make_backend("auto", 0.5)
+    with pytest.raises(VSSFlowError, match="face_landmarker.task") as only:
+        lips._make_backend("tasks", 0.5)
+    assert "legacy" not in str(only.value)

@@ -236,6 +236,10 @@ def _make_backend(name: str, min_confidence: float, tracking: bool = False):
             return _TasksBackend(min_confidence)
         except ImportError as exc:
             errors.append(f"mediapipe tasks: {exc}")
+        except VSSFlowError as exc:  # e.g. no face_landmarker.task: say why the solutions backend failed too
+            if not errors:
+                raise
+            raise VSSFlowError(f"{exc} (the legacy backend failed too: {'; '.join(errors)})") from None
     raise VSSFlowError("Lip extraction needs mediapipe (face landmarks), which is not usable here ("
                        + "; ".join(errors) + "). " + MEDIAPIPE_INSTALL_HINT)
 
