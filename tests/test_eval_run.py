@@ -62,7 +62,8 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     import dataclasses
 
     from test_train_pack import _speech_lips
-    from vssflow_core.features.text import phoneme_ids, place_phonemes_by_lips, text_to_phonemes
+    from vssflow_core.features.phone_timing import place_phonemes_by_lips
+    from vssflow_core.features.text import phoneme_ids, text_to_phonemes
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train import evaluate

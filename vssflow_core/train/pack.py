@@ -106,7 +106,8 @@ def placed_phones(row: dict, features: dict, placement: str) -> np.ndarray | Non
     features, with ``lip_raw`` float32 [F25, 6]. Returns None when the stored (uniform) track stands:
     ``placement`` is "uniform", or the clip has no speech, transcript or measured lips.
     """
-    from vssflow_core.features.text import phoneme_ids, place_phonemes_by_lips, text_to_phonemes
+    from vssflow_core.features.phone_timing import place_phonemes_by_lips
+    from vssflow_core.features.text import phoneme_ids, text_to_phonemes
 
     has_speech = row["kind"] in ("speech", "mixed") and row.get("speech_start_s") is not None
     if placement != "lips" or not has_speech or not row.get("transcript") or "lip_raw" not in features:

@@ -111,8 +111,8 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=("uniform", 
         ``{placement: {"exact": share, "within2": share, "frames": n}}`` over the frames where the
         TTS spoke, inside the speech windows.
     """
-    from vssflow_core.features.text import (check_window, phoneme_ids, place_phonemes, place_phonemes_by_lips,
-                                            text_to_phonemes)
+    from vssflow_core.features.phone_timing import check_window, place_phonemes, place_phonemes_by_lips
+    from vssflow_core.features.text import phoneme_ids, text_to_phonemes
 
     totals = {p: [0, 0, 0] for p in placements}
     for row, lip in zip(rows, lips):
