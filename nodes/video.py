@@ -79,7 +79,7 @@ class VSSFlowLoadVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, start_s=0.0, duration_s=0.0, max_frames=0, fps=0.0, video_in=None) -> io.NodeOutput:
-        from vssflow_core.pipeline import clip_from_frames, load_clip
+        from vssflow_core.video_clip import clip_from_frames, load_clip
 
         path = _convert.video_file(video_in) if video_in is not None else _comfy.input_path(video)
         if path is not None:
@@ -136,7 +136,7 @@ def _check_fits_in_memory(path: str, start_s: float, duration_s: float, max_fram
     """Refuse, before decoding, a part whose IMAGE would not fit in free memory (a long full-HD clip
     is tens of GB as float32 frames): better a message than a server killed for memory. Returns
     the number of frames the part holds."""
-    from vssflow_core.pipeline import clip_frame_shape
+    from vssflow_core.video_clip import clip_frame_shape
 
     frames, height, width = clip_frame_shape(path, start_s, duration_s, max_frames, fps)
     needed = frames * height * width * 3 * IMAGE_BYTES_PER_VALUE
@@ -188,7 +188,7 @@ class VSSFlowMuxAudio(io.ComfyNode):
     @classmethod
     def execute(cls, audio, video=None, images=None, fps=25.0, mode="replace", audio_gain=1.0, original_gain=1.0,
                 variation=0, filename_prefix="VSSFlow/vssflow") -> io.NodeOutput:
-        from vssflow_core.pipeline import write_with_audio
+        from vssflow_core.video_clip import write_with_audio
 
         wave, sample_rate = _convert.audio_item(audio, "VSSFlowMuxAudio", variation)
         source = _mux_source(video, images, fps)

@@ -72,7 +72,7 @@ def speech_report(wave: np.ndarray, sr: int, mouth: np.ndarray, found: np.ndarra
 
 def check_video(bundle, path: Path, asr, out_dir: Path | None, seed: int) -> dict:
     """The report of one video (see the module docstring)."""
-    from vssflow_core import frontend, pipeline
+    from vssflow_core import frontend, pipeline, video_clip
     from vssflow_core.audio.resample import resample
     from vssflow_core.features.visual import shot_cuts
     from vssflow_core.media.probe import probe_video
@@ -102,7 +102,7 @@ def check_video(bundle, path: Path, asr, out_dir: Path | None, seed: int) -> dic
     if real_wave is not None:
         report["sound"]["real"] = sound_report(real_wave, sr, energy, cuts)
     if out_dir is not None:
-        pipeline.write_with_audio(audio[0], rate, out_dir, f"{path.stem}_sound", video_path=path)
+        video_clip.write_with_audio(audio[0], rate, out_dir, f"{path.stem}_sound", video_path=path)
 
     lips = frontend.extract_lip_condition(frames, RATE)
     found = np.asarray(lips.track.found, bool)
@@ -119,7 +119,7 @@ def check_video(bundle, path: Path, asr, out_dir: Path | None, seed: int) -> dic
                             "real": speech_report(real_wave, sr, mouth, found)}
         report["speech"]["wer"] = round(M.word_error_rate([transcript], [report["speech"]["generated_transcript"]]), 3)
         if out_dir is not None:
-            pipeline.write_with_audio(speech[0], rate, out_dir, f"{path.stem}_speech", video_path=path)
+            video_clip.write_with_audio(speech[0], rate, out_dir, f"{path.stem}_speech", video_path=path)
     return report
 
 

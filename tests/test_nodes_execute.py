@@ -152,7 +152,7 @@ class _TrimmedVideo(_comfy.InputImpl.VideoFromFile):
         return self.window
 
     def get_components(self):
-        from vssflow_core.pipeline import load_clip
+        from vssflow_core.video_clip import load_clip
 
         clip = load_clip(self.get_stream_source(), *self.window)
         images = torch.from_numpy(clip.frames).float() / 255

@@ -8,7 +8,8 @@ import torch
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import num_frames
 from vssflow_core.media.video import probe_video, read_audio, read_frames
-from vssflow_core.pipeline import clip_from_frames, generate, load_bundle, load_clip, write_with_audio
+from vssflow_core.pipeline import generate, load_bundle
+from vssflow_core.video_clip import clip_from_frames, load_clip, write_with_audio
 
 import media_factory
 from tiny_models import make_model_file, one_thread
