@@ -86,7 +86,7 @@ def test_checkpoint_writers_leave_no_temp_file_when_the_write_fails(tmp_path, mo
 
     import torch
 
-    from vssflow_core.train import pack, trainer
+    from vssflow_core.train import pack, run_folder
 
     def half_write_then_disk_full(target, *args, **kwargs):
         with open(target, "wb") as f:
@@ -94,10 +94,10 @@ def test_checkpoint_writers_leave_no_temp_file_when_the_write_fails(tmp_path, mo
         raise OSError(28, "No space left on device")
 
     ckpt = tmp_path / "last.pt"
-    trainer._atomic_save({"step": 1}, ckpt)
+    run_folder.atomic_save({"step": 1}, ckpt)
     monkeypatch.setattr(torch, "save", lambda obj, f: half_write_then_disk_full(f))
     with pytest.raises(OSError, match="No space"):
-        trainer._atomic_save({"step": 2}, ckpt)
+        run_folder.atomic_save({"step": 2}, ckpt)
     monkeypatch.setattr(pathlib.Path, "write_bytes", half_write_then_disk_full)
     with pytest.raises(OSError, match="No space"):
         pack._write_shard(tmp_path / "pack_000.safetensors.xz", {"a": np.zeros(3, np.float32)})

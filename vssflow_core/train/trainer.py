@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from vssflow_core.train.paths import TRAIN_STATE_DIR
+from vssflow_core.train.run_folder import atomic_save, check_resume, load_state_file, lock_run, set_aside_stale_best
 
 P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
 
@@ -128,7 +128,7 @@ class Run:
 
     def save(self, path: Path) -> None:
         """Atomic checkpoint write (temp file + rename)."""
-        _atomic_save(self.state(), path)
+        atomic_save(self.state(), path)
 
     @classmethod
     def load(cls, path: Path, lr: float, weight_decay: float, device="cpu") -> "Run":
@@ -152,23 +152,6 @@ class Run:
         """EMA of the weights with ``decay``, warmed up as min(decay, (1 + step) / (10 + step))."""
         d = min(decay, (1 + self.step) / (10 + self.step))
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - d)
-
-
-def load_state_file(path: Path, device="cpu") -> dict:
-    """A run's ``last.pt`` or ``best_ema.pt`` (``torch.load(weights_only=True)``); a damaged or foreign
-    file is a ``VSSFlowError`` naming it and the fix, not a traceback."""
-    from vssflow_core.errors import VSSFlowError
-
-    try:
-        st = torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
-        raise VSSFlowError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}): it is damaged (a full disk or a "
-                           "killed copy?) or not a training checkpoint. Delete it to start the run again, or train "
-                           "under another --name") from None
-    if not isinstance(st, dict) or not ({"ema", "step"} <= set(st)):
-        raise VSSFlowError(f"{path} is not a training checkpoint of this pack (no 'ema'/'step' entries); delete it "
-                           "or train under another --name")
-    return st
 
 
 def init_weights(run: Run, model_path: str | os.PathLike) -> None:
@@ -338,14 +321,6 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
     return loss.detach()
 
 
-def _atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary name, then one rename (no temp file left when it fails)."""
-    from vssflow_core.media.files import atomic_output
-
-    with atomic_output(path, replace=True) as tmp:
-        torch.save(obj, tmp)
-
-
 def _command_tail() -> list[str]:
     """This process's command line after ``python -m`` (``vssflow_core train ...`` or the module's)."""
     if sys.argv[1:2] == ["train"]:
@@ -429,62 +404,6 @@ def _new_run_config(args):
     return config
 
 
-def _lock_run(run_dir: Path):
-    """Create ``run_dir`` and hold an exclusive lock on ``run_dir/.lock`` (returned open file), so a
-    second trainer on the same run is refused instead of overwriting the first one's state."""
-    import fcntl
-
-    from vssflow_core.errors import VSSFlowError
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise VSSFlowError(f"run {run_dir} is in use by a trainer ({owner}); wait for it or stop it, or train "
-                           "under another --name") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
-
-
-# Options fixed when a run starts: a resume that gives other values would silently keep the old ones.
-_START_OPTIONS = {"init": None, "preset": "embedded", "config": None, "task": "joint"}
-
-
-def _check_resume(args, run_dir: Path) -> None:
-    """Refuse a resume whose --init, --preset, --config or --task differ from the run's own."""
-    from vssflow_core.errors import VSSFlowError
-
-    recorded = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
-    for key, default in _START_OPTIONS.items():
-        given, had = getattr(args, key), recorded.get(key, default)
-        if given != had:
-            flag = "--" + key.replace("_", "-")
-            raise VSSFlowError(f"run {run_dir} exists (its last.pt resumes) and was started with {flag} {had}, "
-                               f"not {given}: {flag} applies only to a new run; choose another --name, or drop "
-                               f"{flag} to resume")
-
-
-def _set_aside_stale_best(run_dir: Path, step: int) -> None:
-    """Rename a ``best_ema.pt`` saved after ``step`` (by an attempt killed before its next checkpoint)
-    to ``best_ema.stale-STEP.pt``, so it is neither kept as the best nor exported."""
-    best = run_dir / "best_ema.pt"
-    if not best.is_file():
-        return
-    best_step = int(load_state_file(best)["step"])
-    if best_step > step:
-        aside = best.with_name(f"best_ema.stale-{best_step}.pt")
-        os.replace(best, aside)
-        print(f"train: {best} is from step {best_step}, after this run's step {step} (an attempt killed before its "
-              f"checkpoint); set aside as {aside.name}", file=sys.stderr)
-
-
 def _batch_source(args, cfg, codec, rank: int, device):
     """``(draw(base, gen) -> batch, describe() -> str)`` for a make-data folder or a pack folder."""
     from vssflow_core.train.data import ClipSource, ExampleSampler, collate
@@ -562,7 +481,7 @@ def run(args) -> int:
         raise VSSFlowError(f"--t-shift {args.t_shift} shifts uniform draws; drop it or use --t-sampling uniform")
     rank, world = _setup_distributed()
     device = _check_device(args)
-    lock = _lock_run(run_dir) if rank == 0 else None
+    lock = lock_run(run_dir) if rank == 0 else None
     try:
         return _train(args, run_dir, rank, world, device)
     finally:
@@ -577,7 +496,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
 
     ckpt = run_dir / "last.pt"
     if ckpt.is_file():
-        _check_resume(args, run_dir)
+        check_resume(args, run_dir)
         state = Run.load(ckpt, args.lr, args.weight_decay, device)
     else:
         config = _new_run_config(args)
@@ -587,7 +506,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
         if args.init:
             init_weights(state, args.init)
     if rank == 0:
-        _set_aside_stale_best(run_dir, state.step)
+        set_aside_stale_best(run_dir, state.step)
     cfg = state.config
     if world > 1:  # identical start on every rank
         import torch.distributed as dist
@@ -622,7 +541,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
         validated[0] = state.step
         if val < best_val:
             best_val = val
-            _atomic_save({"ema": state.ema.state_dict(), "step": state.step, "val_loss": val}, run_dir / "best_ema.pt")
+            atomic_save({"ema": state.ema.state_dict(), "step": state.step, "val_loss": val}, run_dir / "best_ema.pt")
         return {"step": state.step, "val_loss": round(val, 5)}
 
     diverged = False
@@ -663,7 +582,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             if args.snapshot_steps and state.step % args.snapshot_steps == 0:
-                _atomic_save({k: v.half() if v.is_floating_point() else v for k, v in state.ema.state_dict().items()},
+                atomic_save({k: v.half() if v.is_floating_point() else v for k, v in state.ema.state_dict().items()},
                              run_dir / f"ema_step{state.step:07d}.pt")
             if time.time() - last_ckpt > args.ckpt_minutes * 60:
                 state.save(ckpt)
