@@ -250,7 +250,6 @@ def workflow_metadata(node_cls) -> dict[str, str] | None:
     return tags or None
 
 
-
 def free_memory_bytes() -> int | None:
     """Free system memory (bytes) as ComfyUI counts it (psutil), or None when it cannot be read."""
     try:

@@ -5,9 +5,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from vssflow_core.config import PRECISIONS
+
 from . import _comfy
 from ._comfy import io
-from vssflow_core.config import PRECISIONS
 
 EMBEDDED = "embedded (built-in default)"
 DEVICES = ["auto", "cpu", "cuda"]

@@ -1,12 +1,12 @@
 """VSSFlowSampler: model + video (+ lips, text) -> AUDIO of the video's duration."""
 from __future__ import annotations
 
-from . import _comfy, _convert
-from .conditions import LipsType, TextType
-from .loader import ModelType
-from ._comfy import io
 from vssflow_core.config import SOLVERS
 
+from . import _comfy, _convert
+from ._comfy import io
+from .conditions import LipsType, TextType
+from .loader import ModelType
 
 
 class VSSFlowSampler(io.ComfyNode):
