@@ -10,7 +10,6 @@ Letters: F25 frames at 25 Hz, F10 frames at 10 Hz, S audio samples at 22050 Hz.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,7 +153,7 @@ def render_frames(spec: ClipSpec, size: int, rate_hz: float = FPS) -> np.ndarray
         off = spec.camera.offset(t) if spec.camera is not None else (0.0, 0.0)
         img = canvas.view(bg, size, off)
         if spec.face is not None:
-            k25 = min(int(math.floor(t * FPS + 1e-6)), len(spec.face.inner_open) - 1)
+            k25 = min(int(frame_shown_at(t, FPS)), len(spec.face.inner_open) - 1)
             pose = spec.face.pose(k25)
             pose.cx -= off[0]
             pose.cy -= off[1]

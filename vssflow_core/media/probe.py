@@ -37,10 +37,19 @@ def num_frames(duration_s: float, rate: float) -> int:
 def frame_shown_at(times_s, rate_hz: float, start_s: float = 0.0) -> np.ndarray:
     """Index of the frame (or feature row) of a ``rate_hz`` stream whose first frame is at ``start_s``
     that is on screen at each time of ``times_s`` [N] (s): ``floor((t - start_s) * rate_hz + 1e-6)``,
-    int64 [N] (below 0 or past the end when a time is outside the stream; callers clip or zero-pad).
+    int64 [N] (int64 0-d for a scalar time; below 0 or past the end when a time is outside the
+    stream; callers clip or zero-pad).
 
     The one rule by which training crops and inference windows read every feature track and pick
-    frames for lower rates (25 fps -> 10 Hz appearance, a track at 25 Hz -> a window's grid).
+    frames for lower rates (25 fps -> 10 Hz appearance, a track at 25 Hz -> a window's grid), and
+    by which the data generator places its 25 Hz face poses and mixes speech into a clip.
+
+    Video decoding (``media.video.iter_windows``, ``resample_frames``) picks source frames by
+    timestamp instead, because a file's timestamps need not be a regular grid: the last frame at or
+    before ``t + TIME_EPS_S``. On regular grids both rules pick the same frames for the usual rates
+    (23.976 to 60 fps -> 25 or 10 Hz, starts in whole milliseconds; tests/test_frame_rule.py); they
+    differ only for a time less than 1 us (but more than 1e-6 frame) before a frame boundary, which
+    the decoder counts as on the boundary.
     """
     return np.floor((np.asarray(times_s, dtype=np.float64) - start_s) * rate_hz + 1e-6).astype(np.int64)
 

@@ -367,7 +367,9 @@ def resample_frames(
 ) -> Frames:
     """Resample a frame batch [F, H, W, 3] at ``src_fps`` (frame i at i/src_fps s) to ``fps`` by timestamp.
 
-    Same rule as the file decoder (the frame on screen at each grid time). ``frames`` may be a numpy
+    Same rule as the file decoder (the frame on screen at each grid time: the last one at or before
+    ``t + TIME_EPS_S``, the decoder's tolerance for an exact time base; how this relates to the
+    feature tracks' ``probe.frame_shown_at`` is said there). Returns :class:`Frames` with ``frames`` [F', H, W, 3]. ``frames`` may be a numpy
     array or a torch tensor of any dtype (a ComfyUI IMAGE stays float 0..1); the result's ``frames``
     is ``frames[indices]`` of the same type. Window errors as for files.
     """

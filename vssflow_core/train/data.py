@@ -121,7 +121,7 @@ def mix_feature_streams(out: dict, speech: dict, window: tuple[float, float], of
     """
     a, b = window
     for key, rate in FEATURE_RATES.items():
-        src0, dst0 = int(math.floor(a * rate + 1e-6)), int(math.floor(offset_s * rate + 1e-6))
+        src0, dst0 = int(frame_shown_at(a, rate)), int(frame_shown_at(offset_s, rate))  # rows shown at a, offset_s
         m = max(0, min(int(math.ceil((b - a) * rate)), len(out[key]) - dst0, len(speech[key]) - src0))
         piece = speech[key][src0: src0 + m]
         if key in SPEECH_KEYS:
