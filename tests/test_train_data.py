@@ -6,6 +6,7 @@ import pytest
 
 from test_train_trainer import write_data
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.train import data as train_data
 from vssflow_core.train.data import ClipSource, ExampleSampler, collate, crop_clip, mix_speech_into
 
 SR = 22050
@@ -33,6 +34,23 @@ def test_crop_is_by_timestamp(tmp_path):
     assert out["appearance_feat"].shape == (20, 768) and np.array_equal(out["appearance_feat"][0], clip.features["appearance_feat"][10])
     late = crop_clip(clip, 2.0, 2.0, 2 * SR, SR)  # past the end: zero padded
     assert np.all(late["wave"][SR + 10:] == 0) and np.all(late["motion_feat"][25:] == 0)
+
+
+def test_feature_grids_come_from_the_condition_table(monkeypatch):
+    # the make-data format the shipped model was trained on, read from embedded.embedded_conditions
+    assert train_data.FEATURE_RATES == {"lip_feat": 25.0, "phone_id": 25.0, "motion_feat": 25.0, "appearance_feat": 10.0}
+    assert train_data.FEATURE_SHAPES == {"lip_feat": ((6,), np.float32), "phone_id": ((), np.int64),
+                                         "motion_feat": ((256,), np.float32), "appearance_feat": ((768,), np.float32)}
+    import dataclasses
+
+    from vssflow_core import embedded
+
+    table = embedded.embedded_conditions()
+    changed = tuple(dataclasses.replace(c, rate_hz=5.0, input_dim=512) if c.name == "appearance" else c for c in table)
+    monkeypatch.setattr(embedded, "embedded_conditions", lambda: changed)
+    rates, shapes = train_data._feature_table()
+    assert rates["appearance_feat"] == 5.0 and shapes["appearance_feat"] == ((512,), np.float32)
+    assert list(rates) == ["lip_feat", "phone_id", "motion_feat", "appearance_feat"]  # table order; ref has no rate
 
 
 def test_add_and_insert_mixing():

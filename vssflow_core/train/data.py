@@ -22,8 +22,23 @@ from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.probe import frame_shown_at, num_frames
 
 TASK_KINDS = {"joint": ("speech", "sfx", "mixed"), "v2s": ("sfx",), "tts": ("speech",)}
-FEATURE_RATES = {"lip_feat": 25.0, "phone_id": 25.0, "motion_feat": 25.0, "appearance_feat": 10.0}
 SPEECH_KEYS = ("lip_feat", "phone_id")
+
+
+def _feature_table() -> tuple[dict[str, float], dict[str, tuple[tuple, type]]]:
+    """The time-dense features of a clip, from the embedded model's condition table (the one the
+    data folders are made for): ``{key: rate_hz}`` and ``{key: (row shape, dtype)}`` in table order;
+    integer ids (an ``embedding`` projection) are int64 scalars per row, the rest float32 vectors."""
+    from vssflow_core.embedded import embedded_conditions
+
+    rated = [c for c in embedded_conditions() if c.rate_hz is not None]
+    rates = {c.feature_key: float(c.rate_hz) for c in rated}
+    shapes = {c.feature_key: ((), np.int64) if c.projection == "embedding" else ((c.input_dim,), np.float32)
+              for c in rated}
+    return rates, shapes
+
+
+FEATURE_RATES, FEATURE_SHAPES = _feature_table()  # lip_feat, phone_id, motion_feat 25 Hz; appearance_feat 10 Hz
 
 
 @dataclass
@@ -90,10 +105,6 @@ def _crop_stream(x: np.ndarray | None, start_s: float, duration_s: float, rate_h
     ok = (idx >= 0) & (idx < len(x))
     out[ok] = x[idx[ok]]
     return out
-
-
-FEATURE_SHAPES = {"lip_feat": ((6,), np.float32), "phone_id": ((), np.int64), "motion_feat": ((256,), np.float32),
-                  "appearance_feat": ((768,), np.float32)}
 
 
 def crop_clip(clip: Clip, start_s: float, duration_s: float, num_samples: int, sample_rate: int) -> dict:
