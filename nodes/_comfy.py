@@ -150,6 +150,7 @@ def register_model_folder() -> None:
 
 
 def model_folders() -> list[str]:
+    """Folders searched for model files: ComfyUI's ``models/vssflow`` paths, or the fallback folder outside it."""
     fp = _folder_paths()
     if fp is not None:
         return list(fp.get_folder_paths(MODEL_FOLDER))

@@ -51,6 +51,9 @@ def _file_stamp(path: str) -> tuple:
 
 
 def load(model: str, device: str, precision: str) -> VSSFlowModel:
+    """The Loader's model: ``model`` (``embedded`` or a listed file) on ``device`` (auto|cpu|cuda) at
+    ``precision`` (one of ``config.PRECISIONS``), wrapped for ComfyUI's memory manager; the last one
+    is cached by (path, file mtime and size, device, precision)."""
     import torch
 
     from vssflow_core.pipeline import load_bundle, resolve_dtype

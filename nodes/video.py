@@ -33,6 +33,7 @@ def install_samples() -> None:
 
 
 def input_videos() -> list[str]:
+    """Video file names in ComfyUI's input folder (sorted), after copying the pack's samples there."""
     try:
         install_samples()
     except OSError:

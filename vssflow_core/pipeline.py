@@ -47,14 +47,17 @@ class Bundle:
 
     @property
     def device(self) -> torch.device:
+        """Device of the model's weights."""
         return next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the model's weights (float32, float16 or bfloat16)."""
         return next(self.model.parameters()).dtype
 
     @property
     def sample_rate(self) -> int:
+        """Sample rate (Hz) of the audio the codec decodes to."""
         return int(self.codec.sample_rate)
 
     def to(self, device=None, dtype=None) -> "Bundle":

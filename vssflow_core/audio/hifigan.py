@@ -60,6 +60,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, channels, T]`` -> ``[B, channels, T]`` (the paddings keep the length)."""
         for c1, c2 in zip(self.convs1, self.convs2):
             h = c1(F.leaky_relu(x, LEAKY_SLOPE))
             h = c2(F.leaky_relu(h, LEAKY_SLOPE))

@@ -68,6 +68,7 @@ class ResnetBlock(nn.Module):
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, cin, H, W]`` -> ``[B, cout, H, W]``."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         if self.conv_shortcut is not None:
@@ -87,6 +88,7 @@ class SpatialSelfAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(channels, channels)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, C, H, W]`` (H*W tokens of width C attend to each other)."""
         b, c, h, w = x.shape
         t = self.group_norm(x.reshape(b, c, h * w)).transpose(1, 2)  # [B, HW, C]
         q, k, v = self.to_q(t)[:, None], self.to_k(t)[:, None], self.to_v(t)[:, None]
@@ -96,6 +98,9 @@ class SpatialSelfAttention(nn.Module):
 
 
 class MidBlock(nn.Module):
+    """Resnet, self-attention, resnet at the lowest resolution (diffusers ``UNetMidBlock2D`` keys);
+    ``[B, C, H, W]`` -> ``[B, C, H, W]``."""
+
     def __init__(self, channels: int, groups: int):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock(channels, channels, groups), ResnetBlock(channels, channels, groups)])
@@ -108,12 +113,17 @@ class MidBlock(nn.Module):
 
 
 class _ConvHolder(nn.Module):
+    """Holds the ``conv`` of a down/upsampler under diffusers' key (``downsamplers.0.conv``)."""
+
     def __init__(self, channels: int, stride: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=stride, padding=0 if stride == 2 else 1)
 
 
 class DownBlock(nn.Module):
+    """``layers`` resnets, then (``downsample``) a stride-2 conv halving H and W (diffusers ``DownEncoderBlock2D``);
+    ``[B, cin, H, W]`` -> ``[B, cout, H/2, W/2]`` (``[B, cout, H, W]`` without downsampling)."""
+
     def __init__(self, cin: int, cout: int, layers: int, groups: int, downsample: bool):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock(cin if i == 0 else cout, cout, groups) for i in range(layers)])
@@ -128,6 +138,9 @@ class DownBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
+    """``layers`` resnets, then (``upsample``) nearest x2 and a 3x3 conv (diffusers ``UpDecoderBlock2D``);
+    ``[B, cin, H, W]`` -> ``[B, cout, 2H, 2W]`` (``[B, cout, H, W]`` without upsampling)."""
+
     def __init__(self, cin: int, cout: int, layers: int, groups: int, upsample: bool):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock(cin if i == 0 else cout, cout, groups) for i in range(layers)])
@@ -142,6 +155,9 @@ class UpBlock(nn.Module):
 
 
 class Encoder(nn.Module):
+    """Log-mel image -> Gaussian moments: ``[B, in_channels, T, M]`` -> ``[B, 2 * latent_channels, T/f, M/f]``
+    (mean then logvar; ``f = config.downsample_factor``, 4 for AudioLDM)."""
+
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         ch, g = cfg.block_out_channels, cfg.norm_num_groups
@@ -162,6 +178,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+    """Latent -> log-mel image: ``[B, latent_channels, T/f, M/f]`` -> ``[B, out_channels, T, M]``."""
+
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         ch, g = tuple(reversed(cfg.block_out_channels)), cfg.norm_num_groups
