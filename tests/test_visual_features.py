@@ -117,3 +117,23 @@ def test_the_appearance_front_end_reads_its_rate_from_the_condition_table():
     w = frontend.WindowInputs(start_s=0.0, duration_s=2.0, frames=np.zeros((50, 32, 32, 3), np.uint8))
     assert spec.rate_hz == 10.0 and frontend._appearance(w, spec, None).shape == (1, 20, APPEARANCE_DIM)
     assert frontend._appearance(w, dataclasses.replace(spec, rate_hz=5.0), None).shape == (1, 10, APPEARANCE_DIM)
+
+
+def test_only_models_with_a_frame_feature_make_the_pipeline_decode_video():
+    import dataclasses
+
+    from vssflow_core import config, frontend
+
+    assert frontend.needs_frames(config.embedded()) and frontend.needs_frames(config.official())
+    for cfg in (config.embedded(), config.official()):
+        blind = dataclasses.replace(cfg, conditions=tuple(c for c in cfg.conditions
+                                                          if c.feature_key not in ("motion_feat", "appearance_feat",
+                                                                                   "video_feat", "synch_feat")))
+        assert not frontend.needs_frames(blind)  # lips, phonemes and voice come from the lip scan / inputs
+    # every frame feature has a front-end that reads frames: each returns None without them
+    w = frontend.WindowInputs(start_s=0.0, duration_s=1.0)
+    builders = {key: b for (_, key), b in frontend.FEATURE_BUILDERS.items() if key in frontend.FRAME_FEATURES}
+    assert set(builders) == frontend.FRAME_FEATURES
+    for key, build in builders.items():
+        spec = next(c for cfg in (config.embedded(), config.official()) for c in cfg.conditions if c.feature_key == key)
+        assert build(w, spec, {}) is None, key

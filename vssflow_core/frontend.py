@@ -243,6 +243,8 @@ FEATURE_BUILDERS: dict[tuple[str, str], Callable] = {
     ("official", "phone_id"): _phones,
     ("official", "ref_audio_ebd"): _speaker,
 }
+# the builders above that read ``WindowInputs.frames``: the pipeline decodes the video only for these
+FRAME_FEATURES = frozenset({"motion_feat", "appearance_feat", "video_feat", "synch_feat"})
 
 
 def feature_key(spec) -> str:
@@ -253,6 +255,11 @@ def feature_key(spec) -> str:
 def needs(config, key: str) -> bool:
     """Whether the model's condition table has a condition with this feature key."""
     return any(feature_key(c) == key for c in config.conditions)
+
+
+def needs_frames(config) -> bool:
+    """Whether any condition of the model is computed from video frames (:data:`FRAME_FEATURES`)."""
+    return any(feature_key(c) in FRAME_FEATURES for c in config.conditions)
 
 
 @contextlib.contextmanager

@@ -469,8 +469,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         if callback is not None:
             callback(progress["done"], total_steps)
 
-    needs_frames = any(frontend.needs(cfg, k) for k in ("motion_feat", "appearance_feat", "video_feat", "synch_feat"))
-    window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if needs_frames else None
+    window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if frontend.needs_frames(cfg) else None
     clock = _Clock(timings)
     with frontend.official_extractors_on(cfg, bundle.extras, bundle.device):
         for window, (first_sample, end_sample), gain in zip(windows, spans, gains):
