@@ -8,7 +8,6 @@ from pathlib import Path
 from . import _comfy, _convert
 from ._comfy import InputImpl, Types, io, ui
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.media.files import atomic_output
 
 PACK_SAMPLES = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
@@ -21,6 +20,7 @@ def install_samples() -> None:
     """Copy the pack's sample clips into ComfyUI's input folder when absent (never overwrites)."""
     if not PACK_SAMPLES.is_dir():
         return
+    from vssflow_core.media.files import atomic_output  # here, not at import: vssflow_core.media loads all its I/O
     target = _comfy.directory("input")
     for src in PACK_SAMPLES.iterdir():
         dst = target / src.name

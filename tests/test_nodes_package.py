@@ -27,6 +27,21 @@ def test_pack_imports_outside_comfyui_with_six_nodes():
     assert "torch" not in vars(pack)
 
 
+def test_pack_import_loads_only_the_light_library_modules():
+    # ComfyUI imports the pack at start: no media I/O modules (and no PyAV) until a node runs
+    import ast
+    import subprocess
+
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('pack', sys.argv[1], "
+            "submodule_search_locations=[sys.argv[2]]); m = importlib.util.module_from_spec(spec); "
+            "sys.modules['pack'] = m; spec.loader.exec_module(m); "
+            "print(len(m.NODES), sorted(k for k in sys.modules if k.startswith(('vssflow_core', 'av'))))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "__init__.py"), str(REPO)], capture_output=True,
+                         text=True, check=True, cwd=REPO.parent).stdout.split(" ", 1)
+    assert out[0] == "6"
+    assert ast.literal_eval(out[1]) == ["vssflow_core", "vssflow_core.config", "vssflow_core.errors"]
+
+
 def test_pack_import_never_raises(monkeypatch, caplog):
     """A broken library import is logged with the fix; ComfyUI's start goes on."""
     monkeypatch.setitem(sys.modules, "vssflow_core", None)  # makes `import vssflow_core` fail
