@@ -5,9 +5,10 @@ import os
 import shutil
 from pathlib import Path
 
+from vssflow_core.errors import VSSFlowError
+
 from . import _comfy, _convert
 from ._comfy import InputImpl, Types, io, ui
-from vssflow_core.errors import VSSFlowError
 
 PACK_SAMPLES = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
