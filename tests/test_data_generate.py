@@ -87,17 +87,28 @@ def test_resume_with_other_options_is_refused_and_bad_lengths_too(tmp_path):
     from vssflow_core.errors import VSSFlowError
 
     assert generate.run(_args(tmp_path, 1, seed=1)) == 0
+    made = json.loads((tmp_path / "make_data.json").read_text())
+    assert made == {"seed": 1, "kind": "sfx", "duration_s": 2.0, "voices": "joe", "no_real_sounds": True}
+    for kw, match in (({"seed": 1001}, "--seed 1 "), ({"kind": "speech"}, "--kind sfx "),
+                      ({"duration_s": 3.0}, "--duration-s 2.0 "), ({"voices": "joe,slt"}, "--voices joe ")):
+        with pytest.raises(VSSFlowError, match=f"was made with {match}.*new --out"):
+            generate.run(_args(tmp_path, 2, **{"seed": 1, **kw}))
+    (tmp_path / "make_data.json").unlink()  # a folder made before the file: its manifest rows are compared
     for kw, match in (({"seed": 1001}, "--seed 1"), ({"kind": "speech"}, r"another --kind \(clip 0 is a sfx clip\)"),
                       ({"duration_s": 3.0}, "--duration-s 2.0")):
-        args = _args(tmp_path, 2, **{"seed": 1, **kw})
         with pytest.raises(VSSFlowError, match=f"holds clips made with {match}.*new --out"):
-            generate.run(args)
+            generate.run(_args(tmp_path, 2, **{"seed": 1, **kw}))
     assert [r["id"] for r in generate.read_manifest(tmp_path)] == ["000000"]  # nothing added
+    empty = tmp_path / "empty"  # a folder whose first run made no clip (stopped, or every clip failed)
+    assert generate.run(_args(empty, 0, seed=1)) == 0 and generate.read_manifest(empty) == []
+    with pytest.raises(VSSFlowError, match="was made with --seed 1 "):
+        generate.run(_args(empty, 1, seed=2))
     for bad in ("0", "-1"):
         args = _args(tmp_path / "new", 1)
         args.duration_s = float(bad)
         with pytest.raises(VSSFlowError, match=f"--duration-s {float(bad)}: clip length"):
             generate.run(args)
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_broken_setup_stops_after_a_few_failed_clips(tmp_path, monkeypatch, capsys):

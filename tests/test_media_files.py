@@ -70,10 +70,14 @@ def test_atomic_output_refuses_a_file_that_appeared(tmp_path):
 def test_atomic_output_replace_swaps_in_or_keeps_the_old_file(tmp_path):
     target = tmp_path / "state.pt"
     target.write_bytes(b"old")
-    with pytest.raises(OSError):  # e.g. a full disk in the middle of the write
+    with pytest.raises(VSSFlowError, match=r"cannot write .*state.pt \(.*No space left.*\); is the disk full"):
         with atomic_output(target, replace=True) as tmp:
             tmp.write_bytes(b"ne")
             raise OSError(28, "No space left on device")
+    with pytest.raises(FileNotFoundError):  # other file system errors pass through as they are
+        with atomic_output(target, replace=True) as tmp:
+            tmp.write_bytes(b"ne")
+            open(tmp_path / "missing" / "input.bin", "rb")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
     with atomic_output(target, replace=True) as tmp:
         tmp.write_bytes(b"new")
@@ -81,29 +85,64 @@ def test_atomic_output_replace_swaps_in_or_keeps_the_old_file(tmp_path):
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
 
 
-def test_checkpoint_writers_leave_no_temp_file_when_the_write_fails(tmp_path, monkeypatch):
-    import pathlib
+# Every writer of checkpoints, shards, clips and model files under a real file-size limit (the
+# stand-in for a full disk): the previous file stays, no temporary file is left, one-line error.
+_FULL_DISK = r"""
+import json, resource, sys
+from pathlib import Path
 
-    import torch
+import numpy as np
+import torch
 
-    from vssflow_core.train import pack, run_folder
+sys.path.insert(0, sys.argv[2])
+from test_train_trainer import tiny_config
+from vssflow_core.data import generate
+from vssflow_core.errors import VSSFlowError
+from vssflow_core.model import VSSFlow
+from vssflow_core.model.checkpoint import save_model_file
+from vssflow_core.train import pack, run_folder
 
-    def half_write_then_disk_full(target, *args, **kwargs):
-        with open(target, "wb") as f:
-            f.write(b"half")
-        raise OSError(28, "No space left on device")
+root = Path(sys.argv[1])
+big = np.random.default_rng(0).standard_normal(100_000).astype(np.float32)  # 400 kB, does not compress
+model = VSSFlow(tiny_config())
+writers = {"last.pt": lambda p, x: run_folder.atomic_save({"w": torch.from_numpy(x)}, p),
+           "pack_000.safetensors.xz": lambda p, x: pack._write_shard(p, {"a": x}),
+           "clip.safetensors": lambda p, x: generate._save_tensors(p, {"wave": x}, {}),
+           "model.safetensors": lambda p, x: save_model_file(p, model, {"extra": torch.from_numpy(x)}, overwrite=True)}
+for name, write in writers.items():
+    write(root / name, big[:10])
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+errors = {}
+for name, write in writers.items():
+    try:
+        write(root / name, big)
+    except VSSFlowError as e:
+        errors[name] = str(e)
+print(json.dumps(errors))
+"""
 
-    ckpt = tmp_path / "last.pt"
-    run_folder.atomic_save({"step": 1}, ckpt)
-    monkeypatch.setattr(torch, "save", lambda obj, f: half_write_then_disk_full(f))
-    with pytest.raises(OSError, match="No space"):
-        run_folder.atomic_save({"step": 2}, ckpt)
-    monkeypatch.setattr(pathlib.Path, "write_bytes", half_write_then_disk_full)
-    with pytest.raises(OSError, match="No space"):
-        pack._write_shard(tmp_path / "pack_000.safetensors.xz", {"a": np.zeros(3, np.float32)})
-    monkeypatch.undo()
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
-    assert torch.load(ckpt, weights_only=True) == {"step": 1}
+
+def test_writers_under_a_full_disk_keep_the_old_file_and_leave_no_temp_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tests.parent), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path), str(tests)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = json.loads(done.stdout.splitlines()[-1])
+    names = ["clip.safetensors", "last.pt", "model.safetensors", "pack_000.safetensors.xz"]
+    assert sorted(errors) == names
+    for name, message in errors.items():
+        assert message.startswith(f"cannot write {tmp_path / name} (") and "is the disk full?" in message
+        assert "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporary file left
+    assert load_file(str(tmp_path / "clip.safetensors"))["wave"].shape == (10,)  # the old files are whole
 
 
 @pytest.mark.parametrize("ext,subtype,tol", [(".wav", None, 1e-4), (".flac", "PCM_24", 1e-6), (".wav", "FLOAT", 0)])

@@ -20,12 +20,16 @@ def test_resume_refuses_other_start_options(setup):
     tmp, data, cfg_path = setup
     base = _base(tmp, data, cfg_path)
     assert run_trainer(base + ["--max-steps", "1"]) == 0
-    for extra, flag in ((["--init", str(tmp / "w.safetensors")], "--init"), (["--task", "v2s"], "--task")):
-        with pytest.raises(VSSFlowError, match=f"started with {flag} .*applies only to a new run"):
-            run_trainer(base + ["--max-steps", "2", *extra])
-    no_config = [a for a in base if a not in ("--config", str(cfg_path))]
-    with pytest.raises(VSSFlowError, match="started with --config"):
-        run_trainer(no_config + ["--max-steps", "2"])
+    other_config = tmp / "other.json"
+    other_config.write_text(cfg_path.read_text())
+    for extra, match in ((["--init", str(tmp / "w.safetensors")], "started with no --init.*--init .*w.safetensors "
+                                                                   "applies only to a new run: choose another --name"),
+                         (["--config", str(other_config)], f"started with --config {cfg_path}.*only to a new run"),
+                         (["--preset", "official"], "started with no --preset.*only to a new run"),
+                         (["--task", "v2s"], "trains --task joint, not v2s: resume it with --task joint")):
+        args = [a for a in base if a not in ("--config", str(cfg_path))] if "--config" in extra else base
+        with pytest.raises(VSSFlowError, match=f"exists at step 1 .*{match}"):
+            run_trainer(args + ["--max-steps", "2", *extra])
     assert torch.load(tmp / "state" / "g" / "last.pt", weights_only=True)["step"] == 1  # untouched
     with pytest.raises(VSSFlowError) as refused:  # the traceback kept alive still holds the failed run's frames
         run_trainer(base + ["--max-steps", "2", "--task", "tts"])
@@ -33,6 +37,14 @@ def test_resume_refuses_other_start_options(setup):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert refused.value is not None
     assert run_trainer(base + ["--max-steps", "2"]) == 0  # the same options resume
+    no_config = [a for a in base if a not in ("--config", str(cfg_path))]
+    assert run_trainer(no_config + ["--max-steps", "3"]) == 0  # and so does leaving --config out,
+    with pytest.raises(VSSFlowError, match=f"exists at step 3 \\(started with --config {cfg_path}\\)"):
+        run_trainer(no_config + ["--max-steps", "4", "--config", str(other_config)])  # which the run remembers
+    assert run_trainer(base + ["--max-steps", "4"]) == 0
+    (tmp / "state" / "g" / "args.json").write_text('{"task": "jo')  # cut short
+    with pytest.raises(VSSFlowError, match="args.json is damaged .*delete it"):
+        run_trainer(base + ["--max-steps", "5"])
 
 
 def test_a_second_trainer_on_one_run_is_refused(setup):

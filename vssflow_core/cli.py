@@ -205,6 +205,12 @@ def _run_command(name: str, rest: list[str]) -> int:
     except (UsageError, VSSFlowError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file system refusal (missing, not allowed, full): the OS's words and the path
+        from vssflow_core.media.files import NO_ROOM, write_failed
+
+        message = str(write_failed(e.filename or "a file", e)) if e.errno in NO_ROOM else str(e)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return 1
     except _Terminated:
         print("error: terminated", file=sys.stderr)
         return 143

@@ -144,7 +144,12 @@ def read_checkpoint(path) -> dict:
         raise _unsafe_error(path, e) from None
     if not isinstance(ckpt, dict):
         raise VSSFlowError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict with 'state_dict'")
-    return ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
+    state = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
+    others = [f"{k} ({type(v).__name__})" for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise VSSFlowError(f"checkpoint {path}: {len(others)} state_dict entries are not tensors "
+                           f"({', '.join(others[:3])}); expected an official VSSFlow .ckpt")
+    return state
 
 
 def _load_weights_only(path):
@@ -205,17 +210,10 @@ def extractor_extras(synchformer=None, rawnet3=None) -> dict:
 
 def _check_extractor(kind: str, renamed: dict, source) -> None:
     """Build the extractor from ``renamed`` (strict keys) or raise a VSSFlowError naming ``source``."""
-    prefix = "synchformer." if kind == "synchformer" else "rawnet3."
-    sd = {k[len(prefix):]: v for k, v in renamed.items()}
-    try:
-        if kind == "synchformer":
-            from vssflow_core.features.official.synchformer import SynchformerVisual
+    from vssflow_core.features.official.extractors import extractor_model
 
-            SynchformerVisual.from_state_dict(sd, heads=1)  # the head split does not change any shape
-        else:
-            from vssflow_core.features.official.rawnet3 import RawNet3
-
-            RawNet3.from_state_dict(sd)
+    try:  # one head for Synchformer: the head split does not change any shape
+        extractor_model(kind, renamed, heads=1 if kind == "synchformer" else None)
     except VSSFlowError as e:
         raise VSSFlowError(f"--{kind} {source}: the weights do not form a {kind} extractor: {e}") from None
 
@@ -251,6 +249,9 @@ def convert_checkpoint(ckpt_path, out_path, attention_head_dim: int = 64, synchf
     from vssflow_core.model.checkpoint import save_model_file
 
     out_path = Path(out_path)
+    if out_path.suffix != ".safetensors":
+        raise VSSFlowError(f"output {out_path}: name the model file *.safetensors (the ComfyUI loader and --model "
+                           "list only those)")
     if out_path.exists():
         raise VSSFlowError(f"output {out_path} already exists; choose another name")
     for kind, source in (("synchformer", synchformer), ("rawnet3", rawnet3)):  # fail before the slow part

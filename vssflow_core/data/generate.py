@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.media.files import atomic_output
+from vssflow_core.media.files import atomic_output, write_failed
 
 DEFAULT_VIDEO_SIZE = 320
 
@@ -84,10 +84,14 @@ def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
 
 
 def _save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     with atomic_output(path, replace=True) as tmp:
-        save_file(dict(tensors), str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        try:
+            save_file(dict(tensors), str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        except SafetensorError as e:  # its I/O errors (a full disk) carry no errno
+            raise write_failed(path, e) from None
 
 
 def make_one(job: tuple) -> dict:
@@ -137,9 +141,32 @@ def parse_voices(text: str) -> tuple[str, ...]:
 MAX_FAILURES_IN_A_ROW = 5
 
 
+OPTIONS_FILE = "make_data.json"
+
+
+def _check_same_options(out: Path, rows: list[dict], options: dict) -> None:
+    """Refuse to add clips to a folder made with other generation ``options`` (a resume with other
+    options would mix two data sets, e.g. training clips into a validation folder): compared with the
+    folder's ``make_data.json``, or for a folder made before that file existed, with its manifest rows
+    (seed, kind, length); the file is then written."""
+    path = out / OPTIONS_FILE
+    if not path.is_file():
+        _check_same_set(out, rows, options["seed"], options["kind"], options["duration_s"])
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(options, indent=1))
+        return
+    try:
+        made = json.loads(path.read_text())
+    except ValueError as e:
+        raise VSSFlowError(f"{path} is damaged ({e}); delete it (the manifest's rows are checked instead)") from None
+    wrong = [f"--{k.replace('_', '-')} {made[k]}" for k, v in options.items() if k in made and made[k] != v]
+    if wrong:
+        raise VSSFlowError(f"--out {out} was made with {', '.join(wrong)} ({path.name}); resume it with the options "
+                           "it was made with, or give a new --out folder")
+
+
 def _check_same_set(out: Path, rows: list[dict], seed: int, kind: str, duration_s: float) -> None:
-    """Refuse to add clips to a folder that holds clips of another seed, kind or length (a resume
-    with other options would mix two data sets, e.g. training clips into a validation folder)."""
+    """Refuse to add clips to a folder that holds clips of another seed, kind or length."""
     from vssflow_core.data.clips import kind_for_index
 
     for r in rows:
@@ -170,21 +197,22 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise VSSFlowError(f"--out {out} is a file; give a folder (new, or one make-data wrote, to resume it)")
-    (out / "clips").mkdir(parents=True, exist_ok=True)
-    if args.render_video:
-        (out / "videos").mkdir(exist_ok=True)
     if args.duration_s is not None and not args.duration_s > 0:
         raise VSSFlowError(f"--duration-s {args.duration_s}: clip length in seconds, > 0 (default {default_duration_s()})")
     duration_s = float(args.duration_s) if args.duration_s else default_duration_s()
+    use_real = not getattr(args, "no_real_sounds", False)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    if args.render_video:
+        (out / "videos").mkdir(exist_ok=True)
     rows = read_manifest(out)
-    _check_same_set(out, rows, int(args.seed), args.kind, duration_s)
+    _check_same_options(out, rows, {"seed": int(args.seed), "kind": args.kind, "duration_s": duration_s,
+                                    "voices": ",".join(voices), "no_real_sounds": not use_real})
     done = {r["id"] for r in rows if (out / r["file"]).exists() and (not args.render_video or r.get("video"))}
     manifest = out / "manifest.jsonl"
     with open(manifest, "w", encoding="utf-8") as fh:  # rewrite: drops a truncated tail / missing files
         for r in rows:
             if r["id"] in done:
                 fh.write(json.dumps(r) + "\n")
-    use_real = not getattr(args, "no_real_sounds", False)
     start = int(getattr(args, "start", 0) or 0)
     jobs = [(str(out), int(args.seed), i, kind_for_index(args.kind, i), duration_s, bool(args.render_video),
              int(args.video_size), args.crf, use_real, voices)

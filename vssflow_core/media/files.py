@@ -8,6 +8,7 @@ only when the writer succeeded, and ``safe_join`` refuses relative paths that le
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import uuid
@@ -16,7 +17,10 @@ from typing import Iterator
 
 from vssflow_core.errors import VSSFlowError
 
-__all__ = ["unique_path", "atomic_output", "safe_join"]
+__all__ = ["unique_path", "atomic_output", "safe_join", "write_failed", "NO_ROOM"]
+
+# errno values of a write that ran out of room: a full disk, a quota, a file-size limit (ulimit -f)
+NO_ROOM = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
 
 
 def safe_join(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
@@ -95,7 +99,7 @@ def atomic_output(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     existing ``path`` is refused before and after writing, unless ``replace`` (files the pack owns
     and rewrites: checkpoints, shards, reports), which swaps the new file in with one rename. On an
     exception (a writer error, a full disk) the temporary file is removed and ``path`` is left as
-    it was.
+    it was; an ``OSError`` that says the disk is full becomes :func:`write_failed`'s one-line error.
     """
     final = Path(path)
     if final.exists() and not replace:
@@ -112,6 +116,18 @@ def atomic_output(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
             os.replace(tmp, final)
         else:
             _move_no_clobber(tmp, final)
+    except OSError as e:
+        if e.errno in NO_ROOM:
+            raise write_failed(final, e) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_failed(path: str | os.PathLike, cause: BaseException) -> VSSFlowError:
+    """The one-line error for a write of ``path`` that failed with ``cause`` (a full disk, a quota or
+    a file-size limit, as the message suggests; writers such as ``torch.save`` do not say which)."""
+    first = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
+    return VSSFlowError(f"cannot write {path} ({first}); is the disk full? Free space (or raise the file-size "
+                        "limit), then run the same command again")

@@ -43,12 +43,16 @@ def save_model_file(path, model, extra_tensors: dict | None = None, metadata: di
         tensors[key] = _own_storage(value)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     meta.update(format=FORMAT, version=VERSION, config=model.config.to_json())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from vssflow_core.media.files import atomic_output
+    from safetensors import SafetensorError
+
+    from vssflow_core.media.files import atomic_output, write_failed
 
     # temp name, then a rename (that fails if a file appeared meanwhile, unless overwrite)
     with atomic_output(path, replace=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:  # its I/O errors (a full disk) carry no errno
+            raise write_failed(path, e) from None
     return path
 
 

@@ -136,7 +136,13 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
 
     if phone_placement not in PHONE_PLACEMENTS:
         raise VSSFlowError(f"pack: phone placement must be one of {PHONE_PLACEMENTS}, got {phone_placement!r}")
+    if limit is not None and limit < 1:
+        raise VSSFlowError(f"pack: --limit {limit}: the number of clips to pack, at least 1 (leave it out to pack all)")
+    if clips_per_shard < 1:
+        raise VSSFlowError(f"pack: --clips-per-shard {clips_per_shard}: must be at least 1 (default 250)")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise VSSFlowError(f"pack: --out {out} is a file; give a new folder")
     if (out / "pack.json").exists():
         raise VSSFlowError(f"pack: {out / 'pack.json'} exists; choose a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +150,7 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
     codec = build_codec(cfg.codec)
     num_samples = cfg.latent_length * codec.samples_per_latent
     source = ClipSource(data_dir, "joint", sample_rate=codec.sample_rate)
-    rows = source.rows[:limit] if limit else source.rows
+    rows = source.rows[:limit] if limit is not None else source.rows
     shards, buf, ids = [], {}, []
 
     def flush():
@@ -182,7 +188,8 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
             "shards": shards, "mel_lo": MEL_LO, "mel_step": MEL_STEP, "motion_scale": MOTION_SCALE,
             "duration_s": cfg.duration_s, "num_samples": num_samples, "phone_placement": phone_placement,
             "speaker": bool(speaker), "codec": dataclasses.asdict(cfg.codec)}
-    (out / "pack.json").write_text(json.dumps(meta, indent=1))
+    with atomic_output(out / "pack.json") as tmp:  # written last and whole: its presence marks a finished pack
+        tmp.write_text(json.dumps(meta, indent=1))
     return out / "pack.json"
 
 
@@ -191,7 +198,7 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/)")
     p.add_argument("--out", required=True, help="new folder for pack.json and the shards")
     p.add_argument("--clips-per-shard", type=int, default=250, help="clips per shard file (about 42 kB each)")
-    p.add_argument("--limit", type=int, default=None, help="pack only the first N clips")
+    p.add_argument("--limit", type=int, default=None, help="pack only the first N clips (N >= 1; default all)")
     p.add_argument("--phone-placement", choices=("uniform", "lips"), default="uniform",
                    help="place the transcripts' phonemes by uniform stretch (official) or by the lips (DTW)")
     p.add_argument("--no-speaker", action="store_true",

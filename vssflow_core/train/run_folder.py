@@ -35,10 +35,13 @@ def load_state_file(path: Path, device="cpu") -> dict:
 
 def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary name, then one rename (no temp file left when it fails)."""
-    from vssflow_core.media.files import atomic_output
+    from vssflow_core.media.files import atomic_output, write_failed
 
     with atomic_output(path, replace=True) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk as "enforce fail ... unexpected pos"
+            raise write_failed(path, e) from None
 
 
 def lock_run(run_dir: Path):
@@ -67,20 +70,48 @@ def lock_run(run_dir: Path):
     return handle
 
 
-# Options fixed when a run starts: a resume that gives other values would silently keep the old ones.
-_START_OPTIONS = {"init": None, "preset": "embedded", "config": None, "task": "joint"}
+# Options that only shape a new run (its model comes from last.pt on a resume), with their defaults.
+START_OPTIONS = {"init": None, "preset": "embedded", "config": None}
 
 
-def check_resume(args, run_dir: Path) -> None:
-    """Refuse a resume whose --init, --preset, --config or --task differ from the run's own."""
-    recorded = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").is_file() else {}
-    for key, default in _START_OPTIONS.items():
+def read_args(run_dir: Path) -> dict:
+    """The run's ``args.json`` (the options of its commands; ``{}`` when there is none)."""
+    path = run_dir / "args.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise VSSFlowError(f"{path} is damaged ({e}); delete it (the run resumes from last.pt without it)") from None
+
+
+def write_args(run_dir: Path, args: dict, resumed: bool) -> None:
+    """Write ``args.json`` whole (temp file + rename), keeping the earlier commands; a resume (of
+    ``last.pt``) also keeps the start options (``START_OPTIONS``) the run was made with."""
+    from vssflow_core.media.files import atomic_output
+
+    earlier = read_args(run_dir)
+    if earlier:
+        kept = {k: earlier[k] for k in START_OPTIONS if k in earlier} if resumed else {}
+        args = {**args, **kept, "earlier_commands": earlier.get("earlier_commands", []) + [earlier.get("command")]}
+    with atomic_output(run_dir / "args.json", replace=True) as tmp:
+        tmp.write_text(json.dumps(args, indent=1, default=str))
+
+
+def check_resume(args, run_dir: Path, step: int) -> None:
+    """Refuse a resume of the run at ``step`` that gives another --init, --preset or --config than
+    the run was started with (leaving them out is fine), or another --task (which the resume would use)."""
+    recorded = read_args(run_dir)
+    for key, default in START_OPTIONS.items():
         given, had = getattr(args, key), recorded.get(key, default)
-        if given != had:
-            flag = "--" + key.replace("_", "-")
-            raise VSSFlowError(f"run {run_dir} exists (its last.pt resumes) and was started with {flag} {had}, "
-                               f"not {given}: {flag} applies only to a new run; choose another --name, or drop "
-                               f"{flag} to resume")
+        if given != default and given != had:
+            started = f"--{key} {had}" if had != default else f"no --{key}"
+            raise VSSFlowError(f"run {run_dir} exists at step {step} (started with {started}); --{key} {given} "
+                               f"applies only to a new run: choose another --name, or resume without --{key}")
+    had_task = recorded.get("task", "joint")
+    if args.task != had_task:
+        raise VSSFlowError(f"run {run_dir} exists at step {step} and trains --task {had_task}, not {args.task}: "
+                           f"resume it with --task {had_task}, or choose another --name for a {args.task} run")
 
 
 def set_aside_stale_best(run_dir: Path, step: int) -> None:

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from vssflow_core.train.paths import TRAIN_STATE_DIR
-from vssflow_core.train.run_folder import atomic_save, check_resume, load_state_file, lock_run, set_aside_stale_best
+from vssflow_core.train.run_folder import (atomic_save, check_resume, load_state_file, lock_run, read_args,
+                                           set_aside_stale_best, write_args)
 
 P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
 
@@ -205,7 +206,7 @@ def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float
         run.ema.load_state_dict(st["ema"])
         steps, val = int(st["step"]), float(st["val_loss"])
     ema = run.ema.to(dtype)
-    args = json.loads((Path(run_dir) / "args.json").read_text()) if (Path(run_dir) / "args.json").is_file() else {}
+    args = read_args(Path(run_dir))
     meta = {"training": {"run": Path(run_dir).name, "steps": steps, "examples": run.examples * steps // max(1, run.step),
                          "train_hours": round(run.train_seconds * steps / max(1, run.step) / 3600, 3),
                          "task": args.get("task"), "device": args.get("device", "cpu"), "val_loss": val,
@@ -495,9 +496,10 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
     from vssflow_core.errors import VSSFlowError
 
     ckpt = run_dir / "last.pt"
-    if ckpt.is_file():
-        check_resume(args, run_dir)
+    resumed = ckpt.is_file()
+    if resumed:
         state = Run.load(ckpt, args.lr, args.weight_decay, device)
+        check_resume(args, run_dir, state.step)
     else:
         config = _new_run_config(args)
         config = _with_data_placement(config, args.data)
@@ -519,12 +521,8 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
     best_val = float(load_state_file(run_dir / "best_ema.pt")["val_loss"]) \
         if validate and (run_dir / "best_ema.pt").is_file() else math.inf
     if rank == 0:
-        meta = {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
-                "command": " ".join([sys.executable, "-m", *_command_tail()])}
-        if (run_dir / "args.json").is_file():  # a resume: keep the earlier commands
-            earlier = json.loads((run_dir / "args.json").read_text())
-            meta["earlier_commands"] = earlier.get("earlier_commands", []) + [earlier.get("command")]
-        (run_dir / "args.json").write_text(json.dumps(meta, indent=1, default=str))
+        write_args(run_dir, {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
+                             "command": " ".join([sys.executable, "-m", *_command_tail()])}, resumed)
         print(f"run {run_dir}: step {state.step}, {state.model.num_parameters() / 1e6:.2f} M parameters, "
               f"{describe()} ({args.task}), world {world}, device {device}", flush=True)
     log = open(run_dir / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
