@@ -47,25 +47,29 @@ done
 
 if [ "$DEVICE" = cuda ]; then RECIPE=(--device cuda --amp bf16 --batch-size 256 --lr 6e-4 --warmup 200)
 else RECIPE=(--batch-size 8 --lr 7e-4 --warmup 300); fi
+TASKS=(joint v2s tts)
 pids=()
 stop_trainers() { [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null; wait; echo "stopped; run again to resume" >&2; exit 130; }
 trap stop_trainers INT TERM
-for task in joint v2s tts; do
-  # background jobs of a script start with SIGINT ignored; the trap above forwards it as SIGTERM
-  vc train --data "$WORK/pack/train" --val "$WORK/pack/val" --name "$task" --task "$task" --state-dir "$WORK/runs" \
+for task in "${TASKS[@]}"; do
+  # background jobs of a script start with SIGINT ignored; the trap above forwards it as SIGTERM, to
+  # the trainer itself: `exec` makes $! its pid (a SIGTERM to a subshell around it would not reach it)
+  (OMP_NUM_THREADS=1 exec "$PYTHON" -m vssflow_core train --data "$WORK/pack/train" --val "$WORK/pack/val" --name "$task" --task "$task" --state-dir "$WORK/runs" \
     "${RECIPE[@]}" --cooldown 0.3 --val-every 500 --log-every 100 --max-minutes "$MINUTES" \
-    > "$WORK/runs/$task.out" 2>&1 &
+    > "$WORK/runs/$task.out" 2>&1) &
   pids+=($!)
 done
-failed=()
+failed=() stopped=()
 for i in 0 1 2; do
-  wait "${pids[$i]}" || failed+=("$(echo joint v2s tts | cut -d' ' -f$((i + 1)))")
+  rc=0; wait "${pids[$i]}" || rc=$?
+  case $rc in 0) ;; 130|143) stopped+=("${TASKS[$i]}") ;; *) failed+=("${TASKS[$i]}") ;; esac
 done
 trap - INT TERM
-if [ ${#failed[@]} -gt 0 ]; then
-  for task in "${failed[@]}"; do echo "error: the $task run failed; see $WORK/runs/$task.out:" >&2; tail -3 "$WORK/runs/$task.out" >&2; done
-  exit 1
-fi
+for task in "${failed[@]}"; do echo "error: the $task run failed; see $WORK/runs/$task.out:" >&2; tail -3 "$WORK/runs/$task.out" >&2; done
+[ ${#failed[@]} -eq 0 ] || exit 1
+# a trainer stopped by a signal the script did not get (a kill of its process group where the script
+# itself ignores SIGINT, e.g. under nohup) saved its checkpoint: stop here, not export half-trained runs
+[ ${#stopped[@]} -eq 0 ] || { echo "the ${stopped[*]} run(s) were stopped by a signal; run again to resume" >&2; exit 130; }
 STAMP=$(date +%Y%m%d-%H%M%S)  # exports never overwrite: one set of files per invocation
 for task in joint v2s tts; do
   vc train --data "$WORK/pack/train" --name "$task" --task "$task" --state-dir "$WORK/runs" \
