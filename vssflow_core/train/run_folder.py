@@ -8,6 +8,7 @@ Files: ``.lock`` (held by the trainer), ``last.pt`` (model, EMA, optimiser, coun
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import sys
@@ -114,15 +115,20 @@ def check_resume(args, run_dir: Path, step: int) -> None:
                            f"resume it with --task {had_task}, or choose another --name for a {args.task} run")
 
 
-def set_aside_stale_best(run_dir: Path, step: int) -> None:
-    """Rename a ``best_ema.pt`` saved after ``step`` (by an attempt killed before its next checkpoint)
-    to ``best_ema.stale-STEP.pt``, so it is neither kept as the best nor exported."""
+def kept_best_loss(run_dir: Path, step: int) -> float:
+    """The validation loss of the run's ``best_ema.pt`` for a run at ``step`` (inf when there is none).
+
+    A best saved after ``step`` (by an attempt killed before its next checkpoint) is renamed to
+    ``best_ema.stale-STEP.pt``, so it is neither kept as the best nor exported, and inf is returned."""
     best = run_dir / "best_ema.pt"
     if not best.is_file():
-        return
-    best_step = int(load_state_file(best)["step"])
+        return math.inf
+    st = load_state_file(best)
+    best_step = int(st["step"])
     if best_step > step:
         aside = best.with_name(f"best_ema.stale-{best_step}.pt")
         os.replace(best, aside)
         print(f"train: {best} is from step {best_step}, after this run's step {step} (an attempt killed before its "
               f"checkpoint); set aside as {aside.name}", file=sys.stderr)
+        return math.inf
+    return float(st["val_loss"])

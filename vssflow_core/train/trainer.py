@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from vssflow_core.train.paths import TRAIN_STATE_DIR
-from vssflow_core.train.run_folder import (atomic_save, check_resume, load_state_file, lock_run, read_args,
-                                           set_aside_stale_best, write_args)
+from vssflow_core.train.run_folder import (atomic_save, check_resume, kept_best_loss, load_state_file, lock_run,
+                                           read_args, write_args)
 
 P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
 
@@ -370,8 +370,8 @@ def _check_pack_fits(clips, cfg, flag: str) -> None:
                            "that model (--preset embedded)")
 
 
-def _check_numbers(args) -> None:
-    """Refuse step counts and rates that cannot train, before anything is built."""
+def _check_options(args) -> None:
+    """Refuse step counts, rates and schedules that cannot train, before anything is built."""
     from vssflow_core.errors import VSSFlowError
 
     for flag, value in (("--batch-size", args.batch_size), ("--log-every", args.log_every),
@@ -382,6 +382,12 @@ def _check_numbers(args) -> None:
         raise VSSFlowError(f"--lr {args.lr}: the peak learning rate is a number >= 0 (e.g. 4e-4)")
     if not 0 <= args.ema < 1:
         raise VSSFlowError(f"--ema {args.ema}: a decay in [0, 1) (e.g. 0.999)")
+    if not 0.0 <= args.cooldown < 1.0:
+        raise VSSFlowError(f"--cooldown {args.cooldown}: a fraction of the budget in [0, 1), e.g. 0.3")
+    if not (math.isfinite(args.t_shift) and args.t_shift > 0):
+        raise VSSFlowError(f"--t-shift {args.t_shift}: a number > 0 (1 = uniform t, 3 = towards the noise)")
+    if args.t_shift != 1.0 and args.t_sampling != "uniform":
+        raise VSSFlowError(f"--t-shift {args.t_shift} shifts uniform draws; drop it or use --t-sampling uniform")
 
 
 def _new_run_config(args):
@@ -473,13 +479,7 @@ def run(args) -> int:
             raise VSSFlowError(f"--export {args.export} exists; choose another file name (nothing is overwritten)")
         print(f"exported {export_weights(run_dir, args.export, best=args.export_best)}")
         return 0
-    _check_numbers(args)
-    if not 0.0 <= args.cooldown < 1.0:
-        raise VSSFlowError(f"--cooldown {args.cooldown}: a fraction of the budget in [0, 1), e.g. 0.3")
-    if not (math.isfinite(args.t_shift) and args.t_shift > 0):
-        raise VSSFlowError(f"--t-shift {args.t_shift}: a number > 0 (1 = uniform t, 3 = towards the noise)")
-    if args.t_shift != 1.0 and args.t_sampling != "uniform":
-        raise VSSFlowError(f"--t-shift {args.t_shift} shifts uniform draws; drop it or use --t-sampling uniform")
+    _check_options(args)
     rank, world = _setup_distributed()
     device = _check_device(args)
     lock = lock_run(run_dir) if rank == 0 else None
@@ -507,8 +507,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
         state = Run(config, args.lr, args.weight_decay, device)
         if args.init:
             init_weights(state, args.init)
-    if rank == 0:
-        set_aside_stale_best(run_dir, state.step)
+    best_val = kept_best_loss(run_dir, state.step) if rank == 0 else math.inf  # only rank 0 validates
     cfg = state.config
     if world > 1:  # identical start on every rank
         import torch.distributed as dist
@@ -518,8 +517,6 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
     codec = build_codec(cfg.codec).to(device)
     draw_batch, describe = _batch_source(args, cfg, codec, rank, device)
     validate = _validator(args, cfg, codec, device) if args.val else None
-    best_val = float(load_state_file(run_dir / "best_ema.pt")["val_loss"]) \
-        if validate and (run_dir / "best_ema.pt").is_file() else math.inf
     if rank == 0:
         write_args(run_dir, {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
                              "command": " ".join([sys.executable, "-m", *_command_tail()])}, resumed)
@@ -565,7 +562,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
             if log is None:
                 continue
             row = {}
-            if state.step % max(1, args.log_every) == 0:
+            if state.step % args.log_every == 0:
                 loss = float(torch.stack(losses).float().mean())  # one device sync per logged row
                 if not math.isfinite(loss):
                     diverged = True  # keep the last good checkpoint: resuming from it is the fix
