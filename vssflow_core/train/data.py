@@ -96,15 +96,15 @@ class ClipSource:
 
 
 def _crop_stream(x: np.ndarray | None, start_s: float, duration_s: float, rate_hz: float, dim_tail: tuple, dtype) -> np.ndarray:
-    """Frames of ``x`` [N, ...] at ``rate_hz`` covering [start_s, start_s + duration_s) by timestamp; zero-padded."""
+    """Frames of ``x`` [N, ...] at ``rate_hz`` covering [start_s, start_s + duration_s) by timestamp; zero-padded
+    (``x`` None: all zeros of row shape ``dim_tail``). The inference front-end's reader, so training crops
+    and inference windows pick the same rows."""
+    from vssflow_core.frontend import sample_track
+
     n = num_frames(duration_s, rate_hz)
-    out = np.zeros((n, *dim_tail), dtype=dtype)
     if x is None:
-        return out
-    idx = frame_shown_at(start_s + np.arange(n) / rate_hz, rate_hz)
-    ok = (idx >= 0) & (idx < len(x))
-    out[ok] = x[idx[ok]]
-    return out
+        return np.zeros((n, *dim_tail), dtype=dtype)
+    return sample_track(x, rate_hz, 0.0, start_s, n, rate_hz).astype(dtype, copy=False)
 
 
 def crop_clip(clip: Clip, start_s: float, duration_s: float, num_samples: int, sample_rate: int) -> dict:
