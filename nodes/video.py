@@ -81,6 +81,7 @@ class VSSFlowLoadVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, start_s=0.0, duration_s=0.0, max_frames=0, fps=0.0, video_in=None) -> io.NodeOutput:
+        from vssflow_core.media.encode import frame_rate_fraction
         from vssflow_core.video_clip import clip_from_frames, load_clip
 
         path = _convert.video_file(video_in) if video_in is not None else _comfy.input_path(video)
@@ -90,8 +91,6 @@ class VSSFlowLoadVideo(io.ComfyNode):
         else:
             frames, src_fps, audio = _convert.video_components(video_in, "VSSFlowLoadVideo")
             clip = clip_from_frames(frames, src_fps, audio, start_s, duration_s, max_frames, fps)
-        from vssflow_core.media.encode import frame_rate_fraction
-
         images = _convert.uint8_to_image(clip.frames)
         whole = path is not None and start_s == 0 and clip.fps == clip.source_fps and \
             abs(clip.duration_s - clip.source_duration_s) < 1e-6

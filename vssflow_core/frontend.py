@@ -218,7 +218,7 @@ def _official_visual(kind: str) -> Callable:
             extractor = extractor_model(kind, extras)
         except VSSFlowError as e:
             warn(f"official {kind} features unavailable ({e}); this condition is left at zeros, "
-                  "which lowers quality. Convert a checkpoint that includes the extractor weights.")
+                 "which lowers quality. Convert a checkpoint that includes the extractor weights.")
             return None
         from vssflow_core.features.official import clip, synchformer
 
@@ -402,16 +402,16 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
         start, end = 0.0, duration_s
         if lips is None:
             warn("no lips to find the speech window from: the transcript is spread over the whole "
-                  "video; set the speech start/end to place it")
+                 "video; set the speech start/end to place it")
         else:
             try:
                 start, end = phone_timing.speech_window_from_lips(lips.features, lips.fps)
                 start, end = start + lips.start_s, end + lips.start_s
                 warn(f"speech window found from the lips: {start:.2f} s to {end:.2f} s "
-                      "(set the speech start/end to place the transcript yourself)")
+                     "(set the speech start/end to place the transcript yourself)")
             except VSSFlowError as e:
                 warn(f"speech window not found from the lips ({e}); the transcript is spread over "
-                      "the whole video; set the speech start/end to place it")
+                     "the whole video; set the speech start/end to place it")
     if start >= duration_s:
         raise VSSFlowError(f"speech window starts at {start:.2f} s but the video lasts {duration_s:.2f} s; "
                            "set speech start/end inside the video (or 0/0 for automatic)")
