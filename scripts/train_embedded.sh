@@ -60,7 +60,7 @@ for task in "${TASKS[@]}"; do
   pids+=($!)
 done
 failed=() stopped=()
-for i in 0 1 2; do
+for i in "${!TASKS[@]}"; do
   rc=0; wait "${pids[$i]}" || rc=$?
   case $rc in 0) ;; 130|143) stopped+=("${TASKS[$i]}") ;; *) failed+=("${TASKS[$i]}") ;; esac
 done
@@ -71,7 +71,7 @@ for task in "${failed[@]}"; do echo "error: the $task run failed; see $WORK/runs
 # itself ignores SIGINT, e.g. under nohup) saved its checkpoint: stop here, not export half-trained runs
 [ ${#stopped[@]} -eq 0 ] || { echo "the ${stopped[*]} run(s) were stopped by a signal; run again to resume" >&2; exit 130; }
 STAMP=$(date +%Y%m%d-%H%M%S)  # exports never overwrite: one set of files per invocation
-for task in joint v2s tts; do
+for task in "${TASKS[@]}"; do
   vc train --data "$WORK/pack/train" --name "$task" --task "$task" --state-dir "$WORK/runs" \
     --export "$WORK/models/${task}_$STAMP.safetensors" --export-best
 done
