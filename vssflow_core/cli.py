@@ -1,5 +1,5 @@
 """``python -m vssflow_core COMMAND ...``: generate, convert, make-data, pack, train, eval,
-eval-compare, diagnose, placement-check, bench.
+eval-compare, diagnose, placement-check, train-lipread, bench.
 
 Each command other than ``generate`` lives in its own module, imported only when that command runs
 (``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
@@ -32,6 +32,8 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
                  "measure how much a model leans on each condition (held-out packed clips)"),
     "placement-check": ("vssflow_core.train.placement", "add_arguments", "run",
                         "how well phonemes are placed against the synthetic speech's true timings"),
+    "train-lipread": ("vssflow_core.train.lipread", "add_arguments", "run",
+                      "train the lip reader that places phonemes (phone placement 'lipread')"),
     "bench": ("vssflow_core.bench", "add_arguments", "run", "measure speed and memory"),
 }
 

@@ -163,7 +163,7 @@ class CodecConfig:
         return self.mel_rate_hz / self.patch
 
 
-PHONE_PLACEMENTS = ("uniform", "lips")
+PHONE_PLACEMENTS = ("uniform", "lips", "lipread")
 SOLVERS = ("euler", "midpoint", "heun", "dopri5")  # fixed-step ODE solvers, then the official adaptive one
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # weights precision at load; auto = fp32 on CPU, bf16/fp16 on GPU
 PREDICTIONS = ("v", "x")  # what the DiT outputs: the velocity (official) or the clean latent
@@ -183,8 +183,9 @@ class ModelConfig:
     steps: int = 10
     frontend: str = "official"  # which feature front-end produces the raw conditions
     # how a transcript's phonemes are placed over the speech window: "uniform" stretch (official,
-    # what official checkpoints were trained with) or "lips" (DTW against the mouth opening,
-    # features.phone_timing.place_phonemes_by_lips; the training data must be placed the same way)
+    # what official checkpoints were trained with), "lips" (DTW against the mouth's opening and width,
+    # features.phone_timing.place_phonemes_by_lips) or "lipread" (forced alignment to a small lip
+    # reader, place_phonemes_by_lipreading); the training data must be placed the same way
     phone_placement: str = "uniform"
     # what the DiT outputs: "v" the velocity x1 - x0 (official) or "x" the clean latent x1, turned
     # into the velocity (x1_hat - x_t) / (1 - t). "x" suits a DiT narrower than its latent (the

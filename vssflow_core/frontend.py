@@ -391,7 +391,8 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
 
     The window is the text's (s), or, when 0/0, found from the lips (else the whole video). Inside
     it the phonemes are stretched uniformly (``placement="uniform"``, official) or follow the
-    mouth opening (``"lips"``: DTW, ``features.phone_timing.place_phonemes_by_lips``; uniform without lips).
+    mouth (``"lips"``: DTW against its opening and width; ``"lipread"``: forced alignment to the lip
+    reader; see ``features.phone_timing.mouth_placement``; uniform without lips).
     Returns: (int64 [num_frames(duration_s, 25)], (start_s, end_s)).
     """
     from vssflow_core.features import phone_timing
@@ -426,9 +427,9 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
                 f"leaves {duration_s - start:.2f} s for the {len(ids)} phonemes of the transcript; they need at least "
                 f"{need:.2f} s: start the speech by {max(0.0, duration_s - need):.2f} s or shorten the text") from None
         end = duration_s
-    if placement == "lips" and lips is not None:
+    if placement != "uniform" and lips is not None:
         on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, LIP_RATE_HZ), LIP_RATE_HZ)
-        track = phone_timing.place_phonemes_by_lips(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+        track = phone_timing.mouth_placement(placement)(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)
     else:
         track = phone_timing.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
     return torch.as_tensor(track, dtype=torch.long), (start, end)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vssflow_core.config import PHONE_PLACEMENTS
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.files import atomic_output
 from vssflow_core.train.data import FEATURE_RATES, TASK_KINDS, mix_feature_streams
@@ -100,22 +101,22 @@ def _read_shard(path: Path) -> dict[str, np.ndarray]:
 
 def placed_phones(row: dict, features: dict, placement: str) -> np.ndarray | None:
     """A speech or mixed clip's phoneme ids on the 25 Hz grid placed by its lips, as inference places
-    them for a model with ``phone_placement="lips"``: uint8 [F25].
+    them for a model with ``phone_placement`` "lips" or "lipread": uint8 [F25].
 
     ``row``: the manifest row (transcript, speech window, duration); ``features``: the clip's
     features, with ``lip_raw`` float32 [F25, 6]. Returns None when the stored (uniform) track stands:
     ``placement`` is "uniform", or the clip has no speech, transcript or measured lips.
     """
-    from vssflow_core.features.phone_timing import place_phonemes_by_lips
+    from vssflow_core.features import phone_timing
     from vssflow_core.features.text import phoneme_ids, text_to_phonemes
 
     has_speech = row["kind"] in ("speech", "mixed") and row.get("speech_start_s") is not None
-    if placement != "lips" or not has_speech or not row.get("transcript") or "lip_raw" not in features:
+    if placement == "uniform" or not has_speech or not row.get("transcript") or "lip_raw" not in features:
         return None
     lip_raw = features["lip_raw"]
     ids = phoneme_ids(text_to_phonemes(row["transcript"]))
-    track = place_phonemes_by_lips(ids, lip_raw, float(row["speech_start_s"]), float(row["speech_end_s"]),
-                                   float(row["duration_s"]))
+    track = phone_timing.mouth_placement(placement)(ids, lip_raw, float(row["speech_start_s"]),
+                                                   float(row["speech_end_s"]), float(row["duration_s"]))
     return track.numpy()[: len(lip_raw)].astype(np.uint8)
 
 
@@ -124,12 +125,11 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
     """Pack the clips of a make-data folder (``manifest.jsonl`` + ``clips/``) into ``out_dir``.
 
     Every clip must be at least the model's window long (``config``, default the embedded model's;
-    the training crop starts at 0). ``phone_placement="lips"`` re-places the transcripts' phonemes
-    by the clips' lips (:func:`placed_phones`) instead of the generator's uniform stretch.
+    the training crop starts at 0). ``phone_placement`` "lips" or "lipread" re-places the transcripts'
+    phonemes by the clips' lips (:func:`placed_phones`) instead of the generator's uniform stretch.
     ``speaker`` stores each clip's speaker embedding (:func:`clip_speaker_embedding`; needs resemblyzer).
     Returns the path of ``pack.json``. An existing ``out_dir/pack.json`` is refused (never overwritten).
     """
-    from vssflow_core.config import PHONE_PLACEMENTS
     from vssflow_core.audio.codec import build_codec
     from vssflow_core.embedded import embedded_config
     from vssflow_core.train.data import ClipSource
@@ -199,8 +199,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="new folder for pack.json and the shards")
     p.add_argument("--clips-per-shard", type=int, default=250, help="clips per shard file (about 42 kB each)")
     p.add_argument("--limit", type=int, default=None, help="pack only the first N clips (N >= 1; default all)")
-    p.add_argument("--phone-placement", choices=("uniform", "lips"), default="uniform",
-                   help="place the transcripts' phonemes by uniform stretch (official) or by the lips (DTW)")
+    p.add_argument("--phone-placement", choices=PHONE_PLACEMENTS, default="uniform",
+                   help="place the transcripts' phonemes by uniform stretch (official), by the lips' opening and "
+                        "width (lips: DTW) or by the lip reader (lipread: forced alignment)")
     p.add_argument("--no-speaker", action="store_true",
                    help="do not store speaker embeddings (they need resemblyzer and about 0.1 s per speaking clip)")
 

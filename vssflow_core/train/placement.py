@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vssflow_core.config import PHONE_PLACEMENTS
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train.report import check_json_target, write_json_report
 
@@ -100,7 +101,7 @@ def placed_index_track(ids: list[int], track: np.ndarray, start: int, end: int) 
     return out
 
 
-def score_rows(rows: list[dict], lips: list[np.ndarray], placements=("uniform", "lips")) -> dict:
+def score_rows(rows: list[dict], lips: list[np.ndarray], placements=PHONE_PLACEMENTS) -> dict:
     """Placement accuracy over speaking clips.
 
     Args:
@@ -111,7 +112,7 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=("uniform", 
         ``{placement: {"exact": share, "within2": share, "frames": n}}`` over the frames where the
         TTS spoke, inside the speech windows.
     """
-    from vssflow_core.features.phone_timing import check_window, place_phonemes, place_phonemes_by_lips
+    from vssflow_core.features.phone_timing import check_window, mouth_placement, place_phonemes
     from vssflow_core.features.text import phoneme_ids, text_to_phonemes
 
     totals = {p: [0, 0, 0] for p in placements}
@@ -120,10 +121,10 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=("uniform", 
         start_s, end_s, dur = float(row["speech_start_s"]), float(row["speech_end_s"]), float(row["duration_s"])
         truth = true_index_track(row, len(lip))
         for name in placements:
-            if name == "lips":
-                track = place_phonemes_by_lips(ids, lip, start_s, end_s, dur)
-            else:
+            if name == "uniform":
                 track = place_phonemes(ids, start_s, end_s, dur)
+            else:
+                track = mouth_placement(name)(ids, lip, start_s, end_s, dur)
             track = track.numpy()[: len(lip)]
             start = int(start_s * FPS + 1e-6)
             end = min(len(track), start + check_window(len(ids), start_s, end_s, dur, FPS))
@@ -146,7 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    """Score the uniform and the lips placement on a make-data folder's speaking clips and print a table."""
+    """Score every placement (uniform, lips, lipread) on a make-data folder's speaking clips and print a table."""
     from vssflow_core.train.data import ClipSource
 
     folder = Path(args.data)
