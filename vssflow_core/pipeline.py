@@ -361,7 +361,7 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
 
     none = np.zeros((0, 1, 1, 3), np.uint8)
     if not require_face and importlib.util.find_spec("mediapipe") is None:
-        from vssflow_core.features.lips import MEDIAPIPE_INSTALL_HINT
+        from vssflow_core.features.face_landmarks import MEDIAPIPE_INSTALL_HINT
 
         frontend.warn("lip extraction needs mediapipe, so speech follows the transcript only. " + MEDIAPIPE_INSTALL_HINT)
         return None, none
