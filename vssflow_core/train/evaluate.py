@@ -94,7 +94,7 @@ def load_model(spec: str, state_dir: str = TRAIN_STATE_DIR):
     from vssflow_core.audio.codec import build_codec
 
     if spec.startswith("run:"):
-        from vssflow_core.train.trainer import Run
+        from vssflow_core.train.run_state import Run
 
         path = Path(state_dir) / spec[4:] / "last.pt"
         if not path.is_file():
