@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,9 +63,17 @@ def run_trainer(args):
         torch.set_num_threads(threads)
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (bound as port 0, read, closed), so that two test runs at
+    once do not meet on one fixed rendezvous port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_torchrun(args, nproc):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
            "-m", "vssflow_core.train.trainer", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
