@@ -6,6 +6,7 @@ import math
 import pytest
 
 from vssflow_core.bench import gpu
+from vssflow_core.bench.gpu_headline import pick_solver
 
 from tiny_models import one_thread
 
@@ -97,10 +98,10 @@ def test_no_cuda_means_skipped(monkeypatch):
 def test_pick_solver():
     rows = {"euler10": {"seconds": 1.0, "rel_error": 0.2}, "midpoint10": {"seconds": 2.0, "rel_error": 0.01},
             "dopri5": {"seconds": 5.0, "rel_error": 1e-4}}
-    assert gpu.pick_solver(rows, 0.05) == "midpoint10"
-    assert gpu.pick_solver(rows, 1e-5) == "dopri5"  # none within: the most accurate
+    assert pick_solver(rows, 0.05) == "midpoint10"
+    assert pick_solver(rows, 1e-5) == "dopri5"  # none within: the most accurate
     no_ref = {k: {**v, "rel_error": None} for k, v in rows.items()}
-    assert gpu.pick_solver(no_ref, 0.05) == "dopri5"
+    assert pick_solver(no_ref, 0.05) == "dopri5"
 
 
 def test_main_passes_arguments(monkeypatch):
