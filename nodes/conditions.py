@@ -49,7 +49,8 @@ class VSSFlowExtractLipFeatures(io.ComfyNode):
         source = _convert.frame_source(images, fps, video, "VSSFlowExtractLipFeatures",
                                        "connect IMAGE frames (+ fps) or a VIDEO")
         if source.path is not None:  # a loaded file: decoded window by window, memory stays flat
-            from vssflow_core.pipeline import open_video, scan_lips
+            from vssflow_core.pipeline import scan_lips
+            from vssflow_core.video_source import open_video
 
             lips, preview = scan_lips(open_video(source.path), SCAN_WINDOW_S, face, require_face=True,
                                       preview_frames=PREVIEW_MAX_FRAMES, progress=_comfy.progress(None))

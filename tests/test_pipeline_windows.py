@@ -7,8 +7,8 @@ import torch
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, num_frames, sample_track
-from vssflow_core.pipeline import (Window, _window_inputs, crossfade_gains, generate, load_bundle, plan_windows,
-                                   window_spans)
+from vssflow_core.pipeline import _window_inputs, generate, load_bundle
+from vssflow_core.timeline import Window, crossfade_gains, plan_windows, window_spans
 
 from tiny_models import make_model_file, one_thread
 

@@ -11,6 +11,7 @@ variation, seeded ``seed + b``) and each window takes its slice, so overlapping 
 the same noise where they overlap, and variation 0 of a batch equals a single run with ``seed``.
 
 Letters: B variations, C audio channels (1), S samples, L latent frames, F video frames.
+The windows and their cross-fade are in ``timeline``, the video sources in ``video_source``.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from vssflow_core.config import PRECISIONS
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, TextCondition, num_frames
-
-DEFAULT_OVERLAP_FRACTION = 0.125  # default window overlap: an eighth of the window (1 s of 8 s, 1.25 s of 10 s)
+from vssflow_core.timeline import Window, crossfade_gains, plan_windows, window_spans
+from vssflow_core.video_source import open_video
 
 
 @dataclass
@@ -148,161 +149,6 @@ def load_bundle(model: str | Path = "embedded", device: str | torch.device = "cp
         bundle.model.to(device=device, dtype=dtype)
         bundle.codec.to(device=device)  # the vocoder stays fp32: it is cheap and fp16 vocoders click
     return bundle
-
-
-# --- video sources ------------------------------------------------------------------------------
-
-class _FileVideo:
-    """A video file decoded window by window (``media.video.iter_windows``, frames picked by timestamp)."""
-
-    def __init__(self, path: str | Path, size: int = frontend.FRAME_SHORT_SIDE):
-        from vssflow_core.media.video import probe_video
-
-        self.path = str(path)
-        if not Path(self.path).is_file():
-            raise VSSFlowError(f"video file not found: {self.path}")
-        self.info = probe_video(self.path)
-        self.duration_s = float(self.info.duration_s)
-        self.size = size
-
-    def _short_side(self, size: int | None) -> int | None:
-        """Decode size: the requested short side (px), but never upscaling."""
-        size = size or self.size
-        return size if size and size < min(self.info.width, self.info.height) else None
-
-    def iter_frames(self, windows: Sequence[Window], fps: float, size: int | None = None):
-        """Frames uint8 [F, H, W, 3] at ``fps`` for each window, from one streaming decode."""
-        from vssflow_core.media.video import iter_windows
-
-        window_s = windows[0].duration_s
-        hop_s = windows[1].start_s - windows[0].start_s if len(windows) > 1 else window_s
-        count = 0
-        for _, frames in zip(windows, iter_windows(self.path, fps, window_s=window_s, hop_s=hop_s, start_s=0.0,
-                                                   duration_s=self.duration_s, size=self._short_side(size))):
-            count += 1
-            yield frames.frames
-        if count != len(windows):
-            raise VSSFlowError(f"{self.path}: decoded {count} windows, planned {len(windows)}; the file may be "
-                               "damaged towards its end")
-
-
-class _ArrayVideo:
-    """Frames already in memory: uint8 [F, H, W, 3] at ``fps`` (e.g. a ComfyUI IMAGE batch)."""
-
-    def __init__(self, frames: np.ndarray, fps: float):
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise VSSFlowError(f"video frames must be [F, H, W, 3] RGB, got shape {list(frames.shape)}")
-        if frames.dtype != np.uint8:
-            raise VSSFlowError(f"video frames must be uint8 0..255, got {frames.dtype}; "
-                               "convert a float 0..1 IMAGE with (x * 255).round().astype(np.uint8)")
-        if not (fps and math.isfinite(fps) and fps > 0):
-            raise VSSFlowError(f"fps must be a positive number of frames per second, got {fps!r}")
-        self.array, self.fps = frames, float(fps)
-        self.duration_s = len(frames) / self.fps
-
-    def frames(self, start_s: float, duration_s: float, fps: float, size: int | None = None) -> np.ndarray:
-        from vssflow_core.media.video import resample_frames
-
-        return resample_frames(self.array, self.fps, fps, start_s=start_s, duration_s=duration_s).frames
-
-    def iter_frames(self, windows: Sequence[Window], fps: float, size: int | None = None):
-        for w in windows:
-            yield self.frames(w.start_s, w.duration_s, fps)
-
-
-def open_video(video=None, frames=None, fps: float | None = None, duration_s: float | None = None):
-    """A video source from a path, or frames uint8 [F, H, W, 3] + fps; ``duration_s`` keeps the first seconds."""
-    if video is not None and frames is not None:
-        raise VSSFlowError("give either a video path or frames + fps, not both")
-    if video is not None:
-        source = _FileVideo(video)
-    elif frames is not None:
-        source = _ArrayVideo(frames, fps)
-    else:
-        raise VSSFlowError("no video: give a video path or frames + fps")
-    if source.duration_s <= 0:
-        raise VSSFlowError(f"the video has no frames (duration {source.duration_s} s); check the file or the "
-                           "loader's start/duration window")
-    if duration_s:
-        if not 0 < duration_s <= source.duration_s + 1e-6:
-            raise VSSFlowError(f"duration {duration_s} s must be in (0, {source.duration_s:.3f}] (the video's "
-                               "duration); use 0 for the whole video")
-        source.duration_s = float(duration_s)
-    return source
-
-
-# --- windows and cross-fade ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Window:
-    """One generation window on the video timeline (s)."""
-
-    start_s: float
-    duration_s: float
-
-    @property
-    def end_s(self) -> float:
-        return self.start_s + self.duration_s
-
-
-def plan_windows(duration_s: float, window_s: float, overlap_s: float | None = None) -> list[Window]:
-    """Cover ``[0, duration_s)`` with windows of at most ``window_s`` overlapping by ``overlap_s``.
-
-    A video no longer than one window is one window of its own duration. Otherwise windows of
-    ``window_s`` start every ``window_s - overlap_s`` seconds (rounded to the 25 Hz frame grid) and
-    the last one ends at ``duration_s`` (it is shorter, but longer than the overlap). Overlaps are at most half a window,
-    so no sample is covered by more than two windows.
-    """
-    if not duration_s > 0:
-        raise VSSFlowError(f"duration must be positive, got {duration_s} s")
-    if duration_s <= window_s + 1e-9:
-        return [Window(0.0, float(duration_s))]
-    overlap_s = window_s * DEFAULT_OVERLAP_FRACTION if overlap_s is None else overlap_s
-    if not 0 <= overlap_s <= window_s / 2:
-        raise VSSFlowError(f"window overlap must be in [0, {window_s / 2}] s (half a window), got {overlap_s}")
-    # Starts on the 25 Hz frame grid, so a window's own grid (start + k/25) is the video's grid.
-    hop_frames = max(1, round((window_s - overlap_s) * frontend.LIP_RATE_HZ))
-    windows, k = [], 0
-    while k * hop_frames / frontend.LIP_RATE_HZ + window_s < duration_s - 1e-9:
-        windows.append(Window(k * hop_frames / frontend.LIP_RATE_HZ, float(window_s)))
-        k += 1
-    start = k * hop_frames / frontend.LIP_RATE_HZ
-    windows.append(Window(start, float(duration_s - start)))
-    return windows
-
-
-def _ramp(n: int) -> torch.Tensor:
-    """Raised-cosine fade-in of n samples, 0 -> 1 (fade-out is 1 - ramp: they sum to one)."""
-    x = (torch.arange(max(0, n), dtype=torch.float64) + 0.5) / max(1, n)
-    return (0.5 - 0.5 * torch.cos(math.pi * x)).to(torch.float32)
-
-
-def window_spans(windows: Sequence[Window], sample_rate: int, total_samples: int) -> list[tuple[int, int]]:
-    """Each window's samples ``[first, end)`` on the output timeline (end of the last = total)."""
-    spans = [(int(round(w.start_s * sample_rate)), min(total_samples, int(round(w.end_s * sample_rate))))
-             for w in windows]
-    spans[-1] = (spans[-1][0], total_samples)
-    return spans
-
-
-def crossfade_gains(spans: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-    """Gain float32 [end - first] per window: raised-cosine ramps over each overlap.
-
-    The fade-out of window i and the fade-in of window i+1 cover the same samples
-    ``[first_{i+1}, end_i)`` and sum to one there, so the gains of all windows sum to one everywhere.
-    """
-    gains = []
-    for i, (first, end) in enumerate(spans):
-        gain = torch.ones(end - first)
-        if i > 0:
-            n = max(0, spans[i - 1][1] - first)
-            gain[:n] = _ramp(n)
-        if i + 1 < len(spans):
-            n = max(0, end - spans[i + 1][0])
-            gain[end - first - n:] *= 1.0 - _ramp(n)
-        gains.append(gain)
-    return gains
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -557,6 +403,5 @@ def generate_to_file(bundle: Bundle, video: str | Path, out_path: str | Path, *,
         return Path(mux_audio(str(video), audio[0], sample_rate, str(out_path), mode=mode))
 
 
-__all__: Sequence[str] = ("Bundle", "load_bundle", "generate", "generate_to_file", "plan_windows", "Window",
-                          "window_spans", "crossfade_gains", "open_video", "resolve_dtype", "resolve_device",
+__all__: Sequence[str] = ("Bundle", "load_bundle", "generate", "generate_to_file", "resolve_dtype", "resolve_device",
                           "scan_lips")

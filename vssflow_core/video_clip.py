@@ -17,7 +17,7 @@ import torch
 
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import num_frames
-from vssflow_core.pipeline import open_video
+from vssflow_core.video_source import open_video
 
 
 @dataclass
