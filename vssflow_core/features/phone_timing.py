@@ -230,9 +230,10 @@ def place_phonemes_by_lips(ids, lips, start_s: float, end_s: float, duration_s: 
 
 
 def _mouth_shape_cost(symbols, typical, feats, norm, rows, valid, width_weight):
-    """[phonemes, frames] cost of each phoneme's expected opening and width against the measured ones
-    (``place_phonemes_by_lips``); ``feats``/``norm`` raw and normalised lips, ``rows`` [L] the
-    window's rows in them, ``valid`` [L] where a face was found."""
+    """[n, L] cost of each of the n phonemes' expected opening and width against the measured ones
+    at the window's L frames (``place_phonemes_by_lips``): ``symbols`` [n] ARPAbet, ``typical`` [n]
+    typical durations (s), ``feats``/``norm`` raw and normalised lips [T, 6], ``rows`` [L] the
+    window's rows in them, ``valid`` [L] bool where a face was found."""
     from vssflow_core.features.lip_space import PHONEME_WIDTH, phoneme_opening
 
     measured = np.clip(norm[rows, 0], -0.2, 1.3)
@@ -276,10 +277,14 @@ def place_phonemes_by_lipreading(ids, lips, start_s: float, end_s: float, durati
     Args: as :func:`place_phonemes_by_lips`, plus ``shape_weight``.
     Returns: ``torch.LongTensor [ceil(duration_s * rate_hz)]``, 0 outside the window.
     """
-    from vssflow_core.features.lipread import phoneme_class, phoneme_log_probs
+    from vssflow_core.features.lipread import RATE_HZ, phoneme_class, phoneme_log_probs
+
+    if rate_hz != RATE_HZ:
+        raise VSSFlowError(f"place_phonemes_by_lipreading: the lip reader reads {RATE_HZ:g} Hz lips, got {rate_hz:g} Hz; "
+                           f"resample the lip track to {RATE_HZ:g} Hz")
 
     def reader_cost(symbols, typical, feats, norm, rows, valid):
-        log_probs = phoneme_log_probs(feats)[rows]  # [frames, classes]
+        log_probs = phoneme_log_probs(norm)[rows]  # [frames, classes]
         classes = np.array([phoneme_class(sym) for sym in symbols])
         cost = -log_probs[:, classes].T * valid[None, :]  # [phonemes, frames]
         if shape_weight > 0:
@@ -293,8 +298,9 @@ def place_phonemes_by_lipreading(ids, lips, start_s: float, end_s: float, durati
 def _place_by_mouth(ids, lips, start_s, end_s, duration_s, rate_hz, max_phonemes_per_s, prior_weight, mouth_cost):
     """The shared part of the two placements by the mouth: check the window, fall back to the
     uniform stretch when it is too short or the lips are mostly missing, add the typical-duration
-    prior to ``mouth_cost(symbols, typical_s, raw [T, 6], normalised [T, 6], rows [L], valid [L])``
-    (-> [phonemes, L]) and write the cheapest monotonic path into the clip's id track."""
+    prior to ``mouth_cost(symbols, typical_s [n] (s), raw [T+1, 6], normalised [T+1, 6], rows [L],
+    valid [L])`` (-> [n, L]; row T of the lips is an all-zero "no face" row that frames past the
+    track's end read) and write the cheapest monotonic path into the clip's id track."""
     import torch
 
     from vssflow_core.features.lip_space import normalise_lip_track
@@ -312,8 +318,11 @@ def _place_by_mouth(ids, lips, start_s, end_s, duration_s, rate_hz, max_phonemes
     length = e - s
     if length < len(ids_l):
         return place_phonemes(ids, start_s, end_s, duration_s, rate_hz, max_phonemes_per_s)
-    if feats.ndim != 2 or feats.shape[0] == 0:
+    if feats.size == 0:
         feats = np.zeros((0, 6))
+    elif feats.ndim != 2 or feats.shape[1] != 6:
+        raise VSSFlowError(f"phoneme placement by the lips: expected a lip track [T, 6] (lip_space columns), got "
+                           f"shape {tuple(feats.shape)}; pass the features of extract_lips()")
     # rows past the end of the lip track read as "no face": one zero row appended
     norm = np.concatenate([normalise_lip_track(feats) if len(feats) else np.zeros((0, 6)), np.zeros((1, 6))])
     feats = np.concatenate([feats, np.zeros((1, 6))])

@@ -26,7 +26,7 @@ BLANK = "<blank>"
 BLANK_ID = 59
 MAX_PHONEMES_PER_S = 20.0  # fast read speech is ~12-15 phonemes/s; above 20 it cannot be spoken
 VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}  # ARPAbet, stress removed
-_CONSONANTS = {"B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
+CONSONANTS = {"B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
                "T", "TH", "V", "W", "Y", "Z", "ZH"}
 
 
@@ -457,7 +457,7 @@ def phoneme_ids(phonemes, add_edge_blanks: bool = True) -> list[int]:
             ids.append(table[p])
         elif p in VOWELS:
             ids.append(table[p + "1"])
-        elif p.rstrip("012") in _CONSONANTS:
+        elif p.rstrip("012") in CONSONANTS:
             ids.append(table[p.rstrip("012")])
         else:
             ids.append(BLANK_ID)

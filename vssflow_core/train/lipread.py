@@ -16,29 +16,33 @@ import numpy as np
 
 from vssflow_core.errors import VSSFlowError
 
-FPS = 25.0
+
+def _check_folder(folder: str, flag: str) -> None:
+    if not (Path(folder) / "manifest.jsonl").is_file():
+        raise VSSFlowError(f"{flag} {folder}: no manifest.jsonl there; give a make-data output folder")
 
 
-def frame_examples(folders: list[str], window: int) -> tuple[np.ndarray, np.ndarray, int]:
+def frame_examples(folders: list[str], window: int, flag: str = "--data") -> tuple[np.ndarray, np.ndarray, int]:
     """Lip windows and phoneme classes of every speech-window frame of the speaking clips.
 
     Args:
         folders: make-data output folders (``manifest.jsonl`` + ``clips/``), read in order.
         window: frames each side (``features.lipread.lip_windows``).
+        flag: the option that named the folders, for error messages.
     Returns:
         (float32 [N, (2 * window + 1) * 6], int64 [N] class indices into ``lipread.CLASSES``,
-        number of clips used).
+        number of clips used). The frames run from the speech start's frame to the speech end's,
+        both included, at ``lipread.RATE_HZ``.
     """
     from vssflow_core.features.lip_space import normalise_lip_track
-    from vssflow_core.features.lipread import lip_windows, phoneme_class
+    from vssflow_core.features.lipread import RATE_HZ, lip_windows, phoneme_class
     from vssflow_core.features.text import BLANK, text_to_phonemes
     from vssflow_core.train.data import ClipSource
     from vssflow_core.train.placement import true_index_track
 
     xs, ys, clips = [], [], 0
     for folder in folders:
-        if not (Path(folder) / "manifest.jsonl").is_file():
-            raise VSSFlowError(f"--data {folder}: no manifest.jsonl there; give a make-data output folder")
+        _check_folder(folder, flag)
         source = ClipSource(folder, "joint")
         for row in source.rows:
             if not (row.get("transcript") and row.get("phones") and row.get("speech_start_s") is not None):
@@ -49,32 +53,41 @@ def frame_examples(folders: list[str], window: int) -> tuple[np.ndarray, np.ndar
             truth = true_index_track(row, len(lips))
             transcript = [BLANK] + text_to_phonemes(row["transcript"]) + [BLANK]
             labels = np.array([phoneme_class(transcript[k]) if k >= 0 else 0 for k in truth], dtype=np.int64)
-            start = int(float(row["speech_start_s"]) * FPS + 1e-6)
-            end = min(len(lips), int(float(row["speech_end_s"]) * FPS + 1e-6) + 1)
+            start = int(float(row["speech_start_s"]) * RATE_HZ + 1e-6)
+            end = min(len(lips), int(float(row["speech_end_s"]) * RATE_HZ + 1e-6) + 1)
             xs.append(lip_windows(normalise_lip_track(lips.astype(np.float32)), window)[start:end])
             ys.append(labels[start:end])
             clips += 1
     if not clips:
-        raise VSSFlowError(f"--data {','.join(folders)}: no speaking clip with a face and phone timings; "
+        raise VSSFlowError(f"{flag} {','.join(folders)}: no speaking clip with a face and phone timings; "
                            "make some with make-data --kind speech")
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys), clips
 
 
 def train_reader(x: np.ndarray, y: np.ndarray, window: int, hidden: int, epochs: int, seed: int,
                  lr: float = 2e-3, batch: int = 512, log=print):
-    """Train a reader on frames ``x`` [N, D] with classes ``y`` [N]; returns the network."""
+    """Train a reader on frames ``x`` float32 [N, (2 * window + 1) * 6] with classes ``y`` int64 [N]
+    (batches of ``batch`` frames, peak learning rate ``lr``); returns the network in eval mode. Torch's
+    global random state is the same afterwards as before."""
+    import torch
+
+    n = len(x)
+    if n < batch:
+        raise VSSFlowError(f"train-lipread: {n} frames, fewer than one batch of {batch}; give more speaking clips")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train(torch.from_numpy(x), torch.from_numpy(y), window, hidden, epochs, lr, batch, log)
+
+
+def _train(xt, yt, window: int, hidden: int, epochs: int, lr: float, batch: int, log):
     import torch
     from torch import nn
 
     from vssflow_core.features.lipread import build_reader
 
-    torch.manual_seed(seed)
     net = build_reader(window, hidden)
     opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     n = len(xt)
-    if n < batch:
-        raise VSSFlowError(f"train-lipread: {n} frames, fewer than one batch of {batch}; give more speaking clips")
     total, step = epochs * (n // batch), 0
     for epoch in range(epochs):
         order = torch.randperm(n)
@@ -92,7 +105,7 @@ def train_reader(x: np.ndarray, y: np.ndarray, window: int, hidden: int, epochs:
 
 
 def frame_accuracy(net, x: np.ndarray, y: np.ndarray) -> float:
-    """Share of frames whose most likely class is the true one."""
+    """Share of the frames ``x`` [N, D] whose most likely class is the true one, ``y`` [N]."""
     import torch
 
     with torch.no_grad():
@@ -124,14 +137,22 @@ def run(args) -> int:
     for name in ("window", "hidden", "epochs"):
         if getattr(args, name) < 1:
             raise VSSFlowError(f"--{name} {getattr(args, name)}: must be at least 1")
-    torch.set_num_threads(1)  # the same weights on any machine with the same data and seed
     folders = [f for f in args.data.split(",") if f]
+    for folder in folders:
+        _check_folder(folder, "--data")
+    if args.val:
+        _check_folder(args.val, "--val")
     x, y, clips = frame_examples(folders, args.window)
     print(f"{clips} speaking clips, {len(x)} frames")
-    net = train_reader(x, y, args.window, args.hidden, args.epochs, args.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same weights on any machine with the same data and seed
+    try:
+        net = train_reader(x, y, args.window, args.hidden, args.epochs, args.seed)
+    finally:
+        torch.set_num_threads(threads)
     summary = f"train {frame_accuracy(net, x, y):.3f}"
     if args.val:
-        vx, vy, vclips = frame_examples([args.val], args.window)
+        vx, vy, vclips = frame_examples([args.val], args.window, "--val")
         summary += f", {args.val} ({vclips} clips) {frame_accuracy(net, vx, vy):.3f}"
     print(f"frame accuracy: {summary}")
     save_reader(net, args.window, out, training=f"train-lipread --data {args.data} --epochs {args.epochs} "

@@ -188,6 +188,10 @@ def pack(data_dir: str | os.PathLike, out_dir: str | os.PathLike, clips_per_shar
             "shards": shards, "mel_lo": MEL_LO, "mel_step": MEL_STEP, "motion_scale": MOTION_SCALE,
             "duration_s": cfg.duration_s, "num_samples": num_samples, "phone_placement": phone_placement,
             "speaker": bool(speaker), "codec": dataclasses.asdict(cfg.codec)}
+    if phone_placement == "lipread":  # which reader placed them: a retrained reader needs a new pack
+        from vssflow_core.features.lipread import reader_sha256
+
+        meta["lipread_sha256"] = reader_sha256()
     with atomic_output(out / "pack.json") as tmp:  # written last and whole: its presence marks a finished pack
         tmp.write_text(json.dumps(meta, indent=1))
     return out / "pack.json"
@@ -238,7 +242,8 @@ class PackedClips:
     parts). Joined folders must share the packing constants, window and phoneme placement.
     """
 
-    SHARED_META = ("mel_lo", "mel_step", "motion_scale", "duration_s", "num_samples", "phone_placement", "codec")
+    SHARED_META = ("mel_lo", "mel_step", "motion_scale", "duration_s", "num_samples", "phone_placement", "codec",
+                   "lipread_sha256")
 
     def __init__(self, root: str | os.PathLike, device="cpu"):
         from vssflow_core.features.speaker import EMBED_DIM
@@ -295,6 +300,14 @@ class PackedClips:
         if packed != placement:
             raise VSSFlowError(f"{self.root}: phonemes packed with placement {packed!r}, the model uses "
                                f"{placement!r}; {fix}")
+        reader = self.meta.get("lipread_sha256")
+        if placement == "lipread" and reader is not None:
+            from vssflow_core.features.lipread import LIPREAD_WEIGHTS, reader_sha256
+
+            if reader != reader_sha256():
+                raise VSSFlowError(f"{self.root}: phonemes placed by a lip reader (sha256 {reader[:12]}...) other than "
+                                   f"{LIPREAD_WEIGHTS} ({reader_sha256()[:12]}...), which inference uses; pack the "
+                                   "clips again with --phone-placement lipread")
 
 
 def mix_log_mel(base: torch.Tensor, speech: torch.Tensor, gain: float, mode: str) -> torch.Tensor:
