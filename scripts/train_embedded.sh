@@ -6,8 +6,8 @@
 #   bash scripts/train_embedded.sh WORK_DIR [DEVICE] [MINUTES]
 #
 # This is the final recipe of the shipped model run from scratch (clean-latent prediction, phonemes
-# placed by the lips, batch 256 with lr 6e-4 and a linear cool-down over the last 30 % on a GPU), not
-# a replay of the six stages that made vssflow_core/weights/embedded.safetensors (see its model card:
+# placed by lip reading with the shipped reader, batch 256 with lr 6e-4 and a linear cool-down over
+# the last 30 % on a GPU), not a replay of the seven stages that made vssflow_core/weights/embedded.safetensors (see its model card:
 # those stages switched from velocity to clean-latent prediction and from one placement to another
 # on the way). WORK_DIR holds data/, pack/, runs/, models/ and eval/; every stage resumes or is
 # skipped when its output exists, so re-running continues (a run resumes from runs/NAME; its
@@ -41,7 +41,7 @@ for split in train val; do
       exit 1
     fi
   else
-    vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lips
+    vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lipread
   fi
 done
 
