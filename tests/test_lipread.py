@@ -153,7 +153,7 @@ def test_train_lipread_command(tmp_path, capsys):
     assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads  # no global side effects
     printed = capsys.readouterr().out
     assert "30 speaking clips" in printed and "frame accuracy" in printed
-    net, window = load_reader(str(out))
+    _, window = load_reader(str(out))
     assert window == 8
     assert main([*args, str(out)]) == 2  # never overwritten
     assert main([*args, str(tmp_path / "reader.pt")]) == 2

@@ -17,11 +17,6 @@ import numpy as np
 from vssflow_core.errors import VSSFlowError
 
 
-def _check_folder(folder: str, flag: str) -> None:
-    if not (Path(folder) / "manifest.jsonl").is_file():
-        raise VSSFlowError(f"{flag} {folder}: no manifest.jsonl there; give a make-data output folder")
-
-
 def frame_examples(folders: list[str], window: int, flag: str = "--data") -> tuple[np.ndarray, np.ndarray, int]:
     """Lip windows and phoneme classes of every speech-window frame of the speaking clips.
 
@@ -37,19 +32,12 @@ def frame_examples(folders: list[str], window: int, flag: str = "--data") -> tup
     from vssflow_core.features.lip_space import normalise_lip_track
     from vssflow_core.features.lipread import RATE_HZ, lip_windows, phoneme_class
     from vssflow_core.features.text import BLANK, text_to_phonemes
-    from vssflow_core.train.data import ClipSource
-    from vssflow_core.train.placement import true_index_track
+    from vssflow_core.train.placement import check_data_folder, speaking_clips, true_index_track
 
     xs, ys, clips = [], [], 0
     for folder in folders:
-        _check_folder(folder, flag)
-        source = ClipSource(folder, "joint")
-        for row in source.rows:
-            if not (row.get("transcript") and row.get("phones") and row.get("speech_start_s") is not None):
-                continue
-            lips = source.load(row).features.get("lip_raw")
-            if lips is None:
-                continue
+        check_data_folder(folder, flag)
+        for row, lips in speaking_clips(folder):
             truth = true_index_track(row, len(lips))
             transcript = [BLANK] + text_to_phonemes(row["transcript"]) + [BLANK]
             labels = np.array([phoneme_class(transcript[k]) if k >= 0 else 0 for k in truth], dtype=np.int64)
@@ -138,10 +126,12 @@ def run(args) -> int:
         if getattr(args, name) < 1:
             raise VSSFlowError(f"--{name} {getattr(args, name)}: must be at least 1")
     folders = [f for f in args.data.split(",") if f]
+    from vssflow_core.train.placement import check_data_folder
+
     for folder in folders:
-        _check_folder(folder, "--data")
+        check_data_folder(folder, "--data")
     if args.val:
-        _check_folder(args.val, "--val")
+        check_data_folder(args.val, "--val")
     x, y, clips = frame_examples(folders, args.window)
     print(f"{clips} speaking clips, {len(x)} frames")
     threads = torch.get_num_threads()

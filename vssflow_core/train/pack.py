@@ -304,9 +304,10 @@ class PackedClips:
         if placement == "lipread" and reader is not None:
             from vssflow_core.features.lipread import LIPREAD_WEIGHTS, reader_sha256
 
-            if reader != reader_sha256():
+            shipped = reader_sha256()
+            if reader != shipped:
                 raise VSSFlowError(f"{self.root}: phonemes placed by a lip reader (sha256 {reader[:12]}...) other than "
-                                   f"{LIPREAD_WEIGHTS} ({reader_sha256()[:12]}...), which inference uses; pack the "
+                                   f"{LIPREAD_WEIGHTS} ({shipped[:12]}...), which inference uses; pack the "
                                    "clips again with --phone-placement lipread")
 
 

@@ -139,6 +139,25 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=PHONE_PLACEM
             for name, t in totals.items()}
 
 
+def check_data_folder(folder: str | Path, flag: str = "--data") -> None:
+    """Refuse (naming ``flag``) a folder that is not a make-data output folder."""
+    if not (Path(folder) / "manifest.jsonl").is_file():
+        raise VSSFlowError(f"{flag} {folder}: no manifest.jsonl there; give a make-data output folder")
+
+
+def speaking_clips(folder: str | Path, limit: int | None = None) -> list[tuple[dict, np.ndarray]]:
+    """(manifest row, raw lip track float32 [F25, 6]) of each speaking clip of a make-data folder that
+    has a transcript, phone timings, a speech window and a face, in manifest order; only the first
+    ``limit`` speaking rows are read. Empty when none qualifies."""
+    from vssflow_core.train.data import ClipSource
+
+    source = ClipSource(folder, "joint")
+    rows = [r for r in source.rows if r.get("transcript") and r.get("phones") and r.get("speech_start_s") is not None]
+    rows = rows[:limit] if limit else rows
+    lips = [source.load(r).features.get("lip_raw") for r in rows]
+    return [(r, lp) for r, lp in zip(rows, lips) if lp is not None]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``placement-check`` options on ``p``."""
     p.add_argument("--data", required=True, help="make-data output folder (manifest.jsonl + clips/)")
@@ -148,18 +167,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     """Score every placement (uniform, lips, lipread) on a make-data folder's speaking clips and print a table."""
-    from vssflow_core.train.data import ClipSource
-
     folder = Path(args.data)
-    if not (folder / "manifest.jsonl").is_file():
-        raise VSSFlowError(f"--data {folder}: no manifest.jsonl there; give a make-data output folder")
+    check_data_folder(folder)
     if args.json:
         check_json_target(args.json)
-    source = ClipSource(folder, "joint")
-    rows = [r for r in source.rows if r.get("transcript") and r.get("phones") and r.get("speech_start_s") is not None]
-    rows = rows[: args.n] if args.n else rows
-    lips = [source.load(r).features.get("lip_raw") for r in rows]
-    kept = [(r, lp) for r, lp in zip(rows, lips) if lp is not None]
+    kept = speaking_clips(folder, args.n)
     if not kept:
         raise VSSFlowError(f"--data {folder}: no speaking clip with a face and phone timings; "
                            "make one with make-data --kind speech")
