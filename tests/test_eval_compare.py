@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from vssflow_core.errors import VSSFlowError
+from vssflow_core import cli
 from vssflow_core.train import compare
 
 
@@ -66,17 +67,15 @@ def test_files_must_hold_the_same_clips(tmp_path):
 def test_cli_errors_and_json(tmp_path, capsys):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"wer": 0.5}))
-    with pytest.raises(VSSFlowError, match="older eval"):
-        compare.main([str(old)])
-    with pytest.raises(VSSFlowError, match="does not exist"):
-        compare.main([str(tmp_path / "missing.json")])
+    for argv, message in (([str(old)], "older eval"), ([str(tmp_path / "missing.json")], "does not exist"),
+                          ([str(old), "--margin", "-1"], "--margin")):
+        assert cli.main(["eval-compare", *argv]) == 2
+        assert message in capsys.readouterr().err
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    with pytest.raises(VSSFlowError, match="--margin"):
-        compare.main([str(old), "--margin", "-1"])
     a.write_text(json.dumps({"clips": _records()}))
     b.write_text(json.dumps({"clips": _records(onset_hits=4)}))
     out = tmp_path / "table.json"
-    assert compare.main([str(a), str(b), "--resamples", "40", "--json", str(out)]) == 0
+    assert cli.main(["eval-compare", str(a), str(b), "--resamples", "40", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "onset_f1" in printed and "better" in printed
     assert json.loads(out.read_text())["table"]["onset_f1"]["verdict"] == "better"
@@ -91,7 +90,7 @@ def test_chunks_of_one_run_read_as_one(tmp_path, capsys):
     assert compare.load_records(joined) == recs
     whole = tmp_path / "b.json"
     whole.write_text(json.dumps({"clips": recs}))
-    assert compare.main([joined, str(whole), "--resamples", "20"]) == 0
+    assert cli.main(["eval-compare", joined, str(whole), "--resamples", "20"]) == 0
     assert "(12 clips" in capsys.readouterr().out
     with pytest.raises(VSSFlowError, match="clip s0 is in both"):
         compare.load_records(f"{parts[0]},{parts[0]}")

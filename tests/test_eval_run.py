@@ -1,10 +1,12 @@
 """The eval command end to end on a tiny model and a generated data folder (lip + onset metrics, Griffin-Lim)."""
+import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from vssflow_core import cli
 from vssflow_core.errors import VSSFlowError
 
 from test_train_trainer import tiny_config, write_data
@@ -16,7 +18,7 @@ def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = (
     label per sound clip, written into the manifest. ``data``: a prepared data folder instead."""
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
-    from vssflow_core.train.evaluate import main
+    from vssflow_core.train import evaluate
 
     torch.manual_seed(0)
     model_path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
@@ -31,8 +33,10 @@ def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = (
     out = tmp_path / "eval.json"
     threads = torch.get_num_threads()
     try:
-        rc = main(["--model", str(model_path), "--data", str(data), "--n", "4", "--vocoder", "griffinlim",
-                   "--json", str(out), "--centroid-data", "", *options])
+        parser = argparse.ArgumentParser()  # not cli.main: the tests want the exceptions
+        evaluate.add_arguments(parser)
+        rc = evaluate.run(parser.parse_args(["--model", str(model_path), "--data", str(data), "--n", "4", "--vocoder",
+                                             "griffinlim", "--json", str(out), "--centroid-data", "", *options]))
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -79,8 +83,8 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     for placement in ("uniform", "lips"):
         cfg = dataclasses.replace(tiny_config(), phone_placement=placement)
         path = save_model_file(tmp_path / f"{placement}.safetensors", VSSFlow(cfg))
-        assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "1", "--metrics", "lip", "--no-ceiling",
-                              "--centroid-data", ""]) == 0
+        assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "1", "--metrics", "lip",
+                         "--no-ceiling", "--centroid-data", ""]) == 0
     want = place_phonemes_by_lips(phoneme_ids(text_to_phonemes("ma pa")), lips, 0.3, 1.5, 2.0).numpy()
     np.testing.assert_array_equal(seen["lips"], want[: len(seen["lips"])])
     assert not np.array_equal(seen["uniform"], seen["lips"])
@@ -102,7 +106,6 @@ def test_eval_refuses_a_training_seed(tmp_path):
                                          (["--json", "no_such_folder/e.json"], "does not exist; create it first")])
 def test_eval_refuses_bad_arguments_before_any_work(tmp_path, monkeypatch, capsys, bad):
     """Refused at once (exit 2), not after hours of generating or with an empty table and exit 0."""
-    from vssflow_core import cli
     from vssflow_core.train import evaluate
 
     monkeypatch.chdir(tmp_path)
@@ -139,7 +142,7 @@ def test_eval_reports_fd_without_the_ceiling_rows(tmp_path, monkeypatch):
     assert res["class_acc"] == metrics_of(res["clips"])["class_acc"] == 0.0 and res["class_clips"] == 2
 
 
-def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch):
+def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypatch, capsys):
     """A specialist evaluated on one kind meets the same noise as the joint model on those clips; each
     clip gets the model's default guidance, time shift and noise scale for clips with or without a
     transcript; --guidance, --time-shift, --noise-scale and --precision override them."""
@@ -162,18 +165,18 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
     path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
     for run, kinds, start in (("all", "speech,sfx,mixed", "0"), ("sfx", "sfx", "0"), ("chunk", "speech,sfx,mixed", "2")):
-        assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds, "--metrics", "lip",
-                              "--no-ceiling", "--centroid-data", "", "--seed", "5", "--start", start]) == 0
+        assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds,
+                         "--metrics", "lip", "--no-ceiling", "--centroid-data", "", "--seed", "5", "--start", start]) == 0
     assert calls["all"] == [(5000, 3.0, 2.0, 0.8), (5001, 1.5, 4.0, 1.0), (5002, 3.0, 2.0, 0.8), (5003, 1.5, 4.0, 1.0)]
     assert calls["sfx"] == [(5001, 1.5, 4.0, 1.0), (5003, 1.5, 4.0, 1.0)]
     assert calls["chunk"] == calls["all"][2:]  # a chunk (--start) meets the noise the whole run gives its clips
-    with pytest.raises(VSSFlowError, match="--start 4"):
-        evaluate.main(["--model", str(path), "--data", str(data), "--n", "4", "--start", "4"])
+    assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "4", "--start", "4"]) == 2
+    assert "--start 4" in capsys.readouterr().err
     assert precisions == {"fp32"}
     run = "forced"
-    assert evaluate.main(["--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",
-                          "--centroid-data", "", "--guidance", "4", "--time-shift", "1", "--noise-scale", "1",
-                          "--precision", "int8"]) == 0
+    assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",
+                     "--centroid-data", "", "--guidance", "4", "--time-shift", "1", "--noise-scale", "1",
+                     "--precision", "int8"]) == 0
     assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0, 1.0), (4.0, 1.0, 1.0)]
     assert precisions == {"fp32", "int8"}
 

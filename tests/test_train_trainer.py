@@ -53,12 +53,16 @@ def write_data(root: Path, n: int = 4, duration_s: float = 3.0) -> Path:
 
 
 def run_trainer(args):
-    """In-process run of the trainer's command line."""
-    from vssflow_core.train.trainer import main
+    """In-process run of the trainer's command line (exceptions propagate, unlike ``cli.main``)."""
+    import argparse
 
+    from vssflow_core.train.trainer import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
     threads = torch.get_num_threads()
     try:
-        return main(args)
+        return run(parser.parse_args(args))
     finally:
         torch.set_num_threads(threads)
 
@@ -74,7 +78,7 @@ def free_port() -> int:
 def run_torchrun(args, nproc):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-           "-m", "vssflow_core.train.trainer", *args]
+           "-m", "vssflow_core", "train", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -1,8 +1,11 @@
-"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, pack, train, eval,
-eval-compare, diagnose, placement-check, train-lipread, bench.
+"""``python -m vssflow_core COMMAND ...``: generate, convert, make-data, make-samples, pack, train,
+eval, eval-compare, diagnose, placement-check, train-lipread, bench.
 
 Each command other than ``generate`` lives in its own module, imported only when that command runs
 (``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
+This is the one command line of the package: the modules have no ``__main__`` of their own (except
+``bench.gpu``, the device machine's script with options of its own), so every command gets the same
+one-line errors, SIGTERM clean-up and refusal to overwrite.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "convert": ("vssflow_core.official", "add_convert_arguments", "run_convert",
                 "convert an official VSSFlow checkpoint to a model file"),
     "make-data": ("vssflow_core.data.generate", "add_arguments", "run", "write a synthetic training set"),
+    "make-samples": ("vssflow_core.data.samples", "add_arguments", "run",
+                     "write the sample videos of example_workflows/input (deterministic)"),
     "pack": ("vssflow_core.train.pack", "add_arguments", "run", "pack a training set small for a remote (GPU) machine"),
     "train": ("vssflow_core.train.trainer", "add_arguments", "run", "train a model (resumable)"),
     "eval": ("vssflow_core.train.evaluate", "add_arguments", "run", "evaluate a model on fresh synthetic clips"),
@@ -144,7 +149,7 @@ class _progress:
 def _print_help(file=sys.stdout) -> None:
     print("usage: python -m vssflow_core COMMAND [options]   (COMMAND --help for its options)\n", file=file)
     for name, (_, _, _, text) in COMMANDS.items():
-        print(f"  {name:10s} {text}", file=file)
+        print(f"  {name:15s} {text}", file=file)
 
 
 class _Terminated(KeyboardInterrupt):

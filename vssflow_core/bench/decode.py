@@ -8,12 +8,11 @@ Modes:
   native     ``iter_windows`` at 25 fps, full 1280x720 RGB, 10 s windows
   model      ``iter_windows`` at (10, 25) fps, short side 224, 10 s windows (what the pipeline needs)
 
-Usage: ``python -m vssflow_core.bench.decode [--json out.json] [--durations 60 600]``.
+Run by ``python -m vssflow_core bench --parts decode [--json OUT.json]`` (60 s clips with ``--quick``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -121,14 +120,9 @@ def _measure_in_subprocess(path: Path, mode: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(json_out=None, durations_s=(60, 600), modes=MODES) -> dict:
-    """Generate the clips (if missing), measure every mode on each, print a table; returns the results.
-
-    ``json_out``: a path to write the results to (or an argparse namespace from ``add_arguments``).
-    """
-    if isinstance(json_out, argparse.Namespace):
-        args = json_out
-        json_out, durations_s = args.json, tuple(args.durations)
+def run(durations_s=(60, 600), modes=MODES) -> dict:
+    """Generate the clips (if missing), measure every mode on each (clip lengths in seconds), print a
+    table; returns the results."""
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "clips": {}}
     for duration in durations_s:
         path = CLIP_DIR / f"bench_720p_{int(duration)}s.mp4"
@@ -144,18 +138,4 @@ def run(json_out=None, durations_s=(60, 600), modes=MODES) -> dict:
                   f"({r['realtime_factor']:.1f}x realtime)  peak RSS {r['peak_rss_mb']:.0f} MB "
                   f"(before decode {r['rss_before_decode_mb']:.0f} MB)", flush=True)
         results["clips"][f"{int(duration)}s"] = entry
-    if json_out:
-        Path(json_out).write_text(json.dumps(results, indent=2))
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of the decode benchmark (``--json``, ``--durations`` in seconds)."""
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
-    parser.add_argument("--durations", type=float, nargs="+", default=[60, 600], help="clip lengths (s)")
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    run(p.parse_args())

@@ -5,11 +5,10 @@ Clips are 1280x720 at 30 fps (H.264, a moving box; made once in ``/tmp/vssflow_b
 is its own. Reported per length: wall time, real-time factor (seconds of audio per second of
 compute), peak RSS, and the time per stage.
 
-Usage: ``python -m vssflow_core.bench.end_to_end [--durations 10 60 600] [--model embedded] [--json OUT]``.
+Run by ``python -m vssflow_core bench --parts end_to_end [--durations 10 60 600] [--model embedded] [--json OUT]``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -78,8 +77,7 @@ def _measure_in_subprocess(video: Path, model: str, steps: int | None, threads: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(durations_s=(10, 60, 600), model: str = "embedded", steps: int | None = None, threads: int = 0,
-        json_out=None) -> dict:
+def run(durations_s=(10, 60, 600), model: str = "embedded", steps: int | None = None, threads: int = 0) -> dict:
     """Measure each clip length; print a table; return ``{"runs": {...}, "rtf_10s", "peak_rss_mb_10min", ...}``."""
     results: dict = {"runs": {}}
     for duration in durations_s:
@@ -100,21 +98,4 @@ def run(durations_s=(10, 60, 600), model: str = "embedded", steps: int | None = 
         results["wall_per_audio_s_ratio_last_first"] = round((last["wall_s"] / last["video_s"]) /
                                                              (first["wall_s"] / first["video_s"]), 3)
         results["peak_rss_ratio_last_first"] = round(last["peak_rss_mb"] / first["peak_rss_mb"], 3)
-    if json_out:
-        Path(json_out).write_text(json.dumps(results, indent=2))
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--durations", type=float, nargs="+", default=[10, 60, 600], help="clip lengths (s)")
-    parser.add_argument("--model", default="embedded", help="'embedded' or a model file")
-    parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    a = p.parse_args()
-    run(tuple(a.durations), a.model, a.steps, a.threads, a.json)

@@ -257,13 +257,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"make-data: {failed} clips failed (see above); rerun the same command to retry them", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vssflow_core.data.generate", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

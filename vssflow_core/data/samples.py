@@ -1,6 +1,8 @@
 """The short sample videos in ``example_workflows/input/`` (used by the example workflows and the README).
 
-``python -m vssflow_core.data.samples --out example_workflows/input`` regenerates them deterministically:
+``python -m vssflow_core make-samples --out example_workflows/input`` regenerates them (the rendered
+frames and sound are deterministic; the multi-threaded H.264 encoder can code a few blocks
+differently per run):
 
 * ``talking_face.mp4``   a talking face (the warped astronaut photo) saying ``TALKING_FACE_TEXT``;
 * ``sound_events.mp4``   a sound scene: a bouncing ball and a lamp that flashes;
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 SAMPLE_SEED = 20261127
@@ -57,16 +58,15 @@ def write_samples(out_dir: str | Path, overwrite: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vssflow_core.data.samples", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m vssflow_core make-samples``."""
     parser.add_argument("--out", default="example_workflows/input", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace existing videos")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the samples and print their ground truth, one line each."""
     for row in write_samples(args.out, args.overwrite):
         print(f"{row['video']}: {row['kind']}, transcript {row['transcript']!r}, "
               f"speech {row['speech_start_s']}-{row['speech_end_s']} s, events {[(e['time_s'], e['class']) for e in row['events']]}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -204,13 +204,3 @@ def run(args) -> int:
     if args.json:
         write_json_report(args.json, {"files": args.files, "resamples": args.resamples, "table": table})
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vssflow_core eval-compare", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -448,13 +448,3 @@ def run(args) -> int:
     if args.json:
         write_json_report(args.json, results)
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vssflow_core.train.evaluate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
 """Resumable flow-matching training of a VSSFlow model on a synthetic data folder.
 
-``python -m vssflow_core train --data DIR --name NAME [--task joint|v2s|tts]`` (or
-``python -m vssflow_core.train.trainer ...``). State lives in ``STATE_DIR/NAME/``: ``last.pt``
-(model, EMA, optimiser, step; written atomically every ``--ckpt-minutes``), ``log.jsonl`` (one JSON
-row per logged step) and ``args.json``. Re-running the same command resumes. Data parallel over
-``torchrun --nproc_per_node N`` with the gloo backend (gradients averaged by all-reduce).
+``python -m vssflow_core train --data DIR --name NAME [--task joint|v2s|tts]``. State lives in
+``STATE_DIR/NAME/``: ``last.pt`` (model, EMA, optimiser, step; written atomically every
+``--ckpt-minutes``), ``log.jsonl`` (one JSON row per logged step) and ``args.json``. Re-running the
+same command resumes. Data parallel over ``torchrun --nproc_per_node N -m vssflow_core train ...``
+with the gloo backend (gradients averaged by all-reduce).
 
 Recipe (official where it has one): x_t = (1 - t) x0 + t x1, t ~ U(0, 1), MSE on the velocity,
 whole-batch condition dropout (p 0.1, all conditions) for guidance plus per-key dropout of lips /
@@ -22,7 +22,6 @@ data-parallel plumbing in ``train.distributed``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,8 +32,8 @@ import torch
 
 from vssflow_core.train.distributed import (average_gradients, check_replicas, setup_distributed, shared_elapsed,
                                             teardown_distributed)
-from vssflow_core.train.options import (add_arguments, check_device, check_options, new_run_config,
-                                        with_data_placement)
+from vssflow_core.train.options import add_arguments  # noqa: F401  (the CLI's "train" command reads it here)
+from vssflow_core.train.options import check_device, check_options, new_run_config, with_data_placement
 from vssflow_core.train.run_folder import atomic_save, check_resume, kept_best_loss, lock_run, write_args
 from vssflow_core.train.run_state import Run, export_weights, init_weights
 
@@ -99,10 +98,9 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
 
 
 def _command_tail() -> list[str]:
-    """This process's command line after ``python -m`` (``vssflow_core train ...`` or the module's)."""
-    if sys.argv[1:2] == ["train"]:
-        return ["vssflow_core", *sys.argv[1:]]
-    return ["vssflow_core.train.trainer", *sys.argv[1:]]
+    """This process's command line after ``python -m``: ``vssflow_core train ...`` (the arguments
+    are this process's own only when it was started that way, not when ``cli.main`` is called in-process)."""
+    return ["vssflow_core", *sys.argv[1:]] if sys.argv[1:2] == ["train"] else ["vssflow_core", "train"]
 
 
 def _check_pack_fits(clips, cfg, flag: str) -> None:
@@ -334,13 +332,3 @@ class _StopAtStepEnd:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vssflow_core.train.trainer", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
