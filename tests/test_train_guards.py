@@ -81,7 +81,7 @@ def test_damaged_state_files_and_impossible_numbers_are_one_line_errors(setup):
     tmp, data, cfg_path = setup
     base = _base(tmp, data, cfg_path)
     for extra, match in ((["--batch-size", "0"], "--batch-size 0: must be at least 1"),
-                         (["--val-every", "0"], "--val-every 0"), (["--lr", "-1"], "--lr -1.0"),
+                         (["--val-every", "0"], "--val-every 0"), (["--lr", "-1"], "--lr -1.0"), (["--lr", "0"], "--lr 0.0"),
                          (["--config", str(tmp / "nope.json")], "--config .*nope.json: cannot read it")):
         with pytest.raises(VSSFlowError, match=match):
             run_trainer(base + ["--max-steps", "1", *extra])

@@ -209,12 +209,12 @@ def test_trainer_init_fine_tunes_from_a_model_file(packed, tmp_path):
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(tiny_config().to_json())
     base = ["--data", str(root), "--state-dir", str(tmp_path / "runs"), "--config", str(cfg_path), "--batch-size", "2",
-            "--warmup", "1", "--lr", "0"]
+            "--warmup", "1", "--lr", "1e-12"]
     assert run_trainer([*base, "--name", "ft", "--max-steps", "1", "--init", str(tmp_path / "start.safetensors")]) == 0
     st = torch.load(tmp_path / "runs" / "ft" / "last.pt", weights_only=True)
     want = source.state_dict()
-    for key in ("model", "ema"):  # lr 0 (weight decay is scaled by lr): the weights are still the file's
-        assert all(torch.equal(st[key][k], want[k]) for k in want), key
+    for key in ("model", "ema"):  # an AdamW step moves a weight by about lr: the weights are still the file's
+        assert all(torch.allclose(st[key][k], want[k], rtol=0, atol=1e-9) for k in want), key
     assert st["init"].startswith("start.safetensors (sha256 ")
     out = tmp_path / "ft.safetensors"
     assert run_trainer([*base, "--name", "ft", "--export", str(out)]) == 0
@@ -227,8 +227,8 @@ def test_trainer_init_fine_tunes_from_a_model_file(packed, tmp_path):
     cfg_path.write_text(dataclasses.replace(tiny_config(), prediction=other).to_json())
     assert run_trainer([*base, "--name", "ft_x", "--max-steps", "1", "--init", str(tmp_path / "start.safetensors")]) == 0
     st_x = torch.load(tmp_path / "runs" / "ft_x" / "last.pt", weights_only=True)
-    assert not st_x["ema"]["vaflow.proj_out.weight"].any() and want["vaflow.proj_out.weight"].any()
-    assert all(torch.equal(st_x["ema"][k], want[k]) for k in want if k != "vaflow.proj_out.weight")
+    assert st_x["ema"]["vaflow.proj_out.weight"].abs().max() < 1e-9 < want["vaflow.proj_out.weight"].abs().max()
+    assert all(torch.allclose(st_x["ema"][k], want[k], rtol=0, atol=1e-9) for k in want if k != "vaflow.proj_out.weight")
     wider = dataclasses.replace(tiny_config(), dit=dataclasses.replace(tiny_config().dit, head_dim=32))
     cfg_path.write_text(wider.to_json())
     with pytest.raises(VSSFlowError, match="do not fit the run's config"):
