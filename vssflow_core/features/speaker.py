@@ -167,15 +167,15 @@ def _mel_power(x16: np.ndarray):
     zero padding, Slaney mel 0-8 kHz): the encoder's input, computed with torch (librosa's import
     costs ~15 s on a cold start)."""
     import torch
-    import torchaudio.functional as AF
+
+    from vssflow_core.audio.mel import slaney_filterbank
 
     n_fft, hop = 400, 160
     x = torch.from_numpy(np.ascontiguousarray(x16, dtype=np.float32))
     spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
                       pad_mode="constant", return_complex=True).abs() ** 2  # [201, frames]
-    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, ENCODER_RATE / 2, 40, ENCODER_RATE, norm="slaney",
-                            mel_scale="slaney")  # [201, 40]
-    return (spec.T @ fb).numpy().astype(np.float32)
+    fb = slaney_filterbank(ENCODER_RATE, n_fft, 40, 0.0, ENCODER_RATE / 2)  # [40, 201]
+    return (spec.T @ fb.T).numpy().astype(np.float32)
 
 
 def _embed(encoder, x16: np.ndarray):
