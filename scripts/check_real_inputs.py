@@ -21,6 +21,18 @@ For each video, with the video's own soundtrack (when it has one) as the referen
   lip offset (frames; audio later than mouth is positive) and the correlation of mouth opening and
   loudness, for the generated and the real speech, and the WER of the generated speech against the
   real transcript.
+* Placement (with the speech): where each phoneme placement (``config.PHONE_PLACEMENTS``) puts the
+  transcript's words, scored against the word times Whisper gives on the real soundtrack
+  (``Transcriber.words``; tiny.en's are typically within 0.1-0.2 s). The placements are computed as
+  inference does (``frontend.phoneme_track``: same lips, speech window from the lips, transcript ids);
+  each placed phoneme is traced back to its word by converting the transcript word by word (refused
+  when that does not give the whole transcript's phonemes). Whisper's words are matched to the
+  transcript's by index (difflib on normalised words when the lists differ). Over the 25 Hz frames
+  Whisper says a matched word is spoken: the share whose placed phoneme belongs to that word
+  (``word_frame_acc``) and the share where it is spoken within +-2 frames (``word_frame_acc_near``);
+  and the median error (ms) of each word's first placed frame against Whisper's word start; also
+  the heard frames outside the speech window (no placement can get those right) and, per word,
+  Whisper's times and each placement's first frame (``table``), to read by eye.
 
 The metrics are those of ``vssflow_core.train.metrics`` (``lagged_correlation``, ``motion_energy``,
 ``motion_peaks``, ``frame_loudness``, ``detect_onsets``, ``onset_counts``).
@@ -30,9 +42,12 @@ Writes a JSON report and, with ``--out-dir``, the videos with generated sound (n
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +83,157 @@ def speech_report(wave: np.ndarray, sr: int, mouth: np.ndarray, found: np.ndarra
     keep = found[: len(loud)]
     c0, lag, cbest = M.lagged_correlation(mouth[keep], loud[keep], MAX_LAG)
     return {"lip_offset_frames": lag, "mouth_loudness_corr": round(c0, 3), "best_corr": round(cbest, 3)}
+
+
+NEAR_FRAMES = 2  # tolerance of word_frame_acc_near (frames either side)
+
+
+def transcript_words(transcript: str) -> tuple[list[str], list[int], list[int]]:
+    """The transcript's words and, for each token id inference places, the word it belongs to.
+
+    Words are the transcript's whitespace-separated pieces (as Whisper writes them, punctuation
+    attached). Each is converted alone with ``text_to_phonemes``; the result must be the whole
+    transcript's phonemes without its pause blanks, else VSSFlowError (a word spoken differently in
+    context, e.g. an acronym rule that depends on the rest of the text).
+    Returns: (words [W], ids [P] as ``phoneme_ids(text_to_phonemes(transcript))`` with its edge blanks,
+    word index per id [P] in 0..W-1, -1 for a blank).
+    """
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.features.text import BLANK, phoneme_ids, text_to_phonemes
+
+    words = transcript.split()
+    whole = text_to_phonemes(transcript)
+    by_word = [(p, k) for k, w in enumerate(words) for p in text_to_phonemes(w) if p != BLANK]
+    spoken = [p for p in whole if p != BLANK]
+    if spoken != [p for p, _ in by_word]:
+        raise VSSFlowError(f"transcript {transcript[:60]!r}: its words converted one by one give other phonemes "
+                           f"({len(by_word)}) than the whole text ({len(spoken)}), so phonemes cannot be traced to words")
+    owners = iter(k for _, k in by_word)
+    word_of = [-1] + [-1 if p == BLANK else next(owners) for p in whole] + [-1]
+    return words, phoneme_ids(whole), word_of
+
+
+def match_words(transcript_words: list[str], heard_words: list[str]) -> list[tuple[int, int]]:
+    """Pairs (transcript word index, heard word index) of the same word, in order: by index when the
+    two lists agree after ``normalise_text`` (case and punctuation ignored), else difflib's longest
+    matching blocks (unmatched words on either side are left out)."""
+    a = [M.normalise_text(w) for w in transcript_words]
+    b = [M.normalise_text(w) for w in heard_words]
+    if a == b:
+        return [(i, i) for i in range(len(a))]
+    blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
+    return [(m.a + k, m.b + k) for m in blocks for k in range(m.size)]
+
+
+def spoken_word_track(spans_s: list[tuple[float, float]], word_index: list[int], num_frames: int,
+                      rate_hz: float = RATE) -> np.ndarray:
+    """Per frame of a ``rate_hz`` grid, the word being spoken: int64 [num_frames], ``word_index[i]``
+    where frame time k / rate_hz lies in ``spans_s[i]`` = [start_s, end_s), -1 elsewhere (a word too
+    short to hold a grid time gets no frame)."""
+    times = np.arange(num_frames) / rate_hz
+    out = np.full(num_frames, -1, dtype=np.int64)
+    for (start_s, end_s), k in zip(spans_s, word_index):
+        out[(times >= start_s - 1e-9) & (times < end_s - 1e-9)] = k
+    return out
+
+
+def placed_word_track(ids: list[int], word_of: list[int], track: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Per frame, the word of the phoneme a placement put there: int64 [F] from the placed id track
+    ``track`` [F] (frames ``start`` to ``end`` - 1 are the speech window), ``ids`` [P] and ``word_of``
+    [P] of :func:`transcript_words`; -1 on blanks and outside the window. Phoneme indices are
+    recovered from changes of id (``placement.placed_index_track``), so a phoneme whose neighbour has
+    the same id (the S S of "bus stop") cannot be told from it: both count as the first one."""
+    from vssflow_core.train.placement import placed_index_track
+
+    index = placed_index_track(ids, np.asarray(track), start, end)
+    return np.where(index >= 0, np.asarray(word_of, dtype=np.int64)[np.maximum(index, 0)], -1)
+
+
+def placed_onsets_s(placed: np.ndarray, num_words: int, rate_hz: float = RATE) -> np.ndarray:
+    """Time (s) of the first frame of each word in a placed word track [F]: float [num_words], NaN
+    for a word placed on no frame."""
+    out = np.full(num_words, np.nan)
+    for k in range(num_words):
+        hit = np.flatnonzero(placed == k)
+        if len(hit):
+            out[k] = hit[0] / rate_hz
+    return out
+
+
+def word_placement_scores(spoken: np.ndarray, placed: np.ndarray, word_start_s: np.ndarray,
+                          rate_hz: float = RATE, near_frames: int = NEAR_FRAMES) -> dict:
+    """How well a placed word track [F] follows the heard one [F] (both word indices, -1 = none).
+
+    ``word_start_s`` [W]: each transcript word's heard start (s), NaN when not heard. "No word" (-1:
+    a pause blank, or outside the speech window) is a value like any word: it is never right on a
+    heard frame, and near when a heard pause lies within +-``near_frames``.
+    Returns ``word_frame_acc`` (share of the heard frames whose placed word is the heard one),
+    ``word_frame_acc_near`` (share whose placed word is heard within +-``near_frames``), ``frames``,
+    ``onset_median_abs_ms`` / ``onset_median_ms`` (median absolute / signed error of each heard word's
+    first placed frame against its heard start; positive = placed late), ``onset_words`` (words
+    scored) and ``unplaced_words`` (heard words placed on no frame). Shares are None without frames.
+    """
+    spoken, placed = np.asarray(spoken), np.asarray(placed)
+    if spoken.shape != placed.shape:
+        raise ValueError(f"word tracks differ in length: heard {spoken.shape}, placed {placed.shape}")
+    frames = np.flatnonzero(spoken >= 0)
+    exact = [placed[j] == spoken[j] for j in frames]
+    near = [placed[j] in spoken[max(0, j - near_frames): j + near_frames + 1] for j in frames]
+    starts = np.asarray(word_start_s, np.float64)
+    onsets = placed_onsets_s(placed, len(starts), rate_hz)
+    heard = np.isfinite(starts)
+    errors_ms = 1000.0 * (onsets - starts)[heard & np.isfinite(onsets)]
+    share = lambda xs: round(float(np.mean(xs)), 3) if len(xs) else None
+    return {"word_frame_acc": share(exact), "word_frame_acc_near": share(near), "frames": int(len(frames)),
+            "onset_median_abs_ms": round(float(np.median(np.abs(errors_ms))), 1) if len(errors_ms) else None,
+            "onset_median_ms": round(float(np.median(errors_ms)), 1) if len(errors_ms) else None,
+            "onset_words": int(len(errors_ms)), "unplaced_words": int(np.sum(heard & ~np.isfinite(onsets)))}
+
+
+def placement_report(transcript: str, heard: list[tuple[str, float, float]], lips, duration_s: float) -> dict:
+    """Word-level placement figures of every placement in ``PHONE_PLACEMENTS`` for one video.
+
+    ``heard``: Whisper's ``[(word, start_s, end_s)]`` on the real soundtrack; ``lips``: the video's
+    ``LipCondition``; ``duration_s``: the video's duration (s). Each placement is computed by
+    ``frontend.phoneme_track`` with the speech window from the lips, as ``pipeline.generate`` does.
+    Returns a dict (see the module docstring), or ``{"skipped": reason}`` when the phonemes cannot be
+    traced to words.
+    """
+    from vssflow_core import frontend
+    from vssflow_core.config import PHONE_PLACEMENTS
+    from vssflow_core.errors import VSSFlowError
+    from vssflow_core.features.phone_timing import check_window
+    from vssflow_core.media.probe import num_frames
+
+    try:
+        words, ids, word_of = transcript_words(transcript)
+    except VSSFlowError as e:
+        return {"skipped": str(e)}
+    pairs = match_words(words, [w for w, _, _ in heard])
+    spoken = spoken_word_track([heard[b][1:] for _, b in pairs], [a for a, _ in pairs], num_frames(duration_s, RATE))
+    word_start_s = np.full(len(words), np.nan)
+    for a, b in pairs:
+        word_start_s[a] = heard[b][1]
+    text = frontend.make_text_condition(transcript)
+    out = {"words": len(words), "heard_words": len(heard), "matched_words": len(pairs)}
+    table = [{"word": words[a], "heard_s": [round(heard[b][1], 2), round(heard[b][2], 2)], "placed_start_s": {}}
+             for a, b in pairs]
+    for name in PHONE_PLACEMENTS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "speech window found from the lips", said by generate already
+            track, (start_s, end_s) = frontend.phoneme_track(text, duration_s, lips, name)
+        start = int(start_s * RATE + 1e-6)
+        end = min(len(track), start + check_window(len(ids), start_s, end_s, duration_s, RATE))
+        placed = placed_word_track(ids, word_of, track.numpy()[: len(spoken)], start, end)
+        out[name] = word_placement_scores(spoken, placed, word_start_s)
+        onsets = placed_onsets_s(placed, len(words))
+        for row, (a, _) in zip(table, pairs):
+            row["placed_start_s"][name] = None if math.isnan(onsets[a]) else round(float(onsets[a]), 2)
+        out["speech_window_s"] = [round(start_s, 2), round(end_s, 2)]
+        # heard frames no placement can get right: outside the window found from the lips
+        out["heard_frames_outside_window"] = int(np.sum(spoken[:start] >= 0) + np.sum(spoken[end:] >= 0))
+    out["table"] = table
+    return out
 
 
 def check_video(bundle, path: Path, asr, out_dir: Path | None, seed: int) -> dict:
@@ -118,6 +284,8 @@ def check_video(bundle, path: Path, asr, out_dir: Path | None, seed: int) -> dic
                             "generated": speech_report(gen, rate, mouth, found),
                             "real": speech_report(real_wave, sr, mouth, found)}
         report["speech"]["wer"] = round(M.word_error_rate([transcript], [report["speech"]["generated_transcript"]]), 3)
+        report["speech"]["placement"] = {"model_placement": bundle.config.phone_placement,
+                                         **placement_report(transcript, asr.words(real_wave, sr), lips, info.duration_s)}
         if out_dir is not None:
             video_clip.write_with_audio(speech[0], rate, out_dir, f"{path.stem}_speech", video_path=path)
     return report

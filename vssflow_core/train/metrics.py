@@ -70,13 +70,26 @@ class Transcriber:
 
     def __call__(self, wave: np.ndarray, sample_rate: int) -> str:
         """Transcript of ``wave`` [S] (any rate; resampled to 16 kHz)."""
+        segments = self._segments(wave, sample_rate, word_timestamps=False)
+        return " ".join(s.text for s in segments).strip()
+
+    def words(self, wave: np.ndarray, sample_rate: int) -> list[tuple[str, float, float]]:
+        """The words of ``wave`` [S] (any rate) with their times: ``[(word, start_s, end_s)]`` in
+        seconds from the first sample, in spoken order; each word as Whisper writes it, punctuation
+        kept, surrounding spaces removed. Same model and decoding as :meth:`__call__`, plus Whisper's
+        cross-attention word alignment (tiny.en: typically within 0.1-0.2 s of the true times)."""
+        segments = self._segments(wave, sample_rate, word_timestamps=True)
+        return [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+
+    def _segments(self, wave: np.ndarray, sample_rate: int, word_timestamps: bool) -> list:
         import torch
 
         from vssflow_core.audio.resample import resample
 
         x = resample(torch.as_tensor(wave, dtype=torch.float32), sample_rate, 16000).numpy()
-        segments, _ = self.model.transcribe(x, language="en", beam_size=5, vad_filter=False)
-        return " ".join(s.text for s in segments).strip()
+        segments, _ = self.model.transcribe(x, language="en", beam_size=5, vad_filter=False,
+                                            word_timestamps=word_timestamps)
+        return list(segments)  # the generator decodes as it is read
 
 
 # ---------------------------------------------------------------------------------------- lip sync
