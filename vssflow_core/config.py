@@ -163,6 +163,7 @@ class CodecConfig:
         return self.mel_rate_hz / self.patch
 
 
+FEATURE_RATE_HZ = 25.0  # the grid of the time-dense conditions (lips, phonemes, motion): frames per second
 PHONE_PLACEMENTS = ("uniform", "lips", "lipread")
 SOLVERS = ("euler", "midpoint", "heun", "dopri5")  # fixed-step ODE solvers, then the official adaptive one
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # weights precision at load; auto = fp32 on CPU, bf16/fp16 on GPU
@@ -317,8 +318,8 @@ def official_conditions(lip_dim: int = 1024, phone_dim: int = 32, synch_dim: int
     cross-attention context is [speaker token | CLIP tokens]. Input widths of the projections are
     fixed by the official code (lip 1024, synch 768, CLIP 768, speaker 256, 200 phone rows)."""
     return (
-        ConditionSpec("lip", "lip_proj", 1024, lip_dim, "concat", 25.0, "pad", "mlp2", 2 * lip_dim, feature_key="lip_feat"),
-        ConditionSpec("phone", "phone_embedding", 200, phone_dim, "concat", 25.0, "pad", "embedding", feature_key="phone_id"),
+        ConditionSpec("lip", "lip_proj", 1024, lip_dim, "concat", FEATURE_RATE_HZ, "pad", "mlp2", 2 * lip_dim, feature_key="lip_feat"),
+        ConditionSpec("phone", "phone_embedding", 200, phone_dim, "concat", FEATURE_RATE_HZ, "pad", "embedding", feature_key="phone_id"),
         ConditionSpec("synch", "synch_proj", 768, synch_dim, "concat", 24.0, "nearest-exact", "mlp2", 2 * synch_dim,
                       fold_segments=True, feature_key="synch_feat"),
         ConditionSpec("ref", "ref_proj", 256, cond_dim, "cross", None, "nearest", "mlp2", 2 * cond_dim, feature_key="ref_audio_ebd"),

@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.probe import frame_shown_at, num_frames  # noqa: F401  (num_frames re-exported)
 
-LIP_RATE_HZ = 25.0  # lips, phonemes and motion are on the 25 Hz grid
 FRAME_SHORT_SIDE = 256  # frames decoded for features are scaled so the short side is this (px)
 LIP_FRAME_SHORT_SIDE = 480  # larger frames for the face-landmark detector (px)
 
@@ -106,7 +106,7 @@ def make_text_condition(transcript: str, speech_start_s: float = 0.0, speech_end
                            "the words, or give no transcript (no --text, or the text input unconnected) for sound "
                            "effects only")
     if end > start:  # a given window: does the text fit? (an automatic one is checked once found)
-        check_window(len(phoneme_ids(phonemes)), start, end, math.inf, LIP_RATE_HZ)  # video length unknown here
+        check_window(len(phoneme_ids(phonemes)), start, end, math.inf, FEATURE_RATE_HZ)  # video length unknown here
     if voice is not None:
         wave, sample_rate = voice
         wave = torch.as_tensor(wave, dtype=torch.float32)
@@ -169,7 +169,7 @@ def warn(message: str) -> None:
 def _frames_at(frames: np.ndarray, rate_hz: float, duration_s: float) -> np.ndarray:
     """Frames at 25 fps -> frames at ``rate_hz`` by timestamp (index of the frame shown)."""
     count = num_frames(duration_s, rate_hz)
-    idx = np.minimum(frame_shown_at(np.arange(count) / rate_hz, LIP_RATE_HZ), len(frames) - 1)
+    idx = np.minimum(frame_shown_at(np.arange(count) / rate_hz, FEATURE_RATE_HZ), len(frames) - 1)
     return frames[idx]
 
 
@@ -225,7 +225,7 @@ def _official_visual(kind: str) -> Callable:
         with torch.inference_mode():
             full_s = max(w.window_s, w.duration_s)  # black frames past the video's end, as official
             if kind == "clip":
-                return clip.clip_features(extractor, w.frames, LIP_RATE_HZ, full_s)[None]  # [1, N10, 768]
+                return clip.clip_features(extractor, w.frames, FEATURE_RATE_HZ, full_s)[None]  # [1, N10, 768]
             return synchformer.synch_features(extractor, w.frames, full_s)[None]  # [1, S, 8, 768]
 
     return build
@@ -419,7 +419,7 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
     ids = text_mod.phoneme_ids(text_mod.text_to_phonemes(text.transcript))
     if end > duration_s:  # the window is cut by the end of the video: say so if the text no longer fits
         try:
-            phone_timing.check_window(len(ids), start, duration_s, duration_s, LIP_RATE_HZ)
+            phone_timing.check_window(len(ids), start, duration_s, duration_s, FEATURE_RATE_HZ)
         except VSSFlowError:
             need = len(ids) / text_mod.MAX_PHONEMES_PER_S
             raise VSSFlowError(
@@ -428,8 +428,8 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
                 f"{need:.2f} s: start the speech by {max(0.0, duration_s - need):.2f} s or shorten the text") from None
         end = duration_s
     if placement != "uniform" and lips is not None:
-        on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, LIP_RATE_HZ), LIP_RATE_HZ)
-        track = phone_timing.mouth_placement(placement)(ids, on_grid, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+        on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, FEATURE_RATE_HZ), FEATURE_RATE_HZ)
+        track = phone_timing.mouth_placement(placement)(ids, on_grid, start, end, duration_s, rate_hz=FEATURE_RATE_HZ)
     else:
-        track = phone_timing.place_phonemes(ids, start, end, duration_s, rate_hz=LIP_RATE_HZ)
+        track = phone_timing.place_phonemes(ids, start, end, duration_s, rate_hz=FEATURE_RATE_HZ)
     return torch.as_tensor(track, dtype=torch.long), (start, end)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from vssflow_core import flow, frontend
-from vssflow_core.config import PRECISIONS
+from vssflow_core.config import FEATURE_RATE_HZ, PRECISIONS
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, TextCondition, num_frames
@@ -182,7 +182,7 @@ def _as_lips(lips) -> LipCondition | None:
     if lips is None or isinstance(lips, LipCondition):
         return lips
     if hasattr(lips, "features"):  # a LipTrack from features.lips at 25 fps
-        return LipCondition(np.asarray(lips.features, dtype=np.float32), frontend.LIP_RATE_HZ, 0.0, lips)
+        return LipCondition(np.asarray(lips.features, dtype=np.float32), FEATURE_RATE_HZ, 0.0, lips)
     raise VSSFlowError(f"lips must be a LipCondition (from extract_lip_condition), got {type(lips).__name__}")
 
 
@@ -212,12 +212,12 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
         frontend.warn("lip extraction needs mediapipe, so speech follows the transcript only. " + MEDIAPIPE_INSTALL_HINT)
         return None, none
     windows = plan_windows(source.duration_s, window_s, 0.0)
-    stride = max(1, math.ceil(num_frames(source.duration_s, frontend.LIP_RATE_HZ) / preview_frames)) if preview_frames else 0
+    stride = max(1, math.ceil(num_frames(source.duration_s, FEATURE_RATE_HZ) / preview_frames)) if preview_frames else 0
     rows, previews, first_row = [], [], 0
-    for done, frames in enumerate(source.iter_frames(windows, frontend.LIP_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE)):
+    for done, frames in enumerate(source.iter_frames(windows, FEATURE_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE)):
         if progress is not None:
             progress(done, len(windows))
-        lips = frontend.extract_lip_condition(frames, frontend.LIP_RATE_HZ, face)
+        lips = frontend.extract_lip_condition(frames, FEATURE_RATE_HZ, face)
         rows.append(lips.features)
         if stride and len(lips.track.preview):
             previews.append(lips.track.preview[(-first_row) % stride::stride])
@@ -229,7 +229,7 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
             raise frontend.no_face_error(len(features), face)
         warnings.warn("no face found in the video: speech follows the transcript only (no lip sync)", stacklevel=3)
         return None, preview
-    return LipCondition(features, frontend.LIP_RATE_HZ, 0.0, None), preview
+    return LipCondition(features, FEATURE_RATE_HZ, 0.0, None), preview
 
 
 def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int, scale: float = 1.0) -> torch.Tensor:
@@ -315,7 +315,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
         if callback is not None:
             callback(progress["done"], total_steps)
 
-    window_frames = source.iter_frames(windows, frontend.LIP_RATE_HZ) if frontend.needs_frames(cfg) else None
+    window_frames = source.iter_frames(windows, FEATURE_RATE_HZ) if frontend.needs_frames(cfg) else None
     clock = _Clock(timings)
     with frontend.official_extractors_on(cfg, bundle.extras, bundle.device):
         for window, (first_sample, end_sample), gain in zip(windows, spans, gains):
@@ -375,7 +375,7 @@ def _fit(wave: torch.Tensor, count: int) -> torch.Tensor:
 def _window_inputs(window: Window, frames: np.ndarray | None, lips: LipCondition | None,
                    phones: torch.Tensor | None, speaker, window_s: float | None = None) -> frontend.WindowInputs:
     """The window's slice of every track, on its own 25 Hz grid (row k at window.start_s + k / 25)."""
-    rate = frontend.LIP_RATE_HZ
+    rate = FEATURE_RATE_HZ
     count = num_frames(window.duration_s, rate)
     lips_raw = None
     if lips is not None:

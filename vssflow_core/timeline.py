@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from vssflow_core import frontend
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 
 DEFAULT_OVERLAP_FRACTION = 0.125  # default window overlap: an eighth of the window (1 s of 8 s, 1.25 s of 10 s)
@@ -46,12 +46,12 @@ def plan_windows(duration_s: float, window_s: float, overlap_s: float | None = N
     if not 0 <= overlap_s <= window_s / 2:
         raise VSSFlowError(f"window overlap must be in [0, {window_s / 2}] s (half a window), got {overlap_s}")
     # Starts on the 25 Hz frame grid, so a window's own grid (start + k/25) is the video's grid.
-    hop_frames = max(1, round((window_s - overlap_s) * frontend.LIP_RATE_HZ))
+    hop_frames = max(1, round((window_s - overlap_s) * FEATURE_RATE_HZ))
     windows, k = [], 0
-    while k * hop_frames / frontend.LIP_RATE_HZ + window_s < duration_s - 1e-9:
-        windows.append(Window(k * hop_frames / frontend.LIP_RATE_HZ, float(window_s)))
+    while k * hop_frames / FEATURE_RATE_HZ + window_s < duration_s - 1e-9:
+        windows.append(Window(k * hop_frames / FEATURE_RATE_HZ, float(window_s)))
         k += 1
-    start = k * hop_frames / frontend.LIP_RATE_HZ
+    start = k * hop_frames / FEATURE_RATE_HZ
     windows.append(Window(start, float(duration_s - start)))
     return windows
 

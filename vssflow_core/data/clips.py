@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.data import canvas, faces, scenes, sfx
 from vssflow_core.data.sentences import make_sentence
 from vssflow_core.media.probe import frame_shown_at, num_frames
 
 SAMPLE_RATE = 22050
-FPS = 25.0
+FPS = FEATURE_RATE_HZ  # the clips are rendered on the conditions' grid
 APPEARANCE_FPS = 10.0
 KINDS = ("speech", "sfx", "mixed")
 FEATURE_RENDER_SIZE = 64  # px; the features squash frames to 16x16 anyway

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
+
 SRC_SIZE = 512
 LIP_TOP_Y = 143.2
 LIP_BOTTOM_Y = 150.1
@@ -81,7 +83,7 @@ class FaceTrack:
                         self.flip, self.gain, self.side_light)
 
 
-def random_face_track(rng: np.random.Generator, inner_open: np.ndarray, fps: float = 25.0,
+def random_face_track(rng: np.random.Generator, inner_open: np.ndarray, fps: float = FEATURE_RATE_HZ,
                       region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0),
                       composite: bool | None = None) -> FaceTrack:
     """Random head placement/size/lighting with slow drift, nodding and sway.

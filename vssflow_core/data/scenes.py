@@ -29,9 +29,10 @@ from typing import Callable
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.data import canvas, sfx
 
-FPS = 25.0
+FPS = FEATURE_RATE_HZ  # frames per second of the rendered clips (the conditions' grid)
 MIN_EVENT_GAP_FRAMES = 3  # events of different objects stay >= 120 ms apart
 
 

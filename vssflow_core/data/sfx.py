@@ -18,6 +18,8 @@ import os
 import numpy as np
 from scipy import signal
 
+from vssflow_core.config import FEATURE_RATE_HZ
+
 SAMPLE_RATE = 22050
 SOUND_CLASSES = ("wood_impact", "metal_impact", "bounce", "flash", "shake", "slide", "bell")
 FREEDESKTOP_DIR = "/usr/share/sounds/freedesktop/stereo"
@@ -114,7 +116,7 @@ def shake(rng: np.random.Generator, size: float, strength: float = 1.0) -> np.nd
     return (_norm(out) * float(np.clip(strength, 0.3, 1.0))).astype(np.float32)
 
 
-def slide(rng: np.random.Generator, size: float, speed: np.ndarray, frame_rate_hz: float = 25.0) -> np.ndarray:
+def slide(rng: np.random.Generator, size: float, speed: np.ndarray, frame_rate_hz: float = FEATURE_RATE_HZ) -> np.ndarray:
     """Friction scrape of a block sliding on the floor; loudness and brightness follow ``speed``.
 
     Args:

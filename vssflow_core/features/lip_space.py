@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 
 LIP_FEATURE_NAMES = ("inner_open", "outer_open", "width", "aspect", "velocity", "found")
@@ -119,7 +120,7 @@ def _as_1d(x, name: str, length: int | None) -> np.ndarray:
     return arr
 
 
-def lip_features_from_openings(inner_open, outer_open, width, fps: float = 25.0, found=None) -> np.ndarray:
+def lip_features_from_openings(inner_open, outer_open, width, fps: float = FEATURE_RATE_HZ, found=None) -> np.ndarray:
     """Build a raw lip track ``[T, 6]`` from mouth geometry over time (for synthetic data).
 
     Args:
@@ -194,7 +195,7 @@ def phoneme_opening(symbol: str) -> float:
     return float(PHONEME_OPENING.get(base, 0.4))
 
 
-def openings_from_phoneme_timings(segments, duration_s: float, fps: float = 25.0, rng=None,
+def openings_from_phoneme_timings(segments, duration_s: float, fps: float = FEATURE_RATE_HZ, rng=None,
                                   start_s: float = 0.0):
     """Mouth geometry over time from phoneme timings (for synthetic talking faces / lip tracks).
 

@@ -25,7 +25,6 @@ SILENCE = "<sil>"
 CLASSES = (SILENCE, *sorted(VOWELS | CONSONANTS))  # silence, then the 39 ARPAbet phonemes A-Z
 _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 LIP_COLUMNS = 6  # the lip_space columns, "found" last
-RATE_HZ = 25.0  # the reader reads frames at this rate (its window is +-8 frames = +-0.32 s)
 
 
 def phoneme_class(symbol: str) -> int:
@@ -123,7 +122,7 @@ def phoneme_log_probs(normalised_lips: np.ndarray, path: str | Path = LIPREAD_WE
     """Per-frame phoneme log-probabilities of a lip track.
 
     Args:
-        normalised_lips: float [T, 6] lip features at ``RATE_HZ`` (25 Hz), normalised by
+        normalised_lips: float [T, 6] lip features at ``config.FEATURE_RATE_HZ`` (25 Hz), normalised by
             ``lip_space.normalise_lip_track``.
         path: reader weights.
     Returns:

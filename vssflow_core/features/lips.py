@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.features.face_landmarks import box_iou, make_backend
 from vssflow_core.features.lip_space import LIP_DIM, lip_features_from_openings
@@ -69,7 +70,7 @@ class LipTrack:
     boxes: np.ndarray
     missing_frames: int
     preview: np.ndarray
-    fps: float = 25.0
+    fps: float = FEATURE_RATE_HZ
     detected: np.ndarray | None = None
 
     @property
@@ -192,7 +193,7 @@ def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def extract_lips(frames, fps: float = 25.0, face="largest", max_gap_s: float = 0.5,
+def extract_lips(frames, fps: float = FEATURE_RATE_HZ, face="largest", max_gap_s: float = 0.5,
                  detect_max_side: int = 640, redetect_every: int = 10, smooth_frames: int = 1,
                  preview: bool = True, preview_max_side: int = 512, min_confidence: float = 0.5,
                  progress=None, backend: str = "auto", tracking: bool = False) -> LipTrack:

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.features.text import BLANK, MAX_PHONEMES_PER_S, token_list
 from vssflow_core.media.probe import num_frames
@@ -51,7 +52,7 @@ def check_window(n_ids: int, start_s: float, end_s: float, duration_s: float, ra
     return length
 
 
-def place_phonemes(ids, start_s: float, end_s: float, duration_s: float, rate_hz: float = 25.0,
+def place_phonemes(ids, start_s: float, end_s: float, duration_s: float, rate_hz: float = FEATURE_RATE_HZ,
                    max_phonemes_per_s: float = MAX_PHONEMES_PER_S):
     """Uniformly stretch token ids over ``[start_s, end_s]`` on a ``rate_hz`` grid (official).
 
@@ -85,7 +86,7 @@ def place_phonemes(ids, start_s: float, end_s: float, duration_s: float, rate_hz
     return out
 
 
-def speech_window_from_lips(track, fps: float = 25.0, min_speech_s: float = 0.3, pad_s: float = 0.04):
+def speech_window_from_lips(track, fps: float = FEATURE_RATE_HZ, min_speech_s: float = 0.3, pad_s: float = 0.04):
     """Derive the speech window ``(start_s, end_s)`` from mouth movement.
 
     Args:
@@ -189,7 +190,7 @@ def mouth_placement(placement: str):
 
 
 def place_phonemes_by_lips(ids, lips, start_s: float, end_s: float, duration_s: float,
-                           rate_hz: float = 25.0, prior_weight: float = 2.0, width_weight: float = 0.2,
+                           rate_hz: float = FEATURE_RATE_HZ, prior_weight: float = 2.0, width_weight: float = 0.2,
                            max_phonemes_per_s: float = MAX_PHONEMES_PER_S):
     """Place token ids over ``[start_s, end_s]`` following the measured mouth (dynamic time warping).
 
@@ -250,7 +251,7 @@ def _mouth_shape_cost(symbols, typical, feats, norm, rows, valid, width_weight):
 
 
 def place_phonemes_by_lipreading(ids, lips, start_s: float, end_s: float, duration_s: float,
-                                 rate_hz: float = 25.0, prior_weight: float = 2.0, shape_weight: float = 20.0,
+                                 rate_hz: float = FEATURE_RATE_HZ, prior_weight: float = 2.0, shape_weight: float = 20.0,
                                  width_weight: float = 0.2, max_phonemes_per_s: float = MAX_PHONEMES_PER_S):
     """Place token ids over ``[start_s, end_s]`` by forced alignment to a lip reader's output.
 
@@ -277,11 +278,11 @@ def place_phonemes_by_lipreading(ids, lips, start_s: float, end_s: float, durati
     Args: as :func:`place_phonemes_by_lips`, plus ``shape_weight``.
     Returns: ``torch.LongTensor [ceil(duration_s * rate_hz)]``, 0 outside the window.
     """
-    from vssflow_core.features.lipread import RATE_HZ, phoneme_class, phoneme_log_probs
+    from vssflow_core.features.lipread import phoneme_class, phoneme_log_probs
 
-    if rate_hz != RATE_HZ:
-        raise VSSFlowError(f"place_phonemes_by_lipreading: the lip reader reads {RATE_HZ:g} Hz lips, got {rate_hz:g} Hz; "
-                           f"resample the lip track to {RATE_HZ:g} Hz")
+    if rate_hz != FEATURE_RATE_HZ:
+        raise VSSFlowError(f"place_phonemes_by_lipreading: the lip reader reads {FEATURE_RATE_HZ:g} Hz lips, got {rate_hz:g} Hz; "
+                           f"resample the lip track to {FEATURE_RATE_HZ:g} Hz")
 
     def reader_cost(symbols, typical, feats, norm, rows, valid):
         log_probs = phoneme_log_probs(norm)[rows]  # [frames, classes]

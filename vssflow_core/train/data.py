@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.probe import frame_shown_at, num_frames
 
@@ -191,7 +192,7 @@ class ExampleSampler:
         sr = self.source.sample_rate
         span = len(clip.wave) / sr - self.num_samples / sr
         start = float(rng.uniform(0.0, span)) if span > 0 else 0.0
-        start = round(start * 25.0) / 25.0  # on the 25 Hz grid so lips/phonemes stay aligned with samples
+        start = round(start * FEATURE_RATE_HZ) / FEATURE_RATE_HZ  # on the 25 Hz grid so lips/phonemes stay aligned with samples
         return crop_clip(clip, start, self.duration_s, self.num_samples, sr)
 
     def example(self, seed: tuple[int, ...]) -> dict:

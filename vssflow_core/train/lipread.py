@@ -27,10 +27,11 @@ def frame_examples(folders: list[str], window: int, flag: str = "--data") -> tup
     Returns:
         (float32 [N, (2 * window + 1) * 6], int64 [N] class indices into ``lipread.CLASSES``,
         number of clips used). The frames run from the speech start's frame to the speech end's,
-        both included, at ``lipread.RATE_HZ``.
+        both included, at ``FEATURE_RATE_HZ``.
     """
+    from vssflow_core.config import FEATURE_RATE_HZ
     from vssflow_core.features.lip_space import normalise_lip_track
-    from vssflow_core.features.lipread import RATE_HZ, lip_windows, phoneme_class
+    from vssflow_core.features.lipread import lip_windows, phoneme_class
     from vssflow_core.features.text import BLANK, text_to_phonemes
     from vssflow_core.train.placement import check_data_folder, speaking_clips, true_index_track
 
@@ -41,8 +42,8 @@ def frame_examples(folders: list[str], window: int, flag: str = "--data") -> tup
             truth = true_index_track(row, len(lips))
             transcript = [BLANK] + text_to_phonemes(row["transcript"]) + [BLANK]
             labels = np.array([phoneme_class(transcript[k]) if k >= 0 else 0 for k in truth], dtype=np.int64)
-            start = int(float(row["speech_start_s"]) * RATE_HZ + 1e-6)
-            end = min(len(lips), int(float(row["speech_end_s"]) * RATE_HZ + 1e-6) + 1)
+            start = int(float(row["speech_start_s"]) * FEATURE_RATE_HZ + 1e-6)
+            end = min(len(lips), int(float(row["speech_end_s"]) * FEATURE_RATE_HZ + 1e-6) + 1)
             xs.append(lip_windows(normalise_lip_track(lips.astype(np.float32)), window)[start:end])
             ys.append(labels[start:end])
             clips += 1

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vssflow_core.config import PHONE_PLACEMENTS
+from vssflow_core.config import FEATURE_RATE_HZ, PHONE_PLACEMENTS
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train.report import check_json_target, write_json_report
 
-FPS = 25.0
 NEAR_FRAMES = 2
 
 
@@ -79,7 +78,7 @@ def true_index_track(row: dict, num_frames: int) -> np.ndarray:
     transcript = [BLANK] + text_to_phonemes(row["transcript"]) + [BLANK]
     spoken = row["phones"]
     owner = align_to_spoken(transcript, [p[0] for p in spoken])
-    times = np.arange(num_frames) / FPS
+    times = np.arange(num_frames) / FEATURE_RATE_HZ
     out = np.full(num_frames, -1, dtype=np.int64)
     for (_, start, end), k in zip(spoken, owner):
         out[(times >= start) & (times < end)] = k
@@ -126,8 +125,8 @@ def score_rows(rows: list[dict], lips: list[np.ndarray], placements=PHONE_PLACEM
             else:
                 track = mouth_placement(name)(ids, lip, start_s, end_s, dur)
             track = track.numpy()[: len(lip)]
-            start = int(start_s * FPS + 1e-6)
-            end = min(len(track), start + check_window(len(ids), start_s, end_s, dur, FPS))
+            start = int(start_s * FEATURE_RATE_HZ + 1e-6)
+            end = min(len(track), start + check_window(len(ids), start_s, end_s, dur, FEATURE_RATE_HZ))
             placed = placed_index_track(ids, track, start, end)
             frames = [j for j in range(start, end) if truth[j] >= 0]
             near = [placed[j] in truth[max(start, j - NEAR_FRAMES): min(end, j + NEAR_FRAMES + 1)] for j in frames]
