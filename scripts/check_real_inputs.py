@@ -54,9 +54,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vssflow_core.config import FEATURE_RATE_HZ as RATE  # noqa: E402  (the analysis grid, the lip front-end's)
 from vssflow_core.train import metrics as M  # noqa: E402
 
-RATE = 25.0  # analysis grid (Hz), the lip front-end's rate
 MAX_LAG = 10  # frames
 
 

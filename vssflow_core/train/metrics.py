@@ -10,9 +10,8 @@ import re
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
-
-LIP_FPS = 25.0
 
 
 # ---------------------------------------------------------------------------------------- speech
@@ -93,7 +92,7 @@ class Transcriber:
 
 
 # ---------------------------------------------------------------------------------------- lip sync
-def frame_loudness(wave: np.ndarray, sample_rate: int, num_frames: int, fps: float = LIP_FPS) -> np.ndarray:
+def frame_loudness(wave: np.ndarray, sample_rate: int, num_frames: int, fps: float = FEATURE_RATE_HZ) -> np.ndarray:
     """Log RMS (dB) of ``wave`` per video frame [num_frames] (frame k covers [k/fps, (k+1)/fps))."""
     hop = sample_rate / fps
     out = np.full(num_frames, -100.0)
