@@ -90,15 +90,22 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     assert not np.array_equal(seen["uniform"], seen["lips"])
 
 
-def test_eval_refuses_a_training_seed(tmp_path):
-    from vssflow_core.errors import VSSFlowError
-    from vssflow_core.train.evaluate import eval_data, add_arguments
-    import argparse
+def test_eval_refuses_a_training_seed_and_makes_its_own_clips(tmp_path):
+    """Without --data, eval writes the clips of --seed with make-data into the cache (a training
+    seed is refused); a second call finds them there."""
+    from vssflow_core.train.evaluate import add_arguments, eval_data
 
     p = argparse.ArgumentParser()
     add_arguments(p)
     with pytest.raises(VSSFlowError, match="training seed"):
         eval_data(p.parse_args(["--seed", "1", "--cache-dir", str(tmp_path)]))
+    args = p.parse_args(["--seed", "1000", "--n", "1", "--cache-dir", str(tmp_path)])
+    folder = eval_data(args)
+    assert folder == tmp_path / "seed1000"
+    rows = (folder / "manifest.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and (folder / json.loads(rows[0])["file"]).is_file()
+    made = (folder / json.loads(rows[0])["file"]).stat().st_mtime_ns
+    assert eval_data(args) == folder and (folder / json.loads(rows[0])["file"]).stat().st_mtime_ns == made
 
 
 @pytest.mark.parametrize("bad", [(["--kinds", "sound"], "--kinds 'sound': choose from speech, sfx, mixed"),

@@ -124,9 +124,11 @@ def eval_data(args) -> Path:
     if args.seed in TRAIN_SEEDS:
         raise VSSFlowError(f"--seed {args.seed} is a training seed {TRAIN_SEEDS}; evaluate on fresh clips (e.g. --seed 1000)")
     out = Path(args.cache_dir) / f"seed{args.seed}"
-    from vssflow_core.data.generate import main as make_data
+    from vssflow_core.data import generate
 
-    rc = make_data(["--out", str(out), "--n", str(args.n), "--seed", str(args.seed), "--kind", "all"])
+    parser = argparse.ArgumentParser(prog="make-data")
+    generate.add_arguments(parser)
+    rc = generate.run(parser.parse_args(["--out", str(out), "--n", str(args.n), "--seed", str(args.seed), "--kind", "all"]))
     if rc != 0:
         raise VSSFlowError(f"make-data failed for the eval set in {out}")
     return out
