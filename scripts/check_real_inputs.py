@@ -219,8 +219,8 @@ def placement_report(transcript: str, heard: list[tuple[str, float, float]], lip
     table = [{"word": words[a], "heard_s": [round(heard[b][1], 2), round(heard[b][2], 2)], "placed_start_s": {}}
              for a, b in pairs]
     for name in PHONE_PLACEMENTS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "speech window found from the lips", said by generate already
+        with warnings.catch_warnings():  # "speech window found from the lips": generate said it already
+            warnings.filterwarnings("ignore", message="speech window found from the lips")
             track, (start_s, end_s) = frontend.phoneme_track(text, duration_s, lips, name)
         start = int(start_s * RATE + 1e-6)
         end = min(len(track), start + check_window(len(ids), start_s, end_s, duration_s, RATE))

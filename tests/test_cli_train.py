@@ -48,3 +48,27 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoint(setup):
     assert last.startswith(f"error: cannot write {run_dir / 'last.pt'} (") and "is the disk full?" in last, last
     assert (run_dir / "last.pt").read_bytes() == before
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "args.json", "last.pt", "log.jsonl"]
+
+
+def test_the_run_records_the_command_it_was_given(setup):
+    """args.json keeps the command line as typed (through cli.main, even in-process), so a run can be
+    repeated from its record; a direct run() from Python says so instead of recording pytest's argv."""
+    import json
+    import shlex
+
+    import torch
+
+    tmp, data, cfg_path = setup
+    args = ["--data", str(data), "--name", "rec", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
+            "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--threads", "1", "--max-steps", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["train", *args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tmp / "state" / "rec" / "args.json").read_text())
+    assert shlex.split(record["command"])[1:] == ["-m", "vssflow_core", "train", *args]
+    assert "command_line" not in record
+    assert run_trainer([*args[:3], "direct", *args[4:]]) == 0
+    direct = json.loads((tmp / "state" / "direct" / "args.json").read_text())
+    assert direct["command"].endswith("vssflow_core train '(run from Python)'")

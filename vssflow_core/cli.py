@@ -5,7 +5,8 @@ Each command other than ``generate`` lives in its own module, imported only when
 (``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
 This is the one command line of the package: the modules have no ``__main__`` of their own (except
 ``bench.gpu``, the device machine's script with options of its own), so every command gets the same
-one-line errors, SIGTERM clean-up and refusal to overwrite.
+one-line errors and SIGTERM clean-up. ``args.command_line`` holds the command's own words, for the
+records a command writes (the trainer's ``args.json``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
                 "convert an official VSSFlow checkpoint to a model file"),
     "make-data": ("vssflow_core.data.generate", "add_arguments", "run", "write a synthetic training set"),
     "make-samples": ("vssflow_core.data.samples", "add_arguments", "run",
-                     "write the sample videos of example_workflows/input (deterministic)"),
+                     "write the sample videos of example_workflows/input (same frames and sound every run)"),
     "pack": ("vssflow_core.train.pack", "add_arguments", "run", "pack a training set small for a remote (GPU) machine"),
     "train": ("vssflow_core.train.trainer", "add_arguments", "run", "train a model (resumable)"),
     "eval": ("vssflow_core.train.evaluate", "add_arguments", "run", "evaluate a model on fresh synthetic clips"),
@@ -207,7 +208,9 @@ def _run_command(name: str, rest: list[str]) -> int:
                              f"not be loaded ({e})") from None
         parser = _Parser(prog=f"python -m vssflow_core {name}", description=text)
         add(parser)
-        rc = run(parser.parse_args(rest))
+        args = parser.parse_args(rest)
+        args.command_line = [name, *rest]
+        rc = run(args)
         return int(rc or 0)
     except (UsageError, VSSFlowError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vssflow_core.config import CodecConfig, ConditionSpec, DiTConfig, ModelConfig
+from vssflow_core.config import CodecConfig, ConditionSpec, DiTConfig, FEATURE_RATE_HZ, ModelConfig
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "embedded.safetensors"
 DURATION_S = 8.0
@@ -33,11 +33,11 @@ def embedded_codec() -> CodecConfig:
 def embedded_conditions() -> tuple[ConditionSpec, ...]:
     """Condition table of the embedded model (concat order: lip | phone | motion; context: ref | appearance)."""
     return (
-        ConditionSpec("lip", "lip_proj", 6, 32, "concat", 25.0, "nearest-exact", "mlp2", 64, feature_key="lip_feat"),
-        ConditionSpec("phone", "phone_embedding", 200, 64, "concat", 25.0, "nearest-exact", "embedding",
+        ConditionSpec("lip", "lip_proj", 6, 32, "concat", FEATURE_RATE_HZ, "nearest-exact", "mlp2", 64, feature_key="lip_feat"),
+        ConditionSpec("phone", "phone_embedding", 200, 64, "concat", FEATURE_RATE_HZ, "nearest-exact", "embedding",
                       feature_key="phone_id"),
         # frame differences are mostly ~0 (std 0.05 on the training clips): x10 for about unit scale
-        ConditionSpec("motion", "motion_proj", 256, 64, "concat", 25.0, "nearest-exact", "mlp2", 128,
+        ConditionSpec("motion", "motion_proj", 256, 64, "concat", FEATURE_RATE_HZ, "nearest-exact", "mlp2", 128,
                       feature_key="motion_feat", input_scale=10.0),
         ConditionSpec("ref", "ref_proj", 256, 256, "cross", None, "nearest", "mlp2", 256, feature_key="ref_audio_ebd"),
         ConditionSpec("appearance", "appearance_proj", 768, 256, "cross", 10.0, "nearest", "mlp2", 256,

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="embedded", help="model for the end-to-end part")
     parser.add_argument("--durations", type=float, nargs="+", default=None,
                         help="end-to-end clip lengths in s (default 10 60 600; --quick: 10)")
+    parser.add_argument("--steps", type=int, default=None, help="end-to-end solver steps (default: the model's)")
+    parser.add_argument("--threads", type=int, default=0, help="end-to-end torch threads (0 = torch's default)")
 
 
 def _call(run, **kwargs):
@@ -60,7 +62,7 @@ def run(args) -> int:
         print(f"== {part}", flush=True)
         if part == "end_to_end":
             durations = tuple(args.durations or ((10,) if args.quick else (10, 60, 600)))
-            out = module.run(durations_s=durations, model=args.model)
+            out = module.run(durations_s=durations, model=args.model, steps=args.steps, threads=args.threads)
         elif part == "decode":
             out = _call(module.run, durations_s=(60,) if args.quick else (60, 600))
         else:

@@ -21,6 +21,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from vssflow_core.config import FEATURE_RATE_HZ
+
 CLIP_DIR = Path("/tmp/vssflow_bench_decode")
 MODES = ("raw", "native", "model")
 
@@ -85,10 +87,10 @@ def measure(path: str, mode: str) -> dict:
             for _ in c.decode(vs):
                 returned += 1
     elif mode == "native":
-        for w in iter_windows(path, 25.0, window_s=10.0):
+        for w in iter_windows(path, FEATURE_RATE_HZ, window_s=10.0):
             returned += len(w)
     elif mode == "model":
-        for w10, w25 in iter_windows(path, (10.0, 25.0), window_s=10.0, size=224):
+        for w10, w25 in iter_windows(path, (10.0, FEATURE_RATE_HZ), window_s=10.0, size=224):
             returned += len(w10) + len(w25)
     else:
         raise ValueError(f"mode {mode!r}; expected one of {MODES}")

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from vssflow_core.bench.decode import peak_rss_mb
+from vssflow_core.config import FEATURE_RATE_HZ
 
 GUIDANCE = 3.0
 
@@ -75,7 +76,7 @@ def _random_official(layers: int, device="cpu"):
 def _official_features(seconds: float, g: torch.Generator, device="cpu") -> dict:
     """Random official raw features of one ``seconds`` clip (batch 1), drawn on the CPU by ``g``
     and moved to ``device``."""
-    n25, n10, segs = round(25 * seconds), round(10 * seconds), round(24 * seconds) // 8
+    n25, n10, segs = round(FEATURE_RATE_HZ * seconds), round(10 * seconds), round(24 * seconds) // 8
     feats = dict(video_feat=torch.randn(1, n10, 768, generator=g), synch_feat=torch.randn(1, segs, 8, 768, generator=g),
                  lip_feat=torch.randn(1, n25, 1024, generator=g), phone_id=torch.randint(1, 71, (1, n25), generator=g),
                  ref_audio_ebd=torch.randn(1, 256, generator=g))

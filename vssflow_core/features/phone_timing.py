@@ -162,7 +162,7 @@ TYPICAL_PHONEME_S = {
     "OW": 0.086, "OY": 0.211, "P": 0.047, "R": 0.054, "S": 0.062, "SH": 0.06, "T": 0.067, "TH": 0.045,
     "UH": 0.069, "UW": 0.136, "V": 0.069, "W": 0.043, "Y": 0.037, "Z": 0.104, "ZH": 0.068,
 }
-BLANK_S = 0.04  # an edge or punctuation blank: one 25 Hz frame
+BLANK_S = 1.0 / FEATURE_RATE_HZ  # an edge or punctuation blank: one frame of the 25 Hz grid (s)
 # The mouth-width term of the placement is used only when the width really changes inside the speech
 # window: p95 - p5 of the raw width at least this (IOD units). Synthetic talking faces change by
 # 0.06-0.14; below 0.03 landmark jitter would dominate.

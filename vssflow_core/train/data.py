@@ -207,8 +207,8 @@ class ExampleSampler:
             speech = crop_clip(speech_clip, 0.0, self.duration_s, self.num_samples, self.source.sample_rate)
             a = max(0.0, float(srow.get("speech_start_s") or 0.0) - 0.1)
             b = min(self.num_samples / self.source.sample_rate, float(srow.get("speech_end_s") or self.duration_s) + 0.1)
-            a, b = round(a * 25) / 25, round(b * 25) / 25
-            offset = round(float(rng.uniform(0.0, max(0.0, self.duration_s - (b - a)))) * 25) / 25
+            a, b = round(a * FEATURE_RATE_HZ) / FEATURE_RATE_HZ, round(b * FEATURE_RATE_HZ) / FEATURE_RATE_HZ
+            offset = round(float(rng.uniform(0.0, max(0.0, self.duration_s - (b - a)))) * FEATURE_RATE_HZ) / FEATURE_RATE_HZ
             mode = "add" if rng.random() < 0.5 else "insert"
             ex = mix_speech_into(ex, speech, (a, b), offset, mode, float(rng.uniform(0.3, 0.7)), self.source.sample_rate)
         return ex

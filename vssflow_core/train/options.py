@@ -70,8 +70,8 @@ def check_options(args) -> None:
         if value < 1:
             raise VSSFlowError(f"{flag} {value}: must be at least 1")
     if not (math.isfinite(args.lr) and args.lr > 0):
-        raise VSSFlowError(f"--lr {args.lr}: the peak learning rate is a number > 0 (e.g. 4e-4); "
-                           "at 0 the run would spend its time and change nothing")
+        why = "; at 0 the run would spend its time and change nothing" if args.lr == 0 else ""
+        raise VSSFlowError(f"--lr {args.lr}: the peak learning rate is a number > 0 (e.g. 4e-4){why}")
     if not 0 <= args.ema < 1:
         raise VSSFlowError(f"--ema {args.ema}: a decay in [0, 1) (e.g. 0.999)")
     if not 0.0 <= args.cooldown < 1.0:

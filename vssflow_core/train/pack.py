@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vssflow_core.config import PHONE_PLACEMENTS
+from vssflow_core.config import FEATURE_RATE_HZ, PHONE_PLACEMENTS
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.files import atomic_output
 from vssflow_core.train.data import FEATURE_RATES, TASK_KINDS, mix_feature_streams
@@ -370,8 +370,9 @@ class PackedSampler:
         """Put clip ``s``'s speech window (+-0.1 s, on the 25 Hz grid) into example ``b`` of ``out``."""
         c, duration = self.clips, float(self.clips.meta["duration_s"])
         start, end = (float(v) for v in c.speech_window[s])
-        a, e = round(max(0.0, start - 0.1) * 25) / 25, round(min(duration, end + 0.1) * 25) / 25
-        offset = round(float(torch.rand((), generator=gen)) * max(0.0, duration - (e - a)) * 25) / 25
+        grid = FEATURE_RATE_HZ
+        a, e = round(max(0.0, start - 0.1) * grid) / grid, round(min(duration, end + 0.1) * grid) / grid
+        offset = round(float(torch.rand((), generator=gen)) * max(0.0, duration - (e - a)) * grid) / grid
         mode = "add" if float(torch.rand((), generator=gen)) < 0.5 else "insert"
         gain = 0.3 + 0.4 * float(torch.rand((), generator=gen))
         m0, m1, d0 = round(a * self.mel_rate), round(e * self.mel_rate), round(offset * self.mel_rate)

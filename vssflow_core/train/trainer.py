@@ -97,10 +97,14 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
     return loss.detach()
 
 
-def _command_tail() -> list[str]:
-    """This process's command line after ``python -m``: ``vssflow_core train ...`` (the arguments
-    are this process's own only when it was started that way, not when ``cli.main`` is called in-process)."""
-    return ["vssflow_core", *sys.argv[1:]] if sys.argv[1:2] == ["train"] else ["vssflow_core", "train"]
+def _command(args) -> str:
+    """The command that started this run, as a shell line: ``python -m vssflow_core train ...`` with the
+    words ``cli.main`` received (``args.command_line``); ``run(args)`` called directly from Python
+    records no arguments (they are in ``args.json`` all the same)."""
+    import shlex
+
+    words = getattr(args, "command_line", None) or ["train", "(run from Python)"]
+    return shlex.join([sys.executable, "-m", "vssflow_core", *words])
 
 
 def _check_pack_fits(clips, cfg, flag: str) -> None:
@@ -222,8 +226,8 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
     draw_batch, describe = _batch_source(args, cfg, codec, rank, device)
     validate = _validator(args, cfg, codec, device) if args.val else None
     if rank == 0:
-        write_args(run_dir, {**{k: v for k, v in vars(args).items() if k not in ("func",)}, "world_size": world,
-                             "command": " ".join([sys.executable, "-m", *_command_tail()])}, resumed)
+        write_args(run_dir, {**{k: v for k, v in vars(args).items() if k not in ("func", "command_line")}, "world_size": world,
+                             "command": _command(args)}, resumed)
         print(f"run {run_dir}: step {state.step}, {state.model.num_parameters() / 1e6:.2f} M parameters, "
               f"{describe()} ({args.task}), world {world}, device {device}", flush=True)
     log = open(run_dir / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
