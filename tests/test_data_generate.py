@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vssflow_core.data import generate
+from vssflow_core.errors import VSSFlowError
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -125,3 +126,27 @@ def test_a_broken_setup_stops_after_a_few_failed_clips(tmp_path, monkeypatch, ca
         generate.run(_args(tmp_path, 40))
     assert calls == [0, 1, 2, 3, 4]
     assert capsys.readouterr().err.count("Traceback") == 1  # the first failure in full, then one line each
+
+
+def test_a_second_make_data_on_the_same_folder_waits_for_the_first(tmp_path, capsys):
+    """Two evals filling one cache used to race: the second read the manifest while the first
+    rewrote it, saw part of the clips and generated them again. Now it waits for the folder lock."""
+    import threading
+    import time
+
+    from vssflow_core.media.files import lock_folder
+
+    held = lock_folder(tmp_path, "test holds the folder")  # stands in for a first make-data
+    result = {}
+    second = threading.Thread(target=lambda: result.update(rc=generate.run(_args(tmp_path, 2))))
+    second.start()
+    time.sleep(1.0)
+    assert second.is_alive() and not generate.read_manifest(tmp_path)  # blocked before writing anything
+    assert "is being written by another make-data (pid " in capsys.readouterr().err
+    held.close()
+    second.join(timeout=120)
+    assert result["rc"] == 0 and [r["id"] for r in generate.read_manifest(tmp_path)] == ["000000", "000001"]
+    again = lock_folder(tmp_path, "first")  # the no-wait form refuses, naming the holder and the fix
+    with pytest.raises(VSSFlowError, match=r"folder in use \(pid \d+\); try later"):
+        lock_folder(tmp_path, "folder in use", "try later")
+    again.close()

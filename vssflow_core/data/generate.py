@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.media.files import atomic_output, write_failed
+from vssflow_core.media.files import atomic_output, lock_folder, write_failed
 
 DEFAULT_VIDEO_SIZE = 320
 
@@ -190,8 +190,6 @@ def _init_worker() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (or resume) the dataset described by ``args``; prints progress and clips/s."""
-    from vssflow_core.data.clips import kind_for_index
-
     voices = parse_voices(getattr(args, "voices", "joe"))
     _init_worker()
     out = Path(args.out)
@@ -201,6 +199,18 @@ def run(args: argparse.Namespace) -> int:
         raise VSSFlowError(f"--duration-s {args.duration_s}: clip length in seconds, > 0 (default {default_duration_s()})")
     duration_s = float(args.duration_s) if args.duration_s else default_duration_s()
     use_real = not getattr(args, "no_real_sounds", False)
+    # one make-data per folder: a second one (another eval filling the same cache) waits for the first
+    lock = lock_folder(out, f"make-data: {out} is being written by another make-data", wait=True)
+    try:
+        return _generate(args, out, duration_s, use_real, voices)
+    finally:
+        lock.close()
+
+
+def _generate(args: argparse.Namespace, out: Path, duration_s: float, use_real: bool, voices: list[str]) -> int:
+    """The body of :func:`run`, with the folder locked."""
+    from vssflow_core.data.clips import kind_for_index
+
     (out / "clips").mkdir(parents=True, exist_ok=True)
     if args.render_video:
         (out / "videos").mkdir(exist_ok=True)
@@ -209,10 +219,8 @@ def run(args: argparse.Namespace) -> int:
                                     "voices": ",".join(voices), "no_real_sounds": not use_real})
     done = {r["id"] for r in rows if (out / r["file"]).exists() and (not args.render_video or r.get("video"))}
     manifest = out / "manifest.jsonl"
-    with open(manifest, "w", encoding="utf-8") as fh:  # rewrite: drops a truncated tail / missing files
-        for r in rows:
-            if r["id"] in done:
-                fh.write(json.dumps(r) + "\n")
+    with atomic_output(manifest, replace=True) as tmp:  # rewrite: drops a truncated tail / missing files
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in done), encoding="utf-8")
     start = int(getattr(args, "start", 0) or 0)
     jobs = [(str(out), int(args.seed), i, kind_for_index(args.kind, i), duration_s, bool(args.render_video),
              int(args.video_size), args.crf, use_real, voices)

@@ -125,6 +125,41 @@ def atomic_output(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
             tmp.unlink()
 
 
+def lock_folder(folder: str | os.PathLike, busy: str, fix: str = "", wait: bool = False):
+    """Create ``folder`` and hold an exclusive lock on ``folder/.lock``; returns the open lock file
+    (the lock lasts until it is closed or the process ends).
+
+    Held by another process: ``wait`` False raises VSSFlowError("``busy`` (pid N); ``fix``"); ``wait``
+    True prints "``busy`` (pid N); waiting for it" once on stderr and blocks until the other process
+    is done. Where ``fcntl`` is missing (Windows) nothing is locked and a warning names the folder.
+    """
+    import sys
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:
+        print(f"warning: no file locks on this system; do not run two commands on {folder} at once", file=sys.stderr)
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        if not wait:
+            handle.close()
+            raise VSSFlowError(f"{busy} ({owner}); {fix}") from None
+        print(f"{busy} ({owner}); waiting for it", file=sys.stderr, flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 def write_failed(path: str | os.PathLike, cause: BaseException) -> VSSFlowError:
     """The one-line error for a write of ``path`` that failed with ``cause`` (a full disk, a quota or
     a file-size limit, as the message suggests; writers such as ``torch.save`` do not say which)."""

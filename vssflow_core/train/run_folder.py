@@ -47,28 +47,12 @@ def atomic_save(obj, path: Path) -> None:
 
 def lock_run(run_dir: Path):
     """Create ``run_dir`` and hold an exclusive lock on ``run_dir/.lock`` (returned open file), so a
-    second trainer on the same run is refused instead of overwriting the first one's state. Where
-    ``fcntl`` is missing (Windows) the run goes on unlocked, with a warning."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+", encoding="utf-8")
-    try:
-        import fcntl
-    except ImportError:
-        print(f"train: no file locks on this system; do not start a second trainer on {run_dir}", file=sys.stderr)
-        return handle
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise VSSFlowError(f"run {run_dir} is in use by a trainer ({owner}); wait for it or stop it, or train "
-                           "under another --name") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
+    second trainer on the same run is refused instead of overwriting the first one's state
+    (``media.files.lock_folder``)."""
+    from vssflow_core.media.files import lock_folder
+
+    return lock_folder(run_dir, f"run {run_dir} is in use by a trainer",
+                       "wait for it or stop it, or train under another --name")
 
 
 # Options that only shape a new run (its model comes from last.pt on a resume), with their defaults.
