@@ -229,9 +229,10 @@ def placement_report(transcript: str, heard: list[tuple[str, float, float]], lip
         onsets = placed_onsets_s(placed, len(words))
         for row, (a, _) in zip(table, pairs):
             row["placed_start_s"][name] = None if math.isnan(onsets[a]) else round(float(onsets[a]), 2)
-        out["speech_window_s"] = [round(start_s, 2), round(end_s, 2)]
-        # heard frames no placement can get right: outside the window found from the lips
-        out["heard_frames_outside_window"] = int(np.sum(spoken[:start] >= 0) + np.sum(spoken[end:] >= 0))
+    # the speech window comes from the lips, so it is the same for every placement
+    out["speech_window_s"] = [round(start_s, 2), round(end_s, 2)]
+    # heard frames no placement can get right: outside the window found from the lips
+    out["heard_frames_outside_window"] = int(np.sum(spoken[:start] >= 0) + np.sum(spoken[end:] >= 0))
     out["table"] = table
     return out
 

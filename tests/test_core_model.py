@@ -272,6 +272,61 @@ def test_condition_input_scale(model):
     assert ModelConfig.from_json(json.dumps(old)) == cfg
 
 
+def test_condition_context_frames(model):
+    """context_frames = 1: the projection reads frames k-1, k, k+1 at the native rate, before
+    resampling. With the neighbours' weights at zero it computes what the plain projection computes
+    (how a trained file is grown); the setting survives a round trip, and old configs load with 0."""
+    import json
+
+    cfg = model.config
+    wide_cfg = dataclasses.replace(cfg, conditions=tuple(
+        dataclasses.replace(c, context_frames=1) if c.feature_key == "synch_feat" else c for c in cfg.conditions))
+    wide = VSSFlow(wide_cfg).eval()
+    state = model.state_dict()
+    w = state["synch_proj.0.weight"]  # [H, 768]
+    grown = torch.zeros(w.shape[0], 3 * w.shape[1])
+    grown[:, w.shape[1]: 2 * w.shape[1]] = w
+    wide.load_state_dict({**state, "synch_proj.0.weight": grown})
+    f = feats()
+    with torch.no_grad():
+        torch.testing.assert_close(wide.encode_conditions(50, **f).concat, model.encode_conditions(50, **f).concat,
+                                   atol=1e-5, rtol=1e-5)
+        assert wide.encode_conditions(50).concat.shape == model.encode_conditions(50).concat.shape  # absent: zeros
+        wide.synch_proj[0].weight[:, : w.shape[1]].normal_(0, 0.05)  # now frame k-1 matters
+        a = wide.encode_conditions(50, **f).concat
+        later = f["synch_feat"].clone().reshape(2, 48, 768)
+        later[:, 11] += 1.0  # change native frame 11 (24 Hz) only; latent frames 12 and 13 both read 12
+        b = wide.encode_conditions(50, **{**f, "synch_feat": later.reshape(2, 6, 8, 768)}).concat
+    changed = (a - b).abs().amax(dim=(0, 1)) > 1e-6  # [L]
+    # latent frames that read native frame 11 (itself) or 12 (its successor, through frame k-1): 3 of them;
+    # a context taken after resampling would reach only 2
+    src = torch.nn.functional.interpolate(torch.arange(48.0)[None, None], size=50, mode="nearest-exact")[0, 0]
+    assert torch.equal(changed, (src == 11) | (src == 12)) and int(changed.sum()) == 3
+    assert ModelConfig.from_json(wide_cfg.to_json()) == wide_cfg
+    old = json.loads(cfg.to_json())
+    for cond in old["conditions"]:
+        del cond["context_frames"]
+    assert ModelConfig.from_json(json.dumps(old)) == cfg
+
+
+def test_with_neighbours_layout_and_bad_specs():
+    """[B, N, D] -> [B, N, 3D] as (k-1 | k | k+1), zeros beyond the ends; context on ids or a
+    global condition, or a negative context, is refused when the config is built."""
+    from vssflow_core.config import ConditionSpec
+    from vssflow_core.model.conditioning import with_neighbours
+
+    x = torch.arange(1.0, 9.0).reshape(1, 4, 2)  # frames (1,2) (3,4) (5,6) (7,8)
+    out = with_neighbours(x, 1)
+    assert out.shape == (1, 4, 6)
+    assert out[0, 0].tolist() == [0, 0, 1, 2, 3, 4] and out[0, 3].tolist() == [5, 6, 7, 8, 0, 0]
+    assert with_neighbours(x, 0) is x
+    for bad in (dict(projection="embedding", input_dim=200), dict(rate_hz=None, route="cross"), dict(context_frames=-1)):
+        kw = dict(name="m", module_name="m_proj", input_dim=4, out_dim=8, route="concat", rate_hz=25.0,
+                  projection="mlp2", hidden_dim=8, context_frames=1)
+        with pytest.raises(ValueError, match="context_frames"):
+            ConditionSpec(**{**kw, **bad})
+
+
 def test_x_prediction_velocity_guidance_and_config(model):
     """prediction="x": the DiT's output is the clean latent; velocity = (x1_hat - x_t) / max(1 - t, 0.05),
     guidance on it equals guidance on the branch velocities, and the setting survives a round trip."""

@@ -229,3 +229,28 @@ def test_a_stop_mid_step_checkpoints_whole_steps_and_a_divergence_keeps_the_good
         run_trainer(base)
     kept = torch.load(ckpt, weights_only=True)
     assert kept["step"] == 2 and all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_train_only_moves_the_named_weights_and_keeps_the_rest(setup):
+    """--train-only motion_proj: after a few steps the motion projection has moved, every other weight
+    (and its EMA) is bit for bit the --init file's; batches whose motion was dropped are fine;
+    a prefix naming no weight is refused with the model's module names."""
+    from vssflow_core.model import VSSFlow
+    from vssflow_core.model.checkpoint import save_model_file
+
+    tmp, data, cfg_path = setup
+    torch.manual_seed(3)
+    start = VSSFlow(tiny_config())
+    init = tmp / "init.safetensors"
+    save_model_file(init, start, metadata={"config": start.config.to_json()})
+    base = ["--data", str(data), "--state-dir", str(tmp / "state"), "--config", str(cfg_path), "--init", str(init),
+            "--batch-size", "2", "--warmup", "1", "--lr", "1e-2", "--snapshot-steps", "0",
+            "--p-uncond", "0.5"]  # half the steps drop every condition: nothing reaches the motion projection
+    assert run_trainer(base + ["--run", "only", "--max-steps", "6", "--train-only", "motion_proj"]) == 0
+    last = torch.load(tmp / "state" / "only" / "last.pt", weights_only=True)
+    first = {k: v.float() for k, v in start.state_dict().items()}
+    for key in ("model", "ema"):
+        moved = {k for k, v in last[key].items() if not torch.equal(v.float(), first[k])}
+        assert moved == {"motion_proj.0.weight", "motion_proj.2.weight"}, (key, sorted(moved))
+    with pytest.raises(Exception, match=r"--train-only 'motion_prj' names no weight.*'motion_proj'"):
+        run_trainer(base + ["--run", "typo", "--max-steps", "1", "--train-only", "motion_prj"])

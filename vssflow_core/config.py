@@ -57,6 +57,11 @@ class ConditionSpec:
         input_scale: fixed gain applied to the raw feature before its projection (1.0 = none,
             as official); brings a feature of small magnitude (e.g. frame differences) to about
             unit scale. Not applied to integer ids.
+        context_frames: how many neighbouring native frames on each side the projection sees with
+            each frame: frames ``k - c .. k + c`` are concatenated (zeros beyond the ends) at the
+            native rate, before resampling, so the projection input is ``(2c + 1) * input_dim``
+            wide. A per-frame projection then sees change over time (where a motion reverses,
+            which a single frame-difference frame cannot show). 0 = the frame alone (official).
     """
 
     name: str
@@ -71,6 +76,7 @@ class ConditionSpec:
     fold_segments: bool = False
     feature_key: str = ""
     input_scale: float = 1.0
+    context_frames: int = 0
 
     def __post_init__(self):
         if not self.feature_key:
@@ -83,10 +89,22 @@ class ConditionSpec:
             raise ValueError(f"condition {self.name!r}: unknown projection {self.projection!r}")
         if self.projection == "mlp2" and self.hidden_dim <= 0:
             raise ValueError(f"condition {self.name!r}: projection 'mlp2' needs hidden_dim > 0")
-        if self.projection == "identity" and self.input_dim != self.out_dim:
-            raise ValueError(f"condition {self.name!r}: identity projection needs input_dim == out_dim")
+        if self.context_frames < 0:
+            raise ValueError(f"condition {self.name!r}: context_frames must be >= 0, got {self.context_frames}")
+        if self.context_frames and (self.projection == "embedding" or self.rate_hz is None):
+            raise ValueError(f"condition {self.name!r}: context_frames needs a float feature with a rate "
+                             "(not integer ids, not a global condition)")
+        if self.projection == "identity" and self.projection_input_dim != self.out_dim:
+            raise ValueError(f"condition {self.name!r}: identity projection needs (2 * context_frames + 1) * input_dim "
+                             "== out_dim")
         if self.route == "concat" and self.rate_hz is None:
             raise ValueError(f"condition {self.name!r}: a concat condition needs a rate (rate_hz)")
+
+    @property
+    def projection_input_dim(self) -> int:
+        """Width of what the projection reads: ``(2 * context_frames + 1) * input_dim`` (the
+        vocabulary size for an embedding)."""
+        return (2 * self.context_frames + 1) * self.input_dim
 
 
 @dataclass(frozen=True)

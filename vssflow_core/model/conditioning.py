@@ -65,7 +65,7 @@ class Conditions:
 def build_projection(spec: ConditionSpec) -> nn.Module:
     """The projection module of one condition (official names: ``lip_proj.0``/``.2``, ...)."""
     if spec.projection == "mlp2":
-        return nn.Sequential(nn.Linear(spec.input_dim, spec.hidden_dim, bias=False), nn.SiLU(),
+        return nn.Sequential(nn.Linear(spec.projection_input_dim, spec.hidden_dim, bias=False), nn.SiLU(),
                              nn.Linear(spec.hidden_dim, spec.out_dim, bias=False))
     if spec.projection == "embedding":
         return nn.Embedding(spec.input_dim, spec.out_dim)
@@ -104,6 +104,16 @@ def _check_feature(spec: ConditionSpec, x: torch.Tensor, batch_size: int | None)
     if batch_size is not None and x.shape[0] != batch_size:
         raise VSSFlowError(f"condition {key!r}: batch size {x.shape[0]} differs from the other inputs' {batch_size}")
     return x
+
+
+def with_neighbours(x: torch.Tensor, context_frames: int) -> torch.Tensor:
+    """[B, N, D] -> [B, N, (2c + 1) D]: each frame with its ``c`` neighbours on each side, in time
+    order (frame k - c first, frame k in the middle block), zeros beyond the ends."""
+    if context_frames == 0:
+        return x
+    n = x.shape[1]
+    padded = F.pad(x, [0, 0, context_frames, context_frames])  # [B, N + 2c, D]
+    return torch.cat([padded[:, j: j + n] for j in range(2 * context_frames + 1)], dim=-1)
 
 
 def _resample(spec: ConditionSpec, x: torch.Tensor, latent_length: int, latent_rate_hz: float) -> torch.Tensor:
@@ -151,9 +161,9 @@ def encode_features(model: nn.Module, cfg: ModelConfig, latent_length: int, feat
         if x is None:  # absent: zeros (ids 0 = "no phoneme", the official no-transcript input)
             n = 1 if spec.rate_hz is None else latent_length
             x = torch.zeros((batch_size, n), dtype=torch.long) if spec.projection == "embedding" \
-                else torch.zeros((batch_size, n, spec.input_dim))
+                else torch.zeros((batch_size, n, spec.projection_input_dim))
         elif spec.rate_hz is not None:
-            x = _resample(spec, x, latent_length, cfg.latent_rate_hz)
+            x = _resample(spec, with_neighbours(x, spec.context_frames), latent_length, cfg.latent_rate_hz)
         if spec.projection == "embedding":
             x = x.to(device)
         else:

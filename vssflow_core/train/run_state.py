@@ -66,6 +66,26 @@ class Run:
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - d)
 
 
+def train_only(model: torch.nn.Module, prefixes: str) -> int:
+    """Freeze every parameter whose name starts with none of the comma-separated ``prefixes``
+    (``--train-only``); returns the number of parameters left to train. A prefix that names no
+    parameter is refused with the model's top-level module names."""
+    from vssflow_core.errors import VSSFlowError
+
+    wanted = [p.strip() for p in prefixes.split(",") if p.strip()]
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in wanted:
+        if not any(name.startswith(prefix) for name in names):
+            modules = sorted({name.split(".")[0] for name in names})
+            raise VSSFlowError(f"--train-only {prefix!r} names no weight of this model; its modules are {modules}")
+    trainable = 0
+    for name, p in model.named_parameters():
+        keep = any(name.startswith(prefix) for prefix in wanted)
+        p.requires_grad_(keep)
+        trainable += p.numel() if keep else 0
+    return trainable
+
+
 def init_weights(run: Run, model_path: str | os.PathLike) -> None:
     """Copy a model file's weights into a new run's model and EMA (fine-tuning start).
 

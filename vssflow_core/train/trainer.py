@@ -35,7 +35,7 @@ from vssflow_core.train.distributed import (average_gradients, check_replicas, s
 from vssflow_core.train.options import add_arguments  # noqa: F401  (the CLI's "train" command reads it here)
 from vssflow_core.train.options import check_device, check_options, new_run_config, with_data_placement
 from vssflow_core.train.run_folder import atomic_save, check_resume, kept_best_loss, lock_run, write_args
-from vssflow_core.train.run_state import Run, export_weights, init_weights
+from vssflow_core.train.run_state import Run, export_weights, init_weights, train_only
 
 P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
 
@@ -85,7 +85,8 @@ def train_step(run: Run, codec, batch: dict, args, gen: torch.Generator, world: 
         cond = run.model.encode_conditions(length, batch_size=x1.shape[0], **feats)
         loss = flow.flow_matching_loss(run.model, x1, cond, x0=x0, t=t)
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss.requires_grad:  # with --train-only, a batch whose trained conditions were all dropped reaches no weight
+        loss.backward()
     params = [p for p in run.model.parameters() if p.requires_grad]
     average_gradients(params, world)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -215,6 +216,7 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
         state = Run(config, args.lr, args.weight_decay, device)
         if args.init:
             init_weights(state, args.init)
+    trained = train_only(state.model, args.train_only) if args.train_only else None
     best_val = kept_best_loss(run_dir, state.step) if rank == 0 else math.inf  # only rank 0 validates
     cfg = state.config
     if world > 1:  # identical start on every rank
@@ -228,8 +230,10 @@ def _train(args, run_dir: Path, rank: int, world: int, device: torch.device) -> 
     if rank == 0:
         write_args(run_dir, {**{k: v for k, v in vars(args).items() if k not in ("func", "command_line")}, "world_size": world,
                              "command": _command(args)}, resumed)
-        print(f"run {run_dir}: step {state.step}, {state.model.num_parameters() / 1e6:.2f} M parameters, "
+        print(f"run {run_dir}: step {state.step}, {sum(p.numel() for p in state.model.parameters()) / 1e6:.2f} M parameters, "
               f"{describe()} ({args.task}), world {world}, device {device}", flush=True)
+        if trained is not None:
+            print(f"training only {args.train_only}: {trained / 1e6:.3f} M parameters; the rest stays frozen", flush=True)
     log = open(run_dir / "log.jsonl", "a", encoding="utf-8") if rank == 0 else None
     started = time.time()
     last_ckpt = time.time()
