@@ -143,3 +143,19 @@ def test_edit_counts_sum_to_the_corpus_rates():
     chars = [M.edit_counts(r, h, "char") for r, h in zip(refs, hyps)]
     assert chars[3] == (3, 7) and M.rate_from_counts(chars) == pytest.approx(M.char_error_rate(refs, hyps))
     assert np.isnan(M.rate_from_counts([]))
+
+
+def test_onset_recall_by_class_counts_each_class_on_its_own():
+    """Per event class: the share of its events with a detected onset within 50 ms (events past the
+    clip's end are not counted; a class in two clips adds up)."""
+    from vssflow_core.train.evaluate import onset_recall_by_class
+
+    ev = lambda t, c: {"time_s": t, "class": c}
+    items = [
+        {"row": {"events": [ev(1.0, "bounce"), ev(2.0, "bounce"), ev(3.0, "bell")]}, "dur": 8.0,
+         "onsets_s": np.array([1.03, 2.2, 3.0])},
+        {"row": {"events": [ev(0.5, "bounce"), ev(9.0, "bell")]}, "dur": 8.0, "onsets_s": np.array([0.49])},
+        {"row": {"events": []}, "dur": 8.0, "onsets_s": np.array([4.0])},
+    ]
+    assert onset_recall_by_class(items) == {"bell": {"recall": 1.0, "events": 1},
+                                            "bounce": {"recall": 0.667, "events": 3}}

@@ -8,7 +8,9 @@ model's codec and scores the audio:
   same with characters as ``cer`` (moves while every word is still wrong);
 * ``lip_offset_ok_frac``: share of speech clips whose mouth-opening / loudness cross-correlation
   peaks within 1 frame (25 fps) of zero;
-* ``onset_f1``: detected onsets vs the true event times, 50 ms tolerance, sound clips;
+* ``onset_f1``: detected onsets vs the true event times, 50 ms tolerance, sound clips; with
+  ``onset_recall_by_class`` (per event class: ``recall``, the share of its events that have a
+  detected onset within 50 ms, and ``events``), which shows what kind of event is missed;
 * ``class_acc``: nearest-centroid class (aisfx embedding; centroids from the real clips of the
   eval split) of each generated sound clip vs its true class;
 * ``fd``: Fréchet distance of aisfx embeddings, generated vs real sound clips;
@@ -155,6 +157,24 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
         return limit_peak(codec.decode(latent))[0].numpy()  # as the pipeline hands it to users
 
 
+def onset_recall_by_class(items: list[dict]) -> dict:
+    """{class: {"recall", "events"}} over the events of ``items`` (each: row, dur s, onsets_s: the
+    detected onsets, s): the share of a class's events with a detected onset within 50 ms. In a clip
+    with two classes each class's events are matched on their own against all the clip's onsets."""
+    from vssflow_core.train import metrics as M
+
+    hits: dict[str, list[int]] = {}
+    for it in items:
+        onsets = it["onsets_s"]
+        events = [e for e in it["row"].get("events", []) if e["time_s"] < it["dur"]]
+        for cls in sorted({e["class"] for e in events}):
+            h, n, _ = M.onset_counts([e["time_s"] for e in events if e["class"] == cls], onsets)
+            total = hits.setdefault(cls, [0, 0])
+            total[0] += h
+            total[1] += n
+    return {cls: {"recall": round(h / n, 3), "events": n} for cls, (h, n) in sorted(hits.items()) if n}
+
+
 def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dict:
     """Metrics over ``items`` (each: row, wave [S], mouth [F] or None); see the module docstring.
 
@@ -183,11 +203,13 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
     if "onset" in metrics and sfx:
         for it in sfx:
             events = [e["time_s"] for e in it["row"].get("events", []) if e["time_s"] < it["dur"]]
-            it["onset_counts"] = M.onset_counts(events, M.detect_onsets(it["wave"], sample_rate))
+            it["onsets_s"] = M.detect_onsets(it["wave"], sample_rate)
+            it["onset_counts"] = M.onset_counts(events, it["onsets_s"])
         counts = np.array([it["onset_counts"] for it in sfx])
         out["onset_f1"] = M.f1_from_counts(*counts.sum(axis=0).tolist())
         out["onset_precision"] = float(counts[:, 0].sum() / max(1, counts[:, 2].sum()))
         out["onset_recall"] = float(counts[:, 0].sum() / max(1, counts[:, 1].sum()))
+        out["onset_recall_by_class"] = onset_recall_by_class(sfx)
     if ("class" in metrics or "fd" in metrics) and sfx:
         for it in sfx:
             it["emb"] = tools["sfx"](it["wave"], sample_rate)
@@ -447,6 +469,9 @@ def run(args) -> int:
                       ("vocoder_ceiling", results.get("vocoder_ceiling", {}))):
         print(f"{name:18}" + "".join(f"{res[k]:>20.3f}" if isinstance(res.get(k), float) and math.isfinite(res[k])
                                      else f"{'-':>20}" for k in keys))
+    if results.get("onset_recall_by_class"):
+        print("onset recall by class (events): " + ", ".join(
+            f"{cls} {v['recall']:.2f} ({v['events']})" for cls, v in results["onset_recall_by_class"].items()))
     if args.json:
         write_json_report(args.json, results)
     return 0
