@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--train-only", default="", metavar="PREFIXES",
                    help="comma list of weight-name prefixes to train (e.g. motion_proj); every other weight stays as "
-                        "--init left it. Default: train everything")
+                        "--init left it (per process, like --lr: a resume trains what its own --train-only names). Default: train "
+                        "everything")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (warmed up as (1+n)/(10+n))")
     p.add_argument("--p-uncond", type=float, default=0.1, help="whole-batch all-condition dropout (guidance)")
     p.add_argument("--t-sampling", choices=("uniform", "logit-normal"), default="uniform",
