@@ -158,17 +158,16 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
 
 
 def onset_recall_by_class(items: list[dict]) -> dict:
-    """{class: {"recall", "events"}} over the events of ``items`` (each: row, dur s, onsets_s: the
-    detected onsets, s): the share of a class's events with a detected onset within 50 ms. In a clip
-    with two classes each class's events are matched on their own against all the clip's onsets."""
+    """{class: {"recall", "events"}} over the events of ``items`` (each: events, the manifest's
+    events inside the clip; onsets_s, the detected onsets, s): the share of a class's events with a
+    detected onset within 50 ms. In a clip with two classes each class's events are matched on their
+    own against all the clip's onsets."""
     from vssflow_core.train import metrics as M
 
     hits: dict[str, list[int]] = {}
     for it in items:
-        onsets = it["onsets_s"]
-        events = [e for e in it["row"].get("events", []) if e["time_s"] < it["dur"]]
-        for cls in sorted({e["class"] for e in events}):
-            h, n, _ = M.onset_counts([e["time_s"] for e in events if e["class"] == cls], onsets)
+        for cls in sorted({e["class"] for e in it["events"]}):
+            h, n, _ = M.onset_counts([e["time_s"] for e in it["events"] if e["class"] == cls], it["onsets_s"])
             total = hits.setdefault(cls, [0, 0])
             total[0] += h
             total[1] += n
@@ -202,9 +201,9 @@ def score(items: list[dict], metrics: set, tools: dict, sample_rate: int) -> dic
     sfx = [it for it in items if it["row"]["kind"] == "sfx"]
     if "onset" in metrics and sfx:
         for it in sfx:
-            events = [e["time_s"] for e in it["row"].get("events", []) if e["time_s"] < it["dur"]]
+            it["events"] = [e for e in it["row"].get("events", []) if e["time_s"] < it["dur"]]
             it["onsets_s"] = M.detect_onsets(it["wave"], sample_rate)
-            it["onset_counts"] = M.onset_counts(events, it["onsets_s"])
+            it["onset_counts"] = M.onset_counts([e["time_s"] for e in it["events"]], it["onsets_s"])
         counts = np.array([it["onset_counts"] for it in sfx])
         out["onset_f1"] = M.f1_from_counts(*counts.sum(axis=0).tolist())
         out["onset_precision"] = float(counts[:, 0].sum() / max(1, counts[:, 2].sum()))
