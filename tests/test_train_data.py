@@ -38,9 +38,11 @@ def test_crop_is_by_timestamp(tmp_path):
 
 def test_feature_grids_come_from_the_condition_table(monkeypatch):
     # the make-data format the shipped model was trained on, read from embedded.embedded_conditions
-    assert train_data.FEATURE_RATES == {"lip_feat": 25.0, "phone_id": 25.0, "motion_feat": 25.0, "appearance_feat": 10.0}
+    assert train_data.FEATURE_RATES == {"lip_feat": 25.0, "phone_id": 25.0, "motion_feat": 25.0, "event_feat": 25.0,
+                                        "appearance_feat": 10.0}
     assert train_data.FEATURE_SHAPES == {"lip_feat": ((6,), np.float32), "phone_id": ((), np.int64),
-                                         "motion_feat": ((256,), np.float32), "appearance_feat": ((768,), np.float32)}
+                                         "motion_feat": ((256,), np.float32), "event_feat": ((1,), np.float32),
+                                         "appearance_feat": ((768,), np.float32)}
     import dataclasses
 
     from vssflow_core import embedded
@@ -50,7 +52,7 @@ def test_feature_grids_come_from_the_condition_table(monkeypatch):
     monkeypatch.setattr(embedded, "embedded_conditions", lambda: changed)
     rates, shapes = train_data._feature_table()
     assert rates["appearance_feat"] == 5.0 and shapes["appearance_feat"] == ((512,), np.float32)
-    assert list(rates) == ["lip_feat", "phone_id", "motion_feat", "appearance_feat"]  # table order; ref has no rate
+    assert list(rates) == ["lip_feat", "phone_id", "motion_feat", "event_feat", "appearance_feat"]  # table order; ref has no rate
 
 
 def test_add_and_insert_mixing():

@@ -41,6 +41,12 @@ def test_table_per_kind_and_condition(setup):
     # chunking does not change the figures
     again = condition_reliance(model, codec, clips, times=(0.0,), chunk=8)
     assert again["speech"]["t=0"] == pytest.approx(row, abs=2e-4)
+    # a model without the event condition gets no "no_event" row (it would repeat "all")
+    import dataclasses
+
+    cfg = model.config
+    blind = VSSFlow(dataclasses.replace(cfg, conditions=tuple(c for c in cfg.conditions if c.name != "event"))).eval()
+    assert set(condition_reliance(blind, codec, clips, times=(0.0,), chunk=8)["sfx"]["t=0"]) == {"mean_baseline", *DROPS} - {"no_event"}
 
 
 def test_error_by_component_splits_the_estimate_error(setup):

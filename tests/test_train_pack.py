@@ -327,3 +327,37 @@ def test_damaged_pack_files_are_one_line_errors(packed, tmp_path):
         (copy / name).write_bytes(damage((copy / name).read_bytes()))
         with pytest.raises(VSSFlowError, match=match):
             PackedClips(copy)
+
+
+def test_event_features_pack_batch_and_refusal(packed, tmp_path):
+    """Packed ``event_feat`` round-trips and is batched; a model that reads events (the embedded table's
+    'event' condition, in ``tiny_config``) refuses a pack of clips made before event features existed."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    data, root = packed
+    clips = PackedClips(root)
+    source = ClipSource(data, "joint")
+    for i, row in enumerate(source.rows):
+        want = source.load(row).features["event_feat"]
+        assert np.abs(clips.event_feat[i].numpy() - want[: clips.event_feat.shape[1]]).max() <= 0.5 / 255 + 1e-6
+    batch = PackedSampler(clips, "joint", build_codec(tiny_config().codec), tiny_config().latent_length).batch(
+        3, torch.Generator().manual_seed(0))
+    assert batch["event_feat"].shape == (3, clips.motion_feat.shape[1], 1)
+    old = tmp_path / "data_old"
+    shutil.copytree(data, old)
+    for f in sorted((old / "clips").iterdir()):
+        t = load_file(str(f))
+        del t["event_feat"]
+        save_file(t, str(f))
+    pack(old, tmp_path / "pack_old", clips_per_shard=4, config=tiny_config())
+    assert PackedClips(tmp_path / "pack_old").event_feat is None
+    with pytest.raises(VSSFlowError, match="carry event features and the other"):
+        PackedClips(f"{root},{tmp_path / 'pack_old'}")
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(tiny_config().to_json())
+    base = ["--name", "ev", "--state-dir", str(tmp_path / "runs"), "--config", str(cfg_path), "--batch-size", "2",
+            "--max-steps", "1"]
+    with pytest.raises(VSSFlowError, match="no event features and the model reads them"):
+        run_trainer(["--data", str(tmp_path / "pack_old"), *base])

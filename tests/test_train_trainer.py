@@ -41,7 +41,8 @@ def write_data(root: Path, n: int = 4, duration_s: float = 3.0) -> Path:
         tensors = {"wave": wave, "motion_feat": rng.normal(size=(f25, 256)).astype(np.float32),
                    "appearance_feat": rng.normal(size=(f10, 768)).astype(np.float32),
                    "lip_feat": (rng.normal(size=(f25, 6)) * (kind == "speech")).astype(np.float32),
-                   "phone_id": (rng.integers(1, 70, size=f25) * (kind == "speech")).astype(np.int64)}
+                   "phone_id": (rng.integers(1, 70, size=f25) * (kind == "speech")).astype(np.int64),
+                   "event_feat": rng.uniform(size=(f25, 1)).astype(np.float32)}
         if kind == "speech":
             tensors["ref_audio_ebd"] = rng.normal(size=256).astype(np.float32)
         save_file(tensors, str(root / "clips" / f"{i:06d}.safetensors"))

@@ -127,8 +127,9 @@ def test_only_models_with_a_frame_feature_make_the_pipeline_decode_video():
     assert frontend.needs_frames(config.embedded()) and frontend.needs_frames(config.official())
     for cfg in (config.embedded(), config.official()):
         blind = dataclasses.replace(cfg, conditions=tuple(c for c in cfg.conditions
-                                                          if c.feature_key not in ("motion_feat", "appearance_feat",
-                                                                                   "video_feat", "synch_feat")))
+                                                          if c.feature_key not in ("motion_feat", "event_feat",
+                                                                                   "appearance_feat", "video_feat",
+                                                                                   "synch_feat")))
         assert not frontend.needs_frames(blind)  # lips, phonemes and voice come from the lip scan / inputs
     # every frame feature has a front-end that reads frames: each returns None without them
     w = frontend.WindowInputs(start_s=0.0, duration_s=1.0)

@@ -1,5 +1,5 @@
 """``python -m vssflow_core COMMAND ...``: generate, convert, make-data, make-samples, pack, train,
-eval, eval-compare, diagnose, placement-check, train-lipread, bench.
+eval, eval-compare, diagnose, placement-check, train-lipread, train-events, bench.
 
 Each command other than ``generate`` lives in its own module, imported only when that command runs
 (``add_arguments(parser)`` then ``run(args)``). Bad input exits with status 2 and one line on stderr.
@@ -40,6 +40,8 @@ COMMANDS = {  # name: (module, add-arguments function, run function, help)
                         "how well phonemes are placed against the synthetic speech's true timings"),
     "train-lipread": ("vssflow_core.train.lipread", "add_arguments", "run",
                       "train the lip reader that places phonemes (phone placement 'lipread')"),
+    "train-events": ("vssflow_core.train.events", "add_arguments", "run",
+                     "train the visual event detector (the embedded model's 'event' condition)"),
     "bench": ("vssflow_core.bench", "add_arguments", "run", "measure speed and memory"),
 }
 

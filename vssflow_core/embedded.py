@@ -7,7 +7,9 @@ Same code as the official layout (:mod:`vssflow_core.model`), different conditio
   22050 / 256 / 4 = 21.53 Hz (172 frames per 8 s window);
 * time-dense conditions, channel-concatenated (resampled 25 Hz -> 21.53 Hz by nearest-exact):
   ``lip_feat`` [B, N, 6] (features/lip_space.py, normalised per clip), ``phone_id`` [B, N]
-  (official ARPAbet ids, 0 = none), ``motion_feat`` [B, N, 256] (features/visual.py);
+  (official ARPAbet ids, 0 = none), ``motion_feat`` [B, N, 256] (features/visual.py), ``event_feat``
+  [B, N, 1] (features/events.py: the probability of a visible sound event per frame; its projection
+  reads frames k-1, k, k+1, so an event on a 25 Hz frame that the resampling skips still arrives);
 * semantic conditions, cross-attention: ``ref_audio_ebd`` [B, 256] (one speaker token, first) and
   ``appearance_feat`` [B, N, 768] at 10 Hz (features/visual.py).
 
@@ -31,7 +33,7 @@ def embedded_codec() -> CodecConfig:
 
 
 def embedded_conditions() -> tuple[ConditionSpec, ...]:
-    """Condition table of the embedded model (concat order: lip | phone | motion; context: ref | appearance)."""
+    """Condition table of the embedded model (concat order: lip | phone | motion | event; context: ref | appearance)."""
     return (
         ConditionSpec("lip", "lip_proj", 6, 32, "concat", FEATURE_RATE_HZ, "nearest-exact", "mlp2", 64, feature_key="lip_feat"),
         ConditionSpec("phone", "phone_embedding", 200, 64, "concat", FEATURE_RATE_HZ, "nearest-exact", "embedding",
@@ -39,6 +41,8 @@ def embedded_conditions() -> tuple[ConditionSpec, ...]:
         # frame differences are mostly ~0 (std 0.05 on the training clips): x10 for about unit scale
         ConditionSpec("motion", "motion_proj", 256, 64, "concat", FEATURE_RATE_HZ, "nearest-exact", "mlp2", 128,
                       feature_key="motion_feat", input_scale=10.0),
+        ConditionSpec("event", "event_proj", 1, 16, "concat", FEATURE_RATE_HZ, "nearest-exact", "mlp2", 32,
+                      feature_key="event_feat", context_frames=1),
         ConditionSpec("ref", "ref_proj", 256, 256, "cross", None, "nearest", "mlp2", 256, feature_key="ref_audio_ebd"),
         ConditionSpec("appearance", "appearance_proj", 768, 256, "cross", 10.0, "nearest", "mlp2", 256,
                       feature_key="appearance_feat"),

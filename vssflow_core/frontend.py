@@ -8,6 +8,7 @@ dispatching on ``(config.frontend, feature_key)``:
 feature_key         embedded front-end                     official front-end
 ==================  =====================================  =========================================
 motion_feat         ``features.visual.motion_features``    -
+event_feat          ``features.events.event_probabilities``  -
 appearance_feat     ``features.visual.appearance_features``  -
 video_feat          -                                      CLIP ViT-B/16 (weights in the model file)
 synch_feat          -                                      Synchformer (weights in the model file)
@@ -181,6 +182,14 @@ def _motion(w: WindowInputs, spec, extras) -> torch.Tensor | None:
     return torch.as_tensor(motion_features(w.frames), dtype=torch.float32)[None]  # [1, F25, 256]
 
 
+def _events(w: WindowInputs, spec, extras) -> torch.Tensor | None:
+    if w.frames is None:
+        return None
+    from vssflow_core.features.events import event_probabilities
+
+    return torch.as_tensor(event_probabilities(w.frames), dtype=torch.float32)[None]  # [1, F25, 1]
+
+
 def _appearance(w: WindowInputs, spec, extras) -> torch.Tensor | None:
     if w.frames is None:
         return None
@@ -233,6 +242,7 @@ def _official_visual(kind: str) -> Callable:
 
 FEATURE_BUILDERS: dict[tuple[str, str], Callable] = {
     ("embedded", "motion_feat"): _motion,
+    ("embedded", "event_feat"): _events,
     ("embedded", "appearance_feat"): _appearance,
     ("embedded", "lip_feat"): _lips_embedded,
     ("embedded", "phone_id"): _phones,
@@ -244,7 +254,7 @@ FEATURE_BUILDERS: dict[tuple[str, str], Callable] = {
     ("official", "ref_audio_ebd"): _speaker,
 }
 # the builders above that read ``WindowInputs.frames``: the pipeline decodes the video only for these
-FRAME_FEATURES = frozenset({"motion_feat", "appearance_feat", "video_feat", "synch_feat"})
+FRAME_FEATURES = frozenset({"motion_feat", "event_feat", "appearance_feat", "video_feat", "synch_feat"})
 
 
 def feature_key(spec) -> str:

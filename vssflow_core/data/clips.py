@@ -24,6 +24,7 @@ FPS = FEATURE_RATE_HZ  # the clips are rendered on the conditions' grid
 APPEARANCE_FPS = 10.0
 KINDS = ("speech", "sfx", "mixed")
 FEATURE_RENDER_SIZE = 64  # px; the features squash frames to 16x16 anyway
+EVENT_RENDER_SIZE = 128  # px; the event detector reads a 32x32 grid (4 x 4 pixels per cell)
 KIND_CYCLE = ("speech", "sfx", "speech", "sfx", "mixed")  # --kind all: 40 % / 40 % / 20 %
 
 
@@ -181,8 +182,10 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str
 
     Returns: wave float32 [S]; lip_feat float32 [F25, 6] (normalised, model input; zeros without a
     face); lip_raw float32 [F25, 6]; phone_id int64 [F25]; motion_feat float32 [F25, 256];
+    event_feat float32 [F25, 1] (the event detector on the video drawn at ``EVENT_RENDER_SIZE``);
     appearance_feat float32 [F10, 768].
     """
+    from vssflow_core.features.events import event_probabilities
     from vssflow_core.features.lip_space import normalise_lip_track
     from vssflow_core.features.visual import appearance_features, motion_features
 
@@ -204,6 +207,7 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str
         "lip_raw": np.asarray(lip_raw, dtype=np.float32),
         "phone_id": phone,
         "motion_feat": motion_features(frames25),
+        "event_feat": event_probabilities(render_frames(spec, EVENT_RENDER_SIZE)),
         "appearance_feat": appearance_features(frames25[appearance_indices(spec.duration_s)]),
     }
 

@@ -6,7 +6,8 @@ Output (``--out DIR``):
   ``lip_feat`` float32 [F25, 6] (``lip_space.normalise_lip_track`` of the raw track: what the
   embedded model consumes; zeros without a face); ``lip_raw`` float32 [F25, 6]; ``phone_id``
   int64 [F25] (official ids, uniform stretch over the speech window, 0 outside);
-  ``motion_feat`` float32 [F25, 256]; ``appearance_feat`` float32 [F10, 768]. Metadata: id, kind,
+  ``motion_feat`` float32 [F25, 256]; ``event_feat`` float32 [F25, 1] (``features.events``);
+  ``appearance_feat`` float32 [F10, 768]. Metadata: id, kind,
   sample_rate.
 * ``DIR/manifest.jsonl``: one JSON row per clip (``clips.manifest_row``): id, kind, duration_s,
   transcript, speech_start_s, speech_end_s, events [{time_s, frame, class}], classes, seed,

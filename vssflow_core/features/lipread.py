@@ -55,15 +55,10 @@ def save_reader(net, window: int, path: str | Path, training: str = "") -> None:
     in the metadata; refuses an existing file."""
     import json
 
-    from safetensors.torch import save_file
+    from vssflow_core.features.netfile import save_net
 
-    from vssflow_core.media.files import atomic_output
-
-    tensors = {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
-    meta = {"window": str(window), "hidden": str(net[0].out_features), "classes": json.dumps(CLASSES),
-            "training": training}
-    with atomic_output(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_net(net, path, {"window": str(window), "hidden": str(net[0].out_features), "classes": json.dumps(CLASSES),
+                         "training": training})
 
 
 def reader_sha256(path: str | Path = LIPREAD_WEIGHTS) -> str:
@@ -73,49 +68,34 @@ def reader_sha256(path: str | Path = LIPREAD_WEIGHTS) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+_FIX = "reinstall the pack, or retrain it with `python -m vssflow_core train-lipread`"
+
+
 def load_reader(path: str | Path = LIPREAD_WEIGHTS):
     """(network in eval mode, window) from a file written by :func:`save_reader`. Cached per file
     (resolved path, modification time and size); the network is shared: do not change it."""
-    resolved = Path(path).resolve()
-    try:
-        stat = resolved.stat()
-    except OSError as e:
-        raise VSSFlowError(f"lip reader {path}: cannot read it ({e.strerror}); reinstall the pack, or retrain it with "
-                           "`python -m vssflow_core train-lipread`") from None
-    return _load_reader(str(resolved), stat.st_mtime_ns, stat.st_size)
+    from vssflow_core.features.netfile import file_key
+
+    return _load_reader(*file_key(path, "lip reader", _FIX))
 
 
 @lru_cache(maxsize=2)
 def _load_reader(path: str, mtime_ns: int, size: int):
     import json
 
-    from safetensors import SafetensorError, safe_open
+    from vssflow_core.features.netfile import load_state, read_net
 
-    fix = "reinstall the pack, or retrain it with `python -m vssflow_core train-lipread`"
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, SafetensorError) as e:
-        raise VSSFlowError(f"lip reader {path}: cannot load it ({str(e).splitlines()[0]}); {fix}") from None
-    missing = [k for k in ("window", "hidden", "classes") if k not in meta]
-    if missing:
-        raise VSSFlowError(f"lip reader {path}: no {'/'.join(missing)} in its metadata, so it is not a file written "
-                           f"by train-lipread; {fix}")
+    tensors, meta = read_net(path, "lip reader", _FIX, ("window", "hidden", "classes"), "train-lipread")
     try:
         window, hidden, classes = int(meta["window"]), int(meta["hidden"]), tuple(json.loads(meta["classes"]))
     except ValueError as e:
-        raise VSSFlowError(f"lip reader {path}: damaged metadata ({e}); {fix}") from None
+        raise VSSFlowError(f"lip reader {path}: damaged metadata ({e}); {_FIX}") from None
     if classes != CLASSES:
         raise VSSFlowError(f"lip reader {path}: its {len(classes)} phoneme classes differ from this version's "
-                           f"{len(CLASSES)}; {fix}")
-    net = build_reader(window, hidden)
-    try:
-        net.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise VSSFlowError(f"lip reader {path}: its tensors do not fit a reader of window {window} and width {hidden} "
-                           f"({str(e).splitlines()[-1].strip()}); {fix}") from None
-    return net.eval(), window
+                           f"{len(CLASSES)}; {_FIX}")
+    net = load_state(build_reader(window, hidden), tensors, path, "lip reader", _FIX,
+                     f"a reader of window {window} and width {hidden}")
+    return net, window
 
 
 def phoneme_log_probs(normalised_lips: np.ndarray, path: str | Path = LIPREAD_WEIGHTS) -> np.ndarray:

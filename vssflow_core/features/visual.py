@@ -57,30 +57,41 @@ def _check_frames(frames, name: str) -> np.ndarray:
     return arr
 
 
-def thumbnails(frames) -> np.ndarray:
-    """Area-average each frame to a 16x16 RGB grid.
+def thumbnails(frames, grid: int = GRID) -> np.ndarray:
+    """Area-average each frame to a ``grid`` x ``grid`` RGB thumbnail (16x16 unless given).
 
     Args:
         frames: uint8 ``[F, H, W, 3]`` RGB, any H, W >= 1.
+        grid: thumbnail side G (cells).
 
     Returns:
-        float32 ``[F, 16, 16, 3]`` in 0..1. Cell (i, j) is the mean of rows floor(i*H/16) ..
-        ceil((i+1)*H/16) - 1 and the same columns of W (adaptive average pooling: exact blocks when
-        H and W are multiples of 16, else neighbouring cells share a border row or column).
+        float32 ``[F, G, G, 3]`` in 0..1. Cell (i, j) is the mean of rows floor(i*H/G) ..
+        ceil((i+1)*H/G) - 1 and the same columns of W (adaptive average pooling: exact blocks when
+        H and W are multiples of G, else neighbouring cells share a border row or column).
     """
     arr = _check_frames(frames, "thumbnails(frames)")
     f = arr.shape[0]
     if f == 0:
-        return np.zeros((0, GRID, GRID, 3), dtype=np.float32)
+        return np.zeros((0, grid, grid, 3), dtype=np.float32)
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).to(torch.float32)  # [F, 3, H, W]
-    x = torch.nn.functional.adaptive_avg_pool2d(x, (GRID, GRID)) / 255.0  # [F, 3, 16, 16]
-    return x.permute(0, 2, 3, 1).contiguous().numpy()  # [F, 16, 16, 3]
+    x = torch.nn.functional.adaptive_avg_pool2d(x, (grid, grid)) / 255.0  # [F, 3, G, G]
+    return x.permute(0, 2, 3, 1).contiguous().numpy()  # [F, G, G, 3]
 
 
-def _grey_grid(frames) -> np.ndarray:
-    """uint8 ``[F, H, W, 3]`` -> float32 ``[F, 256]``: the 16x16 grey thumbnails (0..1, BT.601), row-major."""
-    thumbs = thumbnails(frames)  # [F, 16, 16, 3]
-    return (thumbs @ np.asarray(_LUMA, dtype=np.float32)).reshape(len(thumbs), MOTION_DIM)
+def grey_grid(frames, grid: int = GRID) -> np.ndarray:
+    """uint8 ``[F, H, W, 3]`` -> float32 ``[F, G * G]``: the G x G grey thumbnails (0..1, BT.601), row-major."""
+    thumbs = thumbnails(frames, grid)  # [F, G, G, 3]
+    return (thumbs @ np.asarray(_LUMA, dtype=np.float32)).reshape(len(thumbs), grid * grid)
+
+
+def signed_change(grey: np.ndarray) -> np.ndarray:
+    """Grey grids ``[F, D]`` (0..1) -> float32 ``[F, D]`` in [-1, 1]: row k is
+    ``sign(d) * log1p(20 |d|) / log1p(20)`` with ``d = grey_k - grey_{k-1}``; row 0 is zeros."""
+    out = np.zeros(grey.shape, dtype=np.float32)
+    if len(grey) >= 2:
+        diff = grey[1:] - grey[:-1]
+        out[1:] = np.sign(diff) * np.log1p(MOTION_GAIN * np.abs(diff)) / np.log1p(MOTION_GAIN)
+    return out
 
 
 def _picture_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -120,7 +131,7 @@ def shot_cuts(frames) -> np.ndarray:
         bool ``[F]``: True at the first frame of each new shot (the first and the last frame are
         never cuts: nothing before, nothing after to confirm).
     """
-    return _cuts_in(_grey_grid(frames))
+    return _cuts_in(grey_grid(frames))
 
 
 def _cuts_in(grey: np.ndarray) -> np.ndarray:
@@ -157,13 +168,8 @@ def motion_features(frames) -> np.ndarray:
         is in row k. Rows at hard cuts between shots (:func:`shot_cuts`) are zeros too: a cut
         changes every cell at once, which the model would otherwise hear as a loud impact.
     """
-    grey = _grey_grid(frames)
-    f = grey.shape[0]
-    out = np.zeros((f, MOTION_DIM), dtype=np.float32)
-    if f < 2:
-        return out
-    diff = grey[1:] - grey[:-1]  # [F-1, 256]
-    out[1:] = np.sign(diff) * np.log1p(MOTION_GAIN * np.abs(diff)) / np.log1p(MOTION_GAIN)
+    grey = grey_grid(frames)
+    out = signed_change(grey)
     out[_cuts_in(grey)] = 0.0
     return out
 

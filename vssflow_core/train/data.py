@@ -1,8 +1,9 @@
 """Training examples from a synthetic data folder (``make-data`` format), with official-style mixing.
 
 A data folder holds ``manifest.jsonl`` and ``clips/NNNNNN.safetensors`` with ``wave`` [S] (22050 Hz),
-``lip_feat`` [F, 6], ``phone_id`` [F] (25 Hz), ``motion_feat`` [F, 256] (25 Hz), ``appearance_feat``
-[F10, 768] (10 Hz) and optionally ``ref_audio_ebd`` [256]. The manifest may grow while training runs
+``lip_feat`` [F, 6], ``phone_id`` [F] (25 Hz), ``motion_feat`` [F, 256] (25 Hz), ``event_feat`` [F, 1]
+(25 Hz; absent in folders made before it existed), ``appearance_feat`` [F10, 768] (10 Hz) and
+optionally ``ref_audio_ebd`` [256]. The manifest may grow while training runs
 (the generator appends); :meth:`ClipSource.refresh` picks up new rows.
 
 Every example is drawn from a seed (run seed, step, rank, slot), so a resumed run sees the same
@@ -126,13 +127,14 @@ def crop_clip(clip: Clip, start_s: float, duration_s: float, num_samples: int, s
 def mix_feature_streams(out: dict, speech: dict, window: tuple[float, float], offset_s: float, mode: str) -> None:
     """The feature part of the official mix, in place on ``out`` (numpy arrays or torch tensors).
 
-    ``out`` and ``speech`` map each key of ``FEATURE_RATES`` to one example's stream [N, ...] on its
-    grid. The speech's ``window`` (s) goes to ``offset_s`` of ``out``: lips and phonemes come from
+    ``out`` and ``speech`` map keys of ``FEATURE_RATES`` to one example's stream [N, ...] on its grid;
+    the keys that ``out`` lacks (a pack without event features) are left alone. The speech's ``window`` (s) goes to ``offset_s`` of ``out``: lips and phonemes come from
     the speech only (zeros elsewhere); motion/appearance frames are added (``add``) or overwritten
     (``insert``).
     """
     a, b = window
-    for key, rate in FEATURE_RATES.items():
+    for key in [k for k in FEATURE_RATES if k in out]:
+        rate = FEATURE_RATES[key]
         src0, dst0 = int(frame_shown_at(a, rate)), int(frame_shown_at(offset_s, rate))  # rows shown at a, offset_s
         m = max(0, min(int(math.ceil((b - a) * rate)), len(out[key]) - dst0, len(speech[key]) - src0))
         piece = speech[key][src0: src0 + m]

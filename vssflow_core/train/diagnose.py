@@ -25,6 +25,7 @@ DROPS = {  # name: feature keys left out (None = the all-zero guidance input)
     "no_lips": ("lip_feat",),
     "no_lips_phones": ("lip_feat", "phone_id"),
     "no_motion": ("motion_feat",),
+    "no_event": ("event_feat",),
     "no_appearance": ("appearance_feat",),
     "unconditional": None,
 }
@@ -49,6 +50,8 @@ def condition_reliance(model, codec, clips, times=(0.0, 0.05, 0.3), chunk: int =
         for t in times:
             row = {"mean_baseline": float(((x1 - x1.mean(0, keepdim=True)) ** 2).mean())}
             for name, dropped in DROPS.items():
+                if dropped and not set(dropped) & set(keys):
+                    continue  # a condition this model does not have
                 row[name] = _estimate_mse(model, clips, idx, x0, x1, float(t), keys, dropped, chunk)
             rows[f"t={t:g}"] = {k: round(v, 4) for k, v in row.items()}
         out[kind] = {"clips": len(idx), **rows}
@@ -105,7 +108,8 @@ def _estimate_errors(model, clips, idx, x0, x1, t: float, keys, dropped, chunk: 
         if dropped is None:
             cond = model.encode_conditions(model.config.latent_length, batch_size=n, unconditional=True)
         else:
-            feats = {k: (None if k in dropped else getattr(clips, k)[idx[sl]]) for k in keys}
+            feats = {k: (None if k in dropped or getattr(clips, k) is None else getattr(clips, k)[idx[sl]])
+                     for k in keys}
             cond = model.encode_conditions(model.config.latent_length, batch_size=n, **feats)
         x_t = (1 - t) * x0[sl] + t * x1[sl]
         yield x_t + (1 - t) * model.velocity(x_t, torch.full((n,), t), cond) - x1[sl]

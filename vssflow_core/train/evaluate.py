@@ -357,6 +357,8 @@ def run(args) -> int:
     rows = [r for _, r in picked]
     num_samples = cfg.latent_length * codec.samples_per_latent
     dur = num_samples / codec.sample_rate
+    # features that older data folders lack: crop_clip would fill them with zeros (= "absent") unnoticed
+    needed_features = [c.feature_key for c in cfg.conditions if c.feature_key == "event_feat"]
     tools = {}
     if "wer" in metrics:
         tools["asr"] = M.Transcriber(threads=args.threads)
@@ -376,6 +378,11 @@ def run(args) -> int:
     gen_seconds = 0.0
     for i, (pos, row) in enumerate(picked):
         clip = source.load(row)
+        for key in needed_features:
+            if key not in clip.features:
+                raise VSSFlowError(f"eval set {source.root}: clip {row['id']} has no {key}, which the model reads; the "
+                                   "folder was made by an older make-data. Delete it (or give another --cache-dir) "
+                                   "so that the eval set is made again")
         crop = crop_clip(clip, 0.0, cfg.duration_s, num_samples, codec.sample_rate)
         lip_phones = placed_phones(row, clip.features, cfg.phone_placement)  # as inference places them
         if lip_phones is not None:

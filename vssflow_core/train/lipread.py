@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -116,16 +115,10 @@ def run(args) -> int:
     """Build the frames, train, report accuracy and write ``--out``."""
     import torch
 
+    from vssflow_core.features.netfile import check_training_command
     from vssflow_core.features.lipread import save_reader
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise VSSFlowError(f"--out {out}: name the reader file *.safetensors")
-    if out.exists():
-        raise VSSFlowError(f"--out {out} already exists; not overwriting it, choose a new name")
-    for name in ("window", "hidden", "epochs"):
-        if getattr(args, name) < 1:
-            raise VSSFlowError(f"--{name} {getattr(args, name)}: must be at least 1")
+    out = check_training_command(args, "reader", ("window", "hidden", "epochs"))
     folders = [f for f in args.data.split(",") if f]
     from vssflow_core.train.placement import check_data_folder
 

@@ -8,6 +8,8 @@ only needs the codec's log-mel and the features, quantised. ``pack`` stores per 
 * ``motion``   int8 ``[N, F25, 256]``: ``motion_feat`` x 127 (features in [-1, 1]);
 * ``appearance`` uint8 ``[N, F10, 768]``: the 16x16 RGB thumbnail x 255 (``appearance_feat`` is its
   fixed standardisation), stored as differences along time modulo 256 (compresses better);
+* ``event`` uint8 ``[N, F25]``: ``event_feat`` (the event detector's probability) x 255, when the
+  clips carry it (make-data clips made before it existed do not; a pack of those trains without it);
 * ``lip_feat`` float16 ``[N, F25, 6]``, ``phone_id`` uint8 ``[N, F25]``, ``kind`` uint8 ``[N]``
   (0 speech, 1 sfx, 2 mixed) and ``speech_window`` float32 ``[N, 2]`` (seconds, NaN if no speech);
 * ``ref_audio_ebd`` float16 ``[N, 256]``: the speaker embedding (``features.speaker``) of the
@@ -40,6 +42,7 @@ from vssflow_core.train.data import FEATURE_RATES, TASK_KINDS, mix_feature_strea
 
 MEL_LO, MEL_STEP = -11.6, 0.06
 MOTION_SCALE = 127.0
+EVENT_SCALE = 255.0
 KINDS = ("speech", "sfx", "mixed")
 FORMAT = "vssflow-pack-1"
 
@@ -55,7 +58,10 @@ def _quantise_clip(codec, tensors: dict, num_samples: int) -> dict[str, np.ndarr
         mel = codec.log_mel(wave)[0].numpy()  # [80, M]
     thumb = np.asarray(tensors["appearance_feat"], np.float32) * APPEARANCE_STD + APPEARANCE_MEAN
     thumb = np.clip(np.round(thumb * 255.0), 0, 255).astype(np.uint8)
+    event = {} if tensors.get("event_feat") is None else {
+        "event": np.clip(np.round(np.asarray(tensors["event_feat"], np.float32)[:, 0] * EVENT_SCALE), 0, 255).astype(np.uint8)}
     return {
+        **event,
         "log_mel": np.clip(np.round((mel - MEL_LO) / MEL_STEP), 0, 255).astype(np.uint8),
         "motion": np.clip(np.round(np.asarray(tensors["motion_feat"]) * MOTION_SCALE), -127, 127).astype(np.int8),
         "appearance": np.diff(thumb, axis=0, prepend=np.zeros_like(thumb[:1])),  # uint8 wraps modulo 256
@@ -238,7 +244,7 @@ class PackedClips:
     ``phone_id`` int64 [N, F25]; ``motion_feat`` float32 [N, F25, 256]; ``appearance_feat`` float32
     [N, F10, 768]; ``kind`` int64 [N]; ``speech_window`` float32 [N, 2] (seconds, NaN if none);
     ``ref_audio_ebd`` float32 [N, 256] (zeros where a clip has none, the model's "no speaker") or
-    None when no clip has one. Shards missing from a folder are skipped (a folder may be carried in
+    None when no clip has one; ``event_feat`` float32 [N, F25, 1] or None when the packs have none. Shards missing from a folder are skipped (a folder may be carried in
     parts). Joined folders must share the packing constants, window and phoneme placement.
     """
 
@@ -262,6 +268,10 @@ class PackedClips:
         self.meta["clips"] = sum(int(m.get("clips", 0)) for m, _ in loaded)
         for _, part in loaded:  # clips of older packs have no speaker embedding: NaN rows
             part.setdefault("ref_audio_ebd", np.full((len(part["kind"]), EMBED_DIM), np.nan, np.float16))
+        with_event = [folder for folder, (_, part) in zip(pack_folders(root), loaded) if "event" in part]
+        if with_event and len(with_event) < len(loaded):
+            raise VSSFlowError(f"{root}: {', '.join(map(str, with_event))} carry event features and the other "
+                               "packs do not; pack all of them with this version's make-data clips")
         cat = {k: np.concatenate([part[k] for _, part in loaded]) for k in loaded[0][1]}
         dev = torch.device(device)
         self.log_mel = torch.from_numpy(cat["log_mel"]).to(dev).float() * self.meta["mel_step"] + self.meta["mel_lo"]
@@ -274,6 +284,8 @@ class PackedClips:
         self.speech_window = torch.from_numpy(cat["speech_window"]).float()  # CPU: read per mixed example
         ref = torch.from_numpy(cat["ref_audio_ebd"].astype(np.float32))
         self.ref_audio_ebd = torch.nan_to_num(ref, nan=0.0).to(dev) if bool(torch.isfinite(ref).any()) else None
+        self.event_feat = (torch.from_numpy(cat["event"]).to(dev).float()[..., None] / EVENT_SCALE
+                           if "event" in cat else None)
         self.num_clips = self.log_mel.shape[0]
 
     @staticmethod
@@ -348,9 +360,10 @@ class PackedSampler:
         """A batch of ``size`` examples drawn with the CPU generator ``gen``.
 
         Returns: ``latent`` [B, 320, L], ``lip_feat`` [B, F25, 6], ``phone_id`` [B, F25],
-        ``motion_feat`` [B, F25, 256], ``appearance_feat`` [B, F10, 768], ``ref_audio_ebd`` [B, 256]
-        (zeros for clips without speech; a sound example with speech mixed in gets the speech's) or
-        None when the pack has no speaker embeddings.
+        ``motion_feat`` [B, F25, 256], ``appearance_feat`` [B, F10, 768], ``event_feat`` [B, F25, 1]
+        (None when the pack has no event features), ``ref_audio_ebd`` [B, 256] (zeros for clips
+        without speech; a sound example with speech mixed in gets the speech's) or None when the pack
+        has no speaker embeddings.
         """
         c = self.clips
         idx = self.pool[torch.randint(len(self.pool), (size,), generator=gen)]
@@ -358,6 +371,7 @@ class PackedSampler:
         out = {"log_mel": c.log_mel[dev_idx].clone(), "lip_feat": c.lip_feat[dev_idx].clone(),
                "phone_id": c.phone_id[dev_idx].clone(), "motion_feat": c.motion_feat[dev_idx].clone(),
                "appearance_feat": c.appearance_feat[dev_idx].clone(),
+               "event_feat": None if c.event_feat is None else c.event_feat[dev_idx].clone(),
                "ref_audio_ebd": None if c.ref_audio_ebd is None else c.ref_audio_ebd[dev_idx].clone()}
         if self.p_mix > 0:
             for b in range(size):
@@ -379,7 +393,8 @@ class PackedSampler:
         n = max(0, min(m1 - m0, out["log_mel"].shape[-1] - d0))
         mel = out["log_mel"][b]
         mel[:, d0: d0 + n] = mix_log_mel(mel[:, d0: d0 + n], c.log_mel[s, :, m0: m0 + n], gain, mode)
-        mix_feature_streams({k: out[k][b] for k in FEATURE_RATES}, {k: getattr(c, k)[s] for k in FEATURE_RATES},
+        keys = [k for k in FEATURE_RATES if out[k] is not None]
+        mix_feature_streams({k: out[k][b] for k in keys}, {k: getattr(c, k)[s] for k in keys},
                             (a, e), offset, mode)  # views: writes land in out
         if out["ref_audio_ebd"] is not None:  # the voice heard is the speech's
             out["ref_audio_ebd"][b] = c.ref_audio_ebd[s]

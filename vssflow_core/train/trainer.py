@@ -37,7 +37,7 @@ from vssflow_core.train.options import check_device, check_options, new_run_conf
 from vssflow_core.train.run_folder import atomic_save, check_resume, kept_best_loss, lock_run, write_args
 from vssflow_core.train.run_state import Run, export_weights, init_weights, train_only
 
-P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
+P_PER_KEY = {"lip_feat": 0.3, "motion_feat": 0.2, "event_feat": 0.2, "ref_audio_ebd": 0.3, "appearance_feat": 0.1}
 
 
 def lr_at(step: int, peak: float, warmup: int, left: float = 1.0, cooldown: float = 0.0) -> float:
@@ -109,7 +109,8 @@ def _command(args) -> str:
 
 
 def _check_pack_fits(clips, cfg, flag: str) -> None:
-    """Refuse a pack (``--data`` or ``--val``) whose phoneme placement or window differs from the model's."""
+    """Refuse a pack (``--data`` or ``--val``) whose phoneme placement or window differs from the model's,
+    or that lacks event features the model reads."""
     from vssflow_core.errors import VSSFlowError
 
     clips.require_placement(cfg.phone_placement, f"pack {flag}'s clips with --phone-placement {cfg.phone_placement}, "
@@ -118,6 +119,10 @@ def _check_pack_fits(clips, cfg, flag: str) -> None:
         raise VSSFlowError(f"{flag} {clips.root}: packed for {clips.meta['duration_s']} s windows, the model's is "
                            f"{cfg.duration_s} s; `pack` makes windows of the embedded model's length, so train "
                            "that model (--preset embedded)")
+    wants_events = any(c.feature_key == "event_feat" for c in cfg.conditions)
+    if wants_events and clips.event_feat is None:
+        raise VSSFlowError(f"{flag} {clips.root}: the pack has no event features and the model reads them (its "
+                           "'event' condition); make the clips with this version's make-data and pack them again")
 
 
 def _batch_source(args, cfg, codec, rank: int, device):
@@ -166,7 +171,8 @@ def _validator(args, cfg, codec, device, times: int = 8, chunk: int = 64):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
                 ref = None if clips.ref_audio_ebd is None else clips.ref_audio_ebd[idx[sl]]
                 cond = model.encode_conditions(cfg.latent_length, batch_size=len(idx[sl]), ref_audio_ebd=ref,
-                                               **{k: getattr(clips, k)[idx[sl]] for k in keys})
+                                               **{k: getattr(clips, k)[idx[sl]] for k in keys
+                                                  if getattr(clips, k) is not None})
                 total += float(flow.flow_matching_loss(model, x1_all[sl], cond, x0=x0_all[sl], t=t_all[sl])) * len(idx[sl])
         return total / len(idx)
 
