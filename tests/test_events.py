@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.features.events import (EVENT_GRID, EVENT_WEIGHTS, build_detector, change_grids, change_windows,
+from vssflow_core.features.events import (EVENT_GRID, EVENT_WEIGHTS, build_detector, change_grids,
                                           event_probabilities, load_detector, probabilities_from_change,
                                           save_detector)
 
@@ -33,7 +33,9 @@ def test_change_grids_and_windows():
     cut[20:] = 255 - cut[20:]  # another shot from frame 20
     cut[20:, :48] = 30
     assert not change_grids(cut)[20].any()  # a hard cut is not an event
-    w = change_windows(change[:3], 1)
+    from vssflow_core.features.netfile import frame_windows
+
+    w = frame_windows(change[:3], 1)
     assert w.shape == (3, 3, EVENT_GRID, EVENT_GRID)
     assert not w[0, 0].any() and np.array_equal(w[0, 1], change[0]) and np.array_equal(w[1, 0], change[0])
     assert not w[2, 2].any()  # past the end: zeros

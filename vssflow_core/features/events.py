@@ -74,14 +74,6 @@ def change_grids(frames, cuts: np.ndarray | None = None) -> np.ndarray:
     return change.reshape(len(change), EVENT_GRID, EVENT_GRID)
 
 
-def change_windows(change: np.ndarray, window: int) -> np.ndarray:
-    """Each frame with its neighbours: ``[F, G, G]`` -> float32 ``[F, 2 * window + 1, G, G]``, frame
-    k - window first; frames past either end are zeros."""
-    f = len(change)
-    padded = np.pad(np.asarray(change, dtype=np.float32), ((window, window), (0, 0), (0, 0)))
-    return np.stack([padded[j:j + f] for j in range(2 * window + 1)], axis=1)
-
-
 def build_detector(window: int, width: int):
     """The detector: three 3x3 convolutions (``width``, 2 x ``width``, 2 x ``width`` channels; the
     last two with stride 2), GELU, a maximum over the picture, and a linear layer to one logit.
@@ -133,12 +125,14 @@ def probabilities_from_change(change: np.ndarray, path: str | Path = EVENT_WEIGH
     """:func:`event_probabilities` from :func:`change_grids` output ``[F, G, G]`` -> float32 ``[F, 1]``."""
     import torch
 
+    from vssflow_core.features.netfile import frame_windows
+
     net, window = load_detector(path)
     out = np.zeros((len(change), 1), dtype=np.float32)
     with torch.no_grad():
         for a in range(0, len(change), chunk):  # bounded memory for long videos
             lo, hi = max(0, a - window), min(len(change), a + chunk + window)
-            x = torch.from_numpy(change_windows(change[lo:hi], window)[a - lo: a - lo + min(chunk, len(change) - a)])
+            x = torch.from_numpy(frame_windows(change[lo:hi], window)[a - lo: a - lo + min(chunk, len(change) - a)])
             out[a: a + len(x), 0] = torch.sigmoid(net(x)[:, 0]).numpy()
     return out
 

@@ -36,9 +36,9 @@ def phoneme_class(symbol: str) -> int:
 def lip_windows(normalised: np.ndarray, window: int) -> np.ndarray:
     """Stack each frame's neighbours: [T, 6] normalised lips -> float32 [T, (2 * window + 1) * 6],
     frame t - window first (``window`` frames each side); rows past either end are zeros (found = 0)."""
-    t = normalised.shape[0]
-    padded = np.pad(np.asarray(normalised, dtype=np.float32), ((window, window), (0, 0)))
-    return np.concatenate([padded[j:j + t] for j in range(2 * window + 1)], axis=1)
+    from vssflow_core.features.netfile import frame_windows
+
+    return frame_windows(normalised, window).reshape(len(normalised), -1)
 
 
 def build_reader(window: int, hidden: int):

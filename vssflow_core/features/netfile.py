@@ -1,4 +1,5 @@
-"""Small front-end networks in safetensors files: weights plus the few numbers that rebuild them.
+"""Small front-end networks in safetensors files: weights plus the few numbers that rebuild them,
+and the windows of neighbouring frames they read.
 
 The lip reader (``features.lipread``) and the event detector (``features.events``) are tiny
 networks that ship next to the model. Each file holds the float32 state dict and string metadata
@@ -9,7 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from vssflow_core.errors import VSSFlowError
+
+
+def frame_windows(x: np.ndarray, window: int) -> np.ndarray:
+    """Each frame with its neighbours: ``[F, ...]`` -> float32 ``[F, 2 * window + 1, ...]``, frame
+    k - window first; frames past either end are zeros."""
+    f = len(x)
+    x = np.asarray(x, dtype=np.float32)
+    padded = np.pad(x, ((window, window),) + ((0, 0),) * (x.ndim - 1))
+    return np.stack([padded[j:j + f] for j in range(2 * window + 1)], axis=1)
 
 
 def save_net(net, path: str | Path, metadata: dict[str, str]) -> None:

@@ -75,7 +75,7 @@ def _render_all(rows: list[dict], workers: int) -> list[np.ndarray]:
 
 def training_frames(changes: list[np.ndarray], rows: list[dict], window: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The training examples: float32 [N, 2w+1, G, G] windows and float32 [N] labels (see the module doc)."""
-    from vssflow_core.features.events import change_windows
+    from vssflow_core.features.netfile import frame_windows
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -85,7 +85,7 @@ def training_frames(changes: list[np.ndarray], rows: list[dict], window: int, se
         pick = set(int(k) for k in rng.choice(len(y), min(RANDOM_FRAMES, len(y)), replace=False))
         pick |= {int(k + d) for k in pos for d in range(-NEAR, NEAR + 1) if 0 <= k + d < len(y)}
         idx = np.array(sorted(pick), dtype=np.int64)
-        xs.append(change_windows(change, window)[idx])
+        xs.append(frame_windows(change, window)[idx])
         ys.append(y[idx])
     return np.concatenate(xs), np.concatenate(ys)
 
