@@ -14,8 +14,10 @@ For each video, with the video's own soundtrack (when it has one) as the referen
   loudness: Pearson correlation at lag 0 and the lag (frames) of the best correlation within +-10;
   motion-peak times against generated onsets (F1 within 100 ms, since visible motion peaks are not
   sound events); at the hard cuts (``features.visual.shot_cuts``), how much louder the track is
-  within +-2 frames of each cut than its median frame (dB, ``cut_loudness_db``; a track that hears a
-  cut as an impact scores high); the same figures for the real soundtrack.
+  within +-2 frames of each cut than its loud frames, its 90th-percentile frame (dB,
+  ``cut_loudness_db``; about 0 when a cut is as loud as the rest of the sound, high for a track that
+  hears a cut as an impact; not the median frame, which is digital silence in a track of sparse sound
+  effects and made any sound near a cut score +60 dB); the same figures for the real soundtrack.
 * Speech (when a face is found and the soundtrack has words): the transcript comes from Whisper on
   the real soundtrack, as a user would get it; the speech window is found from the lips. Reports the
   lip offset (frames; audio later than mouth is positive) and the correlation of mouth opening and
@@ -61,13 +63,15 @@ MAX_LAG = 10  # frames
 
 
 CUT_REACH = 2  # frames either side of a cut where its sound is looked for
+LOUD_PERCENTILE = 90  # the track's "loud frame", the reference of cut_loudness_db
 
 
 def sound_report(wave: np.ndarray, sr: int, energy: np.ndarray, cuts: np.ndarray) -> dict:
     """Motion-following figures of one waveform [S] against the motion energy [F] (zero at the
     frames ``cuts`` [K] where a new shot starts)."""
     loud = M.frame_loudness(wave, sr, len(energy), RATE)
-    near_cut = [loud[max(0, k - CUT_REACH): k + CUT_REACH + 1].max() - np.median(loud) for k in cuts]
+    loud_frame = np.percentile(loud, LOUD_PERCENTILE)
+    near_cut = [loud[max(0, k - CUT_REACH): k + CUT_REACH + 1].max() - loud_frame for k in cuts]
     c0, lag, cbest = M.lagged_correlation(energy, loud, MAX_LAG)
     peaks = M.motion_peaks(energy, RATE)
     onsets = M.detect_onsets(wave, sr)

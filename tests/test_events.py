@@ -43,7 +43,8 @@ def test_change_grids_and_windows():
 
 def test_shipped_detector_finds_the_events_of_an_unseen_scene():
     """The shipped weights on make-data sound scenes of a seed no training used: most events are found
-    on their frame (within one), and there are few detections where nothing happens."""
+    on their frame (within one), and there are few detections where nothing happens; also when the
+    scenes were made at 16 fps."""
     from vssflow_core.data import clips
     from vssflow_core.train.events import detection_scores
 
@@ -59,6 +60,11 @@ def test_shipped_detector_finds_the_events_of_an_unseen_scene():
     assert scores["events"] >= 5
     assert scores["recall"] >= 0.7 and scores["precision"] >= 0.7, scores
     assert all(0.0 <= p.min() and p.max() <= 1.0 for p in probs)
+    # The same scenes made at 16 fps, a video generator's rate, and held on the 25 fps grid: the
+    # detector trained with --low-fps scores 0.82 here, the 25-fps-only one of 2026-11-29 0.67.
+    held = [event_probabilities(clips.render_frames_held(clips.build_clip(4242, i, "sfx", 8.0),
+                                                          clips.EVENT_RENDER_SIZE, 16.0))[:, 0] for i in range(3)]
+    assert detection_scores(held, rows)["f1"] >= 0.75, detection_scores(held, rows)
 
 
 def test_probabilities_do_not_depend_on_the_chunking():
@@ -118,10 +124,13 @@ def test_train_events_command(tmp_path, capsys):
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "event detection:" in text and "recall by class" in text
+    assert "at 25 fps F1" in text and "at 16 fps F1" in text and "of them again below 25 fps" in text
     net, window = load_detector(out)
     assert window == 3 and net[0].out_channels == 4
     assert cli.main(args) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
+    assert cli.main(["train-events", "--data", str(data), "--out", str(tmp_path / "y.safetensors"), "--low-fps", "1.5"]) == 2
+    assert "--low-fps 1.5: give a share between 0 and 1" in capsys.readouterr().err
     assert cli.main(["train-events", "--data", str(data), "--out", str(tmp_path / "x.safetensors"), "--kinds", "speech"]) == 2
     assert "no clip has visible events" in capsys.readouterr().err
 
@@ -186,3 +195,34 @@ def test_each_shot_is_read_on_its_own():
     p = event_probabilities(video)
     assert np.allclose(p[:20], event_probabilities(video[:20]), atol=1e-6)
     assert np.allclose(p[20:], event_probabilities(video[20:]), atol=1e-6)
+
+
+def test_held_rendering_repeats_the_pictures_of_a_low_frame_rate():
+    """render_frames_held: a 12.5 fps video on the 25 fps grid shows each picture twice, those pictures
+    are the clip drawn at 12.5 fps, and at 25 fps it is the ordinary rendering."""
+    from vssflow_core.data import clips
+
+    spec = clips.build_clip(4243, 1, "sfx", 2.0)
+    smooth = clips.render_frames(spec, 32)
+    assert np.array_equal(clips.render_frames_held(spec, 32, 25.0), smooth)
+    held = clips.render_frames_held(spec, 32, 12.5)
+    assert held.shape == smooth.shape
+    assert np.array_equal(held[0::2], held[1::2]) and np.array_equal(held[0::2], clips.render_frames(spec, 32, 12.5))
+    assert not np.array_equal(held, smooth)
+    made = clips.render_frames(spec, 32, 16.0)
+    sixteen = clips.render_frames_held(spec, 32, 16.0)  # grid time k/25 shows picture floor(k * 16 / 25)
+    assert all(np.array_equal(sixteen[k], made[j]) for k, j in enumerate([0, 0, 1, 1, 2, 3, 3, 4]))
+
+
+def test_draw_list_adds_a_share_of_low_frame_rate_copies():
+    from vssflow_core.train.events import LOW_FRAME_RATES, draw_list
+
+    rows = [{"id": f"{i:06d}"} for i in range(200)]
+    assert draw_list(rows, 0.0, 0) == [(r, 25.0) for r in rows]
+    jobs = draw_list(rows, 0.5, 0)
+    assert jobs[:200] == [(r, 25.0) for r in rows]
+    again = jobs[200:]
+    assert 70 <= len(again) <= 130 and all(fps in LOW_FRAME_RATES for _, fps in again)
+    assert len({fps for _, fps in again}) >= 5  # the rates vary
+    assert draw_list(rows, 0.5, 0) == jobs and draw_list(rows, 0.5, 1) != jobs  # set by the seed
+    assert len(draw_list(rows, 1.0, 0)) == 400

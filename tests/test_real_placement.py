@@ -87,3 +87,26 @@ def test_transcript_words_refuses_words_spoken_otherwise_in_context():
     # an unknown all-capital word is spelled inside mixed-case text, read as a word alone
     with pytest.raises(VSSFlowError, match="converted one by one"):
         S.transcript_words("Meet the ZORB team")
+
+
+def _track(level_db_by_frame: np.ndarray, sr: int = 1000) -> np.ndarray:
+    """A waveform [F * sr / 25] whose 25 Hz frames have the given loudness (dB; -200 = digital silence)."""
+    hop = sr // 25
+    amp = np.where(level_db_by_frame > -150, 10 ** (level_db_by_frame / 20) * math.sqrt(2), 0.0)
+    t = np.arange(hop) / sr
+    return np.concatenate([a * np.sin(2 * np.pi * 100 * t) for a in amp]).astype(np.float32)
+
+
+def test_cut_loudness_is_against_the_loud_frames_not_the_silence():
+    # Sparse sound effects: silence with five 4-frame sounds at -20 dB, one of them at the cut (frame 50).
+    levels = np.full(100, -200.0)
+    for start in (10, 30, 48, 70, 85):
+        levels[start:start + 4] = -20.0
+    energy = np.ones(100)
+    out = S.sound_report(_track(levels), 1000, energy, np.array([50]))
+    assert abs(out["cut_loudness_db"]) < 1.0  # as loud as the other sounds, not +80 dB over the silence
+
+    # The same track with a bang at the cut, 20 dB over the other sounds.
+    levels[49:52] = 0.0
+    out = S.sound_report(_track(levels), 1000, energy, np.array([50]))
+    assert 19.0 < out["cut_loudness_db"] < 21.0

@@ -171,6 +171,18 @@ def render_frames(spec: ClipSpec, size: int, rate_hz: float = FPS) -> np.ndarray
     return out
 
 
+def render_frames_held(spec: ClipSpec, size: int, source_fps: float) -> np.ndarray:
+    """The clip's video made at ``source_fps`` (a video generator's 16 fps, animation's 12) and read
+    onto the 25 fps grid as the decoder reads such a file: each grid time k/25 shows the latest source
+    frame (``frame_shown_at``), so pictures repeat. uint8 ``[F25, size, size, 3]``; at 25 fps it is
+    :func:`render_frames`."""
+    if source_fps == FPS:
+        return render_frames(spec, size)
+    made = render_frames(spec, size, source_fps)
+    shown = frame_shown_at(np.arange(num_frames(spec.duration_s, FPS)) / FPS, source_fps)
+    return made[np.minimum(shown, len(made) - 1)]
+
+
 def appearance_indices(duration_s: float) -> np.ndarray:
     """Index of the 25 fps frame shown at each 10 fps time k/10 (as the inference front-end picks)."""
     count = num_frames(duration_s, APPEARANCE_FPS)

@@ -6,6 +6,11 @@ at ``data.clips.EVENT_RENDER_SIZE`` px, turned into :func:`features.events.chang
 becomes a positive example; the frames up to ``NEAR`` either side of an event and ``RANDOM_FRAMES``
 random frames of each clip are negatives (the mixed scenes' talking faces among them: a moving mouth
 is not an event; ``--kinds`` can add the speech clips, which cost a TTS run each to draw again).
+A share of the clips (``--low-fps``) is drawn a second time at a lower frame rate (one of
+``LOW_FRAME_RATES``, chosen per clip from the seed) and read onto the 25 fps grid with its pictures
+repeated, as a video generator's 16 fps output or animation reaches the front-end; the labels stay on
+the true event frames, so the detector learns to place an event that such a video shows up to a
+source frame late. ``--val`` prints the event F1 at 25 fps and at ``VAL_LOW_FPS``.
 Binary cross-entropy, AdamW, one-cycle learning rate, batches of 128 frames. With one thread and
 the same data and seed the weights come out bit for bit the same.
 """
@@ -17,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vssflow_core.config import FEATURE_RATE_HZ
 from vssflow_core.errors import VSSFlowError
 
 NEAR = 3  # frames either side of an event taken as (hard) negatives
 RANDOM_FRAMES = 20  # random frames per clip
 MATCH_FRAMES = 1  # a detection within one frame (40 ms) of an event finds it
 POS_WEIGHT = 2.0
+LOW_FRAME_RATES = (8.0, 10.0, 12.0, 12.5, 15.0, 16.0, 20.0, 24.0)  # video generators, animation, film
+VAL_LOW_FPS = 16.0  # the frame rate of common open video generators (Wan 2.x)
 
 
 def clip_rows(folder: str, flag: str) -> list[dict]:
@@ -35,8 +43,9 @@ def clip_rows(folder: str, flag: str) -> list[dict]:
     return sorted(read_manifest(folder), key=lambda r: r["file"])
 
 
-def render_change(row: dict) -> np.ndarray:
-    """A manifest row's video drawn again -> :func:`features.events.change_grids` float32 [F, 32, 32]."""
+def render_change(row: dict, source_fps: float = FEATURE_RATE_HZ) -> np.ndarray:
+    """A manifest row's video drawn again, made at ``source_fps`` and held on the 25 fps grid
+    (``clips.render_frames_held``) -> :func:`features.events.change_grids` float32 [F25, 32, 32]."""
     from vssflow_core.data import clips
     from vssflow_core.features.events import change_grids
 
@@ -46,7 +55,7 @@ def render_change(row: dict) -> np.ndarray:
         spec = clips.build_clip(int(row["seed"]), int(row["index"]), row["kind"], float(row["duration_s"]),
                                 use_real_sounds=real_sounds, voices=voices)
         if [(int(e["frame"]), e["class"]) for e in clips.manifest_row(spec)["events"]] == want:
-            return change_grids(clips.render_frames(spec, clips.EVENT_RENDER_SIZE))
+            return change_grids(clips.render_frames_held(spec, clips.EVENT_RENDER_SIZE, source_fps))
     raise VSSFlowError(f"clip {row['id']} (seed {row['seed']}, index {row['index']}): drawing it again does not give "
                        "the events its manifest lists; it was made by another version of make-data. Make the data "
                        "folder again with this version")
@@ -64,13 +73,27 @@ def event_labels(row: dict, frames: int) -> tuple[np.ndarray, list[str]]:
     return y, classes
 
 
-def _render_all(rows: list[dict], workers: int) -> list[np.ndarray]:
+def draw_list(rows: list[dict], low_fps_share: float, seed: int) -> list[tuple[dict, float]]:
+    """Every row at 25 fps, then a ``low_fps_share`` of them (chosen by ``seed``) again at one of
+    ``LOW_FRAME_RATES``: ``[(row, source fps)]``."""
+    rng = np.random.default_rng([seed, 25])
+    again = rng.random(len(rows)) < low_fps_share
+    rates = rng.choice(LOW_FRAME_RATES, len(rows))
+    return [(r, FEATURE_RATE_HZ) for r in rows] + [(r, float(f)) for r, f, a in zip(rows, rates, again) if a]
+
+
+def _render_one(job: tuple[dict, float]) -> np.ndarray:
+    return render_change(*job)
+
+
+def _render_all(jobs: list[tuple[dict, float]], workers: int) -> list[np.ndarray]:
+    """:func:`render_change` of each ``(row, source fps)``, in order."""
     if workers <= 1:
-        return [render_change(r) for r in rows]
+        return [_render_one(j) for j in jobs]
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.map(render_change, rows, chunksize=8)
+        return pool.map(_render_one, jobs, chunksize=8)
 
 
 def training_frames(changes: list[np.ndarray], rows: list[dict], window: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +187,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the frame choice, the initial weights and the batch order")
     p.add_argument("--kinds", default="sfx,mixed", help="clip kinds to train on, comma-separated (default sfx,mixed)")
     p.add_argument("--workers", type=int, default=2, help="processes that draw the videos (default 2)")
+    p.add_argument("--low-fps", type=float, default=0.5, metavar="SHARE",
+                   help="share of the clips drawn again at a frame rate below 25 fps (8-24), held on the 25 fps grid "
+                        "(default 0.5; 0 = 25 fps only, as stage 8's detector was trained)")
 
 
 def run(args) -> int:
@@ -181,10 +207,13 @@ def run(args) -> int:
     val_rows = clip_rows(args.val, "--val") if args.val else []
     if not any(r.get("events") for r in rows):
         raise VSSFlowError(f"--data {args.data}: no clip has visible events; make sound scenes with make-data --kind sfx")
-    print(f"drawing {len(rows)} clips ...", flush=True)
-    changes = _render_all(rows, args.workers)
-    x, y = training_frames(changes, rows, args.window, args.seed)
-    print(f"{len(rows)} clips, {len(x)} frames, {int(y.sum())} events")
+    if not 0.0 <= args.low_fps <= 1.0:
+        raise VSSFlowError(f"--low-fps {args.low_fps}: give a share between 0 and 1")
+    jobs = draw_list(rows, args.low_fps, args.seed)
+    print(f"drawing {len(rows)} clips, {len(jobs) - len(rows)} of them again below 25 fps ...", flush=True)
+    changes = _render_all(jobs, args.workers)
+    x, y = training_frames(changes, [row for row, _ in jobs], args.window, args.seed)
+    print(f"{len(jobs)} drawings, {len(x)} frames, {int(y.sum())} events")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same weights on any machine with the same data and seed
     try:
@@ -195,15 +224,19 @@ def run(args) -> int:
     if val_rows:
         from tempfile import TemporaryDirectory
 
+        scores = []
         with TemporaryDirectory() as tmp:  # score the network in memory through the file code path
             path = Path(tmp) / "detector.safetensors"
             save_detector(net, args.window, path)
-            probs = [probabilities_from_change(c, path)[:, 0] for c in _render_all(val_rows, args.workers)]
-        s = detection_scores(probs, val_rows)
-        summary = (f"{args.val} ({len(val_rows)} clips, {s['events']} events): F1 {s['f1']:.3f} "
-                   f"(P {s['precision']:.3f} / R {s['recall']:.3f}); recall by class {json.dumps(s['recall_by_class'])}")
+            for fps in (FEATURE_RATE_HZ, VAL_LOW_FPS):
+                changes = _render_all([(r, fps) for r in val_rows], args.workers)
+                s = detection_scores([probabilities_from_change(c, path)[:, 0] for c in changes], val_rows)
+                scores.append(f"at {fps:g} fps F1 {s['f1']:.3f} (P {s['precision']:.3f} / R {s['recall']:.3f}), "
+                              f"recall by class {json.dumps(s['recall_by_class'])}")
+        summary = f"{args.val} ({len(val_rows)} clips, {s['events']} events): " + "; ".join(scores)
         print(f"event detection: {summary}")
     save_detector(net, args.window, out, training=f"train-events --data {args.data} --kinds {args.kinds} "
-                                                  f"--epochs {args.epochs} --seed {args.seed}" + (f"; {summary}" if summary else ""))
+                                                  f"--epochs {args.epochs} --seed {args.seed} --low-fps {args.low_fps:g}"
+                                                  + (f"; {summary}" if summary else ""))
     print(f"wrote {out}")
     return 0
