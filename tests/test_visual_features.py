@@ -138,3 +138,26 @@ def test_only_models_with_a_frame_feature_make_the_pipeline_decode_video():
     for key, build in builders.items():
         spec = next(c for cfg in (config.embedded(), config.official()) for c in cfg.conditions if c.feature_key == key)
         assert build(w, spec, {}) is None, key
+
+
+def test_the_video_front_ends_share_one_grey_grid_per_window(monkeypatch):
+    """The motion features and the event detector's shot cuts read the window's 16x16 grey grid,
+    made once; their values are those of the stand-alone functions. The clip has a hard cut."""
+    from vssflow_core import frontend
+    from vssflow_core.embedded import embedded_config
+    from vssflow_core.features import visual
+    from vssflow_core.features.events import event_probabilities
+
+    frames = np.concatenate([_scene(3, 30, pan_px=1), _scene(4, 30, pan_px=1)])
+    assert visual.shot_cuts(frames)[30]
+    specs = {c.feature_key: c for c in embedded_config().conditions}
+    calls = []
+    real_grey_grid = visual.grey_grid
+    monkeypatch.setattr(visual, "grey_grid", lambda f, grid=visual.GRID: calls.append(grid) or real_grey_grid(f, grid))
+    w = frontend.WindowInputs(start_s=0.0, duration_s=60 / 25, frames=frames)
+    motion = frontend._motion(w, specs["motion_feat"], None)
+    events = frontend._events(w, specs["event_feat"], None)
+    assert calls.count(visual.GRID) == 1  # one 16x16 grid for both (the detector's own grid is 32x32)
+    monkeypatch.setattr(visual, "grey_grid", real_grey_grid)
+    np.testing.assert_array_equal(motion[0].numpy(), visual.motion_features(frames))
+    np.testing.assert_array_equal(events[0].numpy(), event_probabilities(frames))

@@ -29,6 +29,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -161,6 +162,14 @@ class WindowInputs:
     speaker: torch.Tensor | None = None
     window_s: float = 0.0  # the model's window (s): features are padded to it (official extractors pad themselves)
 
+    @cached_property
+    def grey(self) -> np.ndarray:
+        """float32 [F, 256]: ``visual.grey_grid`` of ``frames`` (most of the cost of the motion features
+        and of the shot cuts the event detector reads), made once per window for both."""
+        from vssflow_core.features.visual import grey_grid
+
+        return grey_grid(self.frames)
+
 
 def warn(message: str) -> None:
     """Warn about a missing part (Python's default filter shows each message once per place)."""
@@ -179,15 +188,17 @@ def _motion(w: WindowInputs, spec, extras) -> torch.Tensor | None:
         return None
     from vssflow_core.features.visual import motion_features
 
-    return torch.as_tensor(motion_features(w.frames), dtype=torch.float32)[None]  # [1, F25, 256]
+    return torch.as_tensor(motion_features(w.frames, w.grey), dtype=torch.float32)[None]  # [1, F25, 256]
 
 
 def _events(w: WindowInputs, spec, extras) -> torch.Tensor | None:
     if w.frames is None:
         return None
     from vssflow_core.features.events import event_probabilities
+    from vssflow_core.features.visual import shot_cuts
 
-    return torch.as_tensor(event_probabilities(w.frames), dtype=torch.float32)[None]  # [1, F25, 1]
+    cuts = shot_cuts(w.frames, w.grey)
+    return torch.as_tensor(event_probabilities(w.frames, cuts=cuts), dtype=torch.float32)[None]  # [1, F25, 1]
 
 
 def _appearance(w: WindowInputs, spec, extras) -> torch.Tensor | None:

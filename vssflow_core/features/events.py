@@ -138,12 +138,13 @@ def probabilities_from_change(change: np.ndarray, path: str | Path = EVENT_WEIGH
     return out
 
 
-def event_probabilities(frames, path: str | Path = EVENT_WEIGHTS) -> np.ndarray:
+def event_probabilities(frames, path: str | Path = EVENT_WEIGHTS, cuts: np.ndarray | None = None) -> np.ndarray:
     """Per-frame probability of a visible sound event.
 
     Args:
         frames: uint8 ``[F, H, W, 3]`` RGB frames at 25 fps (any size; squashed to 32x32).
         path: detector weights.
+        cuts: ``visual.shot_cuts(frames)`` (bool ``[F]``) when the caller has it already.
     Returns:
         float32 ``[F, 1]`` in [0, 1]. Each shot (``visual.shot_cuts``) is read on its own, as a clip
         of its own: seen across a cut, the old shot's motion, the zeroed cut frame and the new shot's
@@ -152,7 +153,7 @@ def event_probabilities(frames, path: str | Path = EVENT_WEIGHTS) -> np.ndarray:
     from vssflow_core.features.visual import shot_cuts
 
     frames = np.asarray(frames)
-    cuts = shot_cuts(frames)
+    cuts = shot_cuts(frames) if cuts is None else cuts
     change = change_grids(frames, cuts)
     starts = [0, *np.nonzero(cuts)[0].tolist(), len(change)]
     parts = [probabilities_from_change(change[a:b], path) for a, b in zip(starts[:-1], starts[1:]) if b > a]

@@ -107,7 +107,7 @@ def _picture_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(flat_a & flat_b, same_level.astype(np.float64), np.where(flat_a | flat_b, 0.0, corr))
 
 
-def shot_cuts(frames) -> np.ndarray:
+def shot_cuts(frames, grey: np.ndarray | None = None) -> np.ndarray:
     """Hard cuts between shots, found on the 16x16 grey thumbnails.
 
     Frame k starts a new shot when all of these hold:
@@ -126,12 +126,14 @@ def shot_cuts(frames) -> np.ndarray:
 
     Args:
         frames: uint8 ``[F, H, W, 3]`` RGB frames at 25 fps.
+        grey: their :func:`grey_grid` ``[F, 256]`` when the caller has it already (the thumbnails are
+            most of the cost; the inference front-end shares them with :func:`motion_features`).
 
     Returns:
         bool ``[F]``: True at the first frame of each new shot (the first and the last frame are
         never cuts: nothing before, nothing after to confirm).
     """
-    return _cuts_in(grey_grid(frames))
+    return _cuts_in(grey_grid(frames) if grey is None else grey)
 
 
 def _cuts_in(grey: np.ndarray) -> np.ndarray:
@@ -155,11 +157,12 @@ def _cuts_in(grey: np.ndarray) -> np.ndarray:
     return cuts
 
 
-def motion_features(frames) -> np.ndarray:
+def motion_features(frames, grey: np.ndarray | None = None) -> np.ndarray:
     """Frame-difference motion features on the 25 Hz grid.
 
     Args:
         frames: uint8 ``[F, H, W, 3]`` RGB frames sampled at 25 fps (any size; squashed to 16x16).
+        grey: their :func:`grey_grid` ``[F, 256]`` when the caller has it already (as for :func:`shot_cuts`).
 
     Returns:
         float32 ``[F, 256]`` in [-1, 1]: row k is ``sign(d) * log1p(20 |d|) / log1p(20)`` with
@@ -168,7 +171,7 @@ def motion_features(frames) -> np.ndarray:
         is in row k. Rows at hard cuts between shots (:func:`shot_cuts`) are zeros too: a cut
         changes every cell at once, which the model would otherwise hear as a loud impact.
     """
-    grey = grey_grid(frames)
+    grey = grey_grid(frames) if grey is None else grey
     out = signed_change(grey)
     out[_cuts_in(grey)] = 0.0
     return out
