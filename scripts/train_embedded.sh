@@ -6,8 +6,8 @@
 #   bash scripts/train_embedded.sh WORK_DIR [DEVICE] [MINUTES]
 #
 # This is the final recipe of the shipped model run from scratch (clean-latent prediction, phonemes
-# placed by lip reading with the shipped reader, batch 256 with lr 6e-4 and a linear cool-down over
-# the last 30 % on a GPU), not a replay of the seven stages that made vssflow_core/weights/embedded.safetensors (see its model card:
+# placed by lip reading with the shipped reader, half of the sound clips' video made at 8-24 fps,
+# batch 256 with lr 6e-4 and a linear cool-down over the last 30 % on a GPU), not a replay of the ten stages that made vssflow_core/weights/embedded.safetensors (see its model card:
 # those stages switched from velocity to clean-latent prediction and from one placement to another
 # on the way). WORK_DIR holds data/, pack/, runs/, models/ and eval/; every stage resumes or is
 # skipped when its output exists, so re-running continues (a run resumes from runs/NAME; its
@@ -29,7 +29,7 @@ MINUTES=${3:-30}
 mkdir -p "$WORK"/{pack,runs,models,eval}
 vc() { OMP_NUM_THREADS=1 "$PYTHON" -m vssflow_core "$@"; }
 
-vc make-data --out "$WORK/data/train" --n "${N_TRAIN:-3000}" --seed 1 --workers "$(nproc)" --voices "${VOICES:-joe}"
+vc make-data --out "$WORK/data/train" --n "${N_TRAIN:-3000}" --seed 1 --workers "$(nproc)" --voices "${VOICES:-joe}" --low-fps 0.5
 vc make-data --out "$WORK/data/val" --n "${N_VAL:-100}" --seed 1001 --workers "$(nproc)" --voices "${VOICES:-joe}"
 for split in train val; do
   if [ -f "$WORK/pack/$split/pack.json" ]; then  # packed before: only if it holds every clip

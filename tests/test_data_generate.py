@@ -89,11 +89,17 @@ def test_resume_with_other_options_is_refused_and_bad_lengths_too(tmp_path):
 
     assert generate.run(_args(tmp_path, 1, seed=1)) == 0
     made = json.loads((tmp_path / "make_data.json").read_text())
-    assert made == {"seed": 1, "kind": "sfx", "duration_s": 2.0, "voices": "joe", "no_real_sounds": True}
+    assert made == {"seed": 1, "kind": "sfx", "duration_s": 2.0, "voices": "joe", "no_real_sounds": True,
+                    "low_fps": 0.0}
     for kw, match in (({"seed": 1001}, "--seed 1 "), ({"kind": "speech"}, "--kind sfx "),
-                      ({"duration_s": 3.0}, "--duration-s 2.0 "), ({"voices": "joe,slt"}, "--voices joe ")):
+                      ({"duration_s": 3.0}, "--duration-s 2.0 "), ({"voices": "joe,slt"}, "--voices joe "),
+                      ({"low_fps": 0.5}, "--low-fps 0.0")):
         with pytest.raises(VSSFlowError, match=f"was made with {match}.*new --out"):
             generate.run(_args(tmp_path, 2, **{"seed": 1, **kw}))
+    del made["low_fps"]  # a folder made before --low-fps existed was made without it
+    (tmp_path / "make_data.json").write_text(json.dumps(made))
+    with pytest.raises(VSSFlowError, match="was made with --low-fps 0.0 "):
+        generate.run(_args(tmp_path, 2, seed=1, low_fps=0.5))
     (tmp_path / "make_data.json").unlink()  # a folder made before the file: its manifest rows are compared
     for kw, match in (({"seed": 1001}, "--seed 1"), ({"kind": "speech"}, r"another --kind \(clip 0 is a sfx clip\)"),
                       ({"duration_s": 3.0}, "--duration-s 2.0")):
@@ -104,6 +110,9 @@ def test_resume_with_other_options_is_refused_and_bad_lengths_too(tmp_path):
     assert generate.run(_args(empty, 0, seed=1)) == 0 and generate.read_manifest(empty) == []
     with pytest.raises(VSSFlowError, match="was made with --seed 1 "):
         generate.run(_args(empty, 1, seed=2))
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(VSSFlowError, match=f"--low-fps {float(bad)}: the share of sound clips.*from 0 to 1"):
+            generate.run(_args(tmp_path / "new", 1, low_fps=bad))
     for bad in ("0", "-1"):
         args = _args(tmp_path / "new", 1)
         args.duration_s = float(bad)
@@ -150,3 +159,34 @@ def test_a_second_make_data_on_the_same_folder_waits_for_the_first(tmp_path, cap
     with pytest.raises(VSSFlowError, match=r"folder in use \(pid \d+\); try later"):
         lock_folder(tmp_path, "folder in use", "try later")
     again.close()
+
+
+def test_low_fps_share_makes_those_sound_clips_video_at_a_low_rate_and_nothing_else(tmp_path):
+    """--low-fps: the chosen sound clips get the features of their video made at a low frame rate
+    and held on the 25 fps grid (equal to clip_tensors of that drawing); the sound, the events and
+    the other clips are those of a folder made without the option."""
+    from vssflow_core.data import clips
+
+    share, n = 0.5, 6
+    rates = [clips.video_frame_rate(11, i, "sfx", share) for i in range(n)]
+    assert any(r == 25.0 for r in rates) and any(r < 25.0 for r in rates)  # seed 11 draws both kinds
+    assert all(clips.video_frame_rate(11, i, kind, share) == 25.0 for i in range(n) for kind in ("speech", "mixed"))
+    assert all(clips.video_frame_rate(11, i, "sfx", 0.0) == 25.0 for i in range(n))
+    assert generate.run(_args(tmp_path / "plain", n)) == 0
+    assert generate.run(_args(tmp_path / "low", n, low_fps=share)) == 0
+    for plain, low, rate in zip(generate.read_manifest(tmp_path / "plain"), generate.read_manifest(tmp_path / "low"),
+                                rates):
+        assert low["video_fps"] == rate and plain["video_fps"] == 25.0 and low["events"] == plain["events"]
+        a = safetensors_numpy.load_file(str(tmp_path / "plain" / plain["file"]))
+        b = safetensors_numpy.load_file(str(tmp_path / "low" / low["file"]))
+        assert np.array_equal(a["wave"], b["wave"])
+        same = all(np.array_equal(a[k], b[k]) for k in ("motion_feat", "appearance_feat", "event_feat"))
+        still = not np.abs(a["motion_feat"]).any()  # a scene with nothing moving looks the same at any rate
+        assert same == (rate == 25.0 or still), (low["id"], rate)
+        if rate < 25.0:
+            spec = clips.build_clip(11, int(low["index"]), "sfx", 2.0, use_real_sounds=False)
+            want = clips.clip_tensors(spec, video_fps=rate)
+            for k in ("motion_feat", "appearance_feat", "event_feat"):
+                assert np.array_equal(b[k], want[k]), k
+            # held pictures: some 25 fps frames repeat the one before, so their motion is zero
+            assert (np.abs(b["motion_feat"][1:]).max(axis=1) == 0).sum() >= 0.3 * (25 - rate) / 25 * len(b["motion_feat"])

@@ -215,7 +215,8 @@ def test_held_rendering_repeats_the_pictures_of_a_low_frame_rate():
 
 
 def test_draw_list_adds_a_share_of_low_frame_rate_copies():
-    from vssflow_core.train.events import LOW_FRAME_RATES, draw_list
+    from vssflow_core.data.clips import LOW_FRAME_RATES
+    from vssflow_core.train.events import draw_list
 
     rows = [{"id": f"{i:06d}"} for i in range(200)]
     assert draw_list(rows, 0.0, 0) == [(r, 25.0) for r in rows]

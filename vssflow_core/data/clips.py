@@ -26,6 +26,7 @@ KINDS = ("speech", "sfx", "mixed")
 FEATURE_RENDER_SIZE = 64  # px; the features squash frames to 16x16 anyway
 EVENT_RENDER_SIZE = 128  # px; the event detector reads a 32x32 grid (4 x 4 pixels per cell)
 KIND_CYCLE = ("speech", "sfx", "speech", "sfx", "mixed")  # --kind all: 40 % / 40 % / 20 %
+LOW_FRAME_RATES = (8.0, 10.0, 12.0, 12.5, 15.0, 16.0, 20.0, 24.0)  # video generators, animation, film
 
 
 def kind_for_index(kind: str, index: int) -> str:
@@ -189,8 +190,21 @@ def appearance_indices(duration_s: float) -> np.ndarray:
     return frame_shown_at(np.arange(count) / APPEARANCE_FPS, FPS)
 
 
-def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The stored tensors of a clip (see ``generate`` for the file format).
+def video_frame_rate(seed: int, index: int, kind: str, low_fps_share: float) -> float:
+    """The frame rate (fps) clip ``index`` of ``seed`` has its video made at: 25, or for a
+    ``low_fps_share`` of the sound clips (chosen by (seed, index), whatever the order or share of
+    the others) one of ``LOW_FRAME_RATES``, held on the 25 fps grid (``render_frames_held``). Speech
+    and mixed clips stay at 25 fps: their lips are drawn on that grid."""
+    rng = np.random.default_rng([seed, index, 16])
+    chosen, rate = rng.random(), float(rng.choice(LOW_FRAME_RATES))  # both drawn always: same stream
+    return rate if kind == "sfx" and chosen < low_fps_share else FPS
+
+
+def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None, video_fps: float = FPS) -> dict[str, np.ndarray]:
+    """The stored tensors of a clip (see ``generate`` for the file format). ``frames25`` uint8
+    [F25, H, W, 3] replaces the video the features are computed from (default: the clip drawn at
+    ``FEATURE_RENDER_SIZE``); ``video_fps`` is the frame rate the video is made at (held on the 25 fps
+    grid, see :func:`video_frame_rate`), for the motion, appearance and event features.
 
     Returns: wave float32 [S]; lip_feat float32 [F25, 6] (normalised, model input; zeros without a
     face); lip_raw float32 [F25, 6]; phone_id int64 [F25]; motion_feat float32 [F25, 256];
@@ -203,7 +217,7 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str
 
     n25 = num_frames(spec.duration_s, FPS)
     if frames25 is None:
-        frames25 = render_frames(spec, FEATURE_RENDER_SIZE)
+        frames25 = render_frames_held(spec, FEATURE_RENDER_SIZE, video_fps)
     lip_raw = spec.lip_raw if spec.lip_raw is not None else np.zeros((n25, 6), np.float32)
     phone = np.zeros(n25, dtype=np.int64)
     if spec.transcript:
@@ -219,13 +233,14 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None) -> dict[str
         "lip_raw": np.asarray(lip_raw, dtype=np.float32),
         "phone_id": phone,
         "motion_feat": motion_features(frames25),
-        "event_feat": event_probabilities(render_frames(spec, EVENT_RENDER_SIZE)),
+        "event_feat": event_probabilities(render_frames_held(spec, EVENT_RENDER_SIZE, video_fps)),
         "appearance_feat": appearance_features(frames25[appearance_indices(spec.duration_s)]),
     }
 
 
-def manifest_row(spec: ClipSpec, video: str | None = None) -> dict:
-    """The manifest.jsonl row of a clip (ground truth for training and evaluation)."""
+def manifest_row(spec: ClipSpec, video: str | None = None, video_fps: float = FPS) -> dict:
+    """The manifest.jsonl row of a clip (ground truth for training and evaluation); ``video_fps`` is
+    the frame rate its video features were made at (``fps`` is the 25 Hz grid they are on)."""
     speech = spec.kind in ("speech", "mixed")
     return {
         "id": spec.clip_id,
@@ -245,4 +260,5 @@ def manifest_row(spec: ClipSpec, video: str | None = None) -> dict:
         "voice": spec.voice,
         "sample_rate": SAMPLE_RATE,
         "fps": FPS,
+        "video_fps": video_fps,
     }

@@ -12,14 +12,17 @@ Output (``--out DIR``):
 * ``DIR/manifest.jsonl``: one JSON row per clip (``clips.manifest_row``): id, kind, duration_s,
   transcript, speech_start_s, speech_end_s, events [{time_s, frame, class}], classes, seed,
   index, file, video, phones [[ARPAbet, start_s, end_s]] (TTS alignment), face, voice, sample_rate,
-  fps.
+  fps (the 25 Hz grid), video_fps (the frame rate the video was made at).
 * ``DIR/videos/NNNNNN.mp4`` with ``--render-video`` (H.264 + AAC, ``--video-size`` px square).
 
 Clip ``i`` depends only on (``--seed``, ``i``), so a run can be stopped and resumed (clips whose
 row and file exist are skipped; a half-written last manifest line is dropped) and ``--workers``
 does not change the data. ``--kind all`` cycles speech, sfx, speech, sfx, mixed. ``--voices`` lists
 the voices a speaking clip may use; each clip draws one from its own generator, so the default
-(``joe`` alone) gives the same data as before the option existed.
+(``joe`` alone) gives the same data as before the option existed. ``--low-fps SHARE`` makes that
+share of the sound clips' video at one of ``clips.LOW_FRAME_RATES`` (8-24 fps) held on the 25 fps
+grid, as a video generator's 16 fps output reaches the front-end (``clips.video_frame_rate``); the
+sound and the event times stay the same. 0 (the default) gives the data of before the option.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-real-sounds", action="store_true",
                         help="procedural sounds only (ignore /usr/share/sounds/freedesktop even if installed)")
     parser.add_argument("--start", type=int, default=0, help="first clip index (default 0)")
+    parser.add_argument("--low-fps", type=float, default=0.0, metavar="SHARE",
+                        help="share of the sound clips whose video is made at 8-24 fps and held on the 25 fps grid "
+                             "(as from a 16 fps video generator); 0-1, default 0")
     parser.add_argument("--voices", default="joe", metavar="LIST",
                         help="comma-separated voices for the speaking clips, one drawn per clip: joe (piper, the "
                              "default), slt (festival, female), flite-slt, awb, rms (flite); the CMU voices need "
@@ -107,12 +113,13 @@ def make_one(job: tuple) -> dict:
 
 def _make_one(job: tuple) -> dict:
     """Build, render and write clip ``index``; returns its manifest row. ``job`` = (out, seed, index,
-    kind, duration_s, render_video, video_size, crf, use_real_sounds, voices)."""
-    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real, voices = job
+    kind, duration_s, render_video, video_size, crf, use_real_sounds, voices, low_fps_share)."""
+    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real, voices, low_fps = job
     from vssflow_core.data import clips
 
     spec = clips.build_clip(seed, index, kind, duration_s, use_real_sounds=use_real, voices=voices)
-    tensors = clips.clip_tensors(spec)
+    video_fps = clips.video_frame_rate(seed, index, kind, low_fps)
+    tensors = clips.clip_tensors(spec, video_fps=video_fps)
     out = Path(out)
     video_rel = None
     if render_video:
@@ -121,11 +128,11 @@ def _make_one(job: tuple) -> dict:
         video_rel = f"videos/{spec.clip_id}.mp4"
         vpath = out / video_rel
         if not vpath.exists():
-            frames = clips.render_frames(spec, video_size)
+            frames = clips.render_frames_held(spec, video_size, video_fps)
             write_video(vpath, frames, clips.FPS, audio=spec.wave[None], sample_rate=clips.SAMPLE_RATE, crf=crf)
     _save_tensors(out / "clips" / f"{spec.clip_id}.safetensors", tensors,
                   {"id": spec.clip_id, "kind": spec.kind, "sample_rate": clips.SAMPLE_RATE, "format": "vssflow-data-1"})
-    return clips.manifest_row(spec, video_rel)
+    return clips.manifest_row(spec, video_rel, video_fps)
 
 
 def parse_voices(text: str) -> tuple[str, ...]:
@@ -143,6 +150,7 @@ MAX_FAILURES_IN_A_ROW = 5
 
 
 OPTIONS_FILE = "make_data.json"
+OPTIONS_ADDED_LATER = {"low_fps": 0.0}  # option -> the value of the folders made before it existed
 
 
 def _check_same_options(out: Path, rows: list[dict], options: dict) -> None:
@@ -160,6 +168,7 @@ def _check_same_options(out: Path, rows: list[dict], options: dict) -> None:
         made = json.loads(path.read_text())
     except ValueError as e:
         raise VSSFlowError(f"{path} is damaged ({e}); delete it (the manifest's rows are checked instead)") from None
+    made = {**OPTIONS_ADDED_LATER, **made}  # a folder made before an option existed was made without it
     wrong = [f"--{k.replace('_', '-')} {made[k]}" for k, v in options.items() if k in made and made[k] != v]
     if wrong:
         raise VSSFlowError(f"--out {out} was made with {', '.join(wrong)} ({path.name}); resume it with the options "
@@ -199,16 +208,20 @@ def run(args: argparse.Namespace) -> int:
     if args.duration_s is not None and not args.duration_s > 0:
         raise VSSFlowError(f"--duration-s {args.duration_s}: clip length in seconds, > 0 (default {default_duration_s()})")
     duration_s = float(args.duration_s) if args.duration_s else default_duration_s()
+    low_fps = float(getattr(args, "low_fps", 0.0) or 0.0)
+    if not 0.0 <= low_fps <= 1.0:
+        raise VSSFlowError(f"--low-fps {low_fps}: the share of sound clips made at a low frame rate, from 0 to 1")
     use_real = not getattr(args, "no_real_sounds", False)
     # one make-data per folder: a second one (another eval filling the same cache) waits for the first
     lock = lock_folder(out, f"make-data: {out} is being written by another make-data", wait=True)
     try:
-        return _generate(args, out, duration_s, use_real, voices)
+        return _generate(args, out, duration_s, use_real, voices, low_fps)
     finally:
         lock.close()
 
 
-def _generate(args: argparse.Namespace, out: Path, duration_s: float, use_real: bool, voices: list[str]) -> int:
+def _generate(args: argparse.Namespace, out: Path, duration_s: float, use_real: bool, voices: list[str],
+              low_fps: float) -> int:
     """The body of :func:`run`, with the folder locked."""
     from vssflow_core.data.clips import kind_for_index
 
@@ -217,14 +230,14 @@ def _generate(args: argparse.Namespace, out: Path, duration_s: float, use_real: 
         (out / "videos").mkdir(exist_ok=True)
     rows = read_manifest(out)
     _check_same_options(out, rows, {"seed": int(args.seed), "kind": args.kind, "duration_s": duration_s,
-                                    "voices": ",".join(voices), "no_real_sounds": not use_real})
+                                    "voices": ",".join(voices), "no_real_sounds": not use_real, "low_fps": low_fps})
     done = {r["id"] for r in rows if (out / r["file"]).exists() and (not args.render_video or r.get("video"))}
     manifest = out / "manifest.jsonl"
     with atomic_output(manifest, replace=True) as tmp:  # rewrite: drops a truncated tail / missing files
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in done), encoding="utf-8")
     start = int(getattr(args, "start", 0) or 0)
     jobs = [(str(out), int(args.seed), i, kind_for_index(args.kind, i), duration_s, bool(args.render_video),
-             int(args.video_size), args.crf, use_real, voices)
+             int(args.video_size), args.crf, use_real, voices, low_fps)
             for i in range(start, start + int(args.n)) if f"{i:06d}" not in done]
     print(f"make-data: {len(done)} clips present, {len(jobs)} to generate into {out} "
           f"(seed {args.seed}, kind {args.kind}, {duration_s} s)", flush=True)

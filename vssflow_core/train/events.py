@@ -7,7 +7,7 @@ becomes a positive example; the frames up to ``NEAR`` either side of an event an
 random frames of each clip are negatives (the mixed scenes' talking faces among them: a moving mouth
 is not an event; ``--kinds`` can add the speech clips, which cost a TTS run each to draw again).
 A share of the clips (``--low-fps``) is drawn a second time at a lower frame rate (one of
-``LOW_FRAME_RATES``, chosen per clip from the seed) and read onto the 25 fps grid with its pictures
+``data.clips.LOW_FRAME_RATES``, chosen per clip from the seed) and read onto the 25 fps grid with its pictures
 repeated, as a video generator's 16 fps output or animation reaches the front-end; the labels stay on
 the true event frames, so the detector learns to place an event that such a video shows up to a
 source frame late. ``--val`` prints the event F1 at 25 fps and at ``VAL_LOW_FPS``.
@@ -29,7 +29,6 @@ NEAR = 3  # frames either side of an event taken as (hard) negatives
 RANDOM_FRAMES = 20  # random frames per clip
 MATCH_FRAMES = 1  # a detection within one frame (40 ms) of an event finds it
 POS_WEIGHT = 2.0
-LOW_FRAME_RATES = (8.0, 10.0, 12.0, 12.5, 15.0, 16.0, 20.0, 24.0)  # video generators, animation, film
 VAL_LOW_FPS = 16.0  # the frame rate of common open video generators (Wan 2.x)
 
 
@@ -75,7 +74,9 @@ def event_labels(row: dict, frames: int) -> tuple[np.ndarray, list[str]]:
 
 def draw_list(rows: list[dict], low_fps_share: float, seed: int) -> list[tuple[dict, float]]:
     """Every row at 25 fps, then a ``low_fps_share`` of them (chosen by ``seed``) again at one of
-    ``LOW_FRAME_RATES``: ``[(row, source fps)]``."""
+    ``data.clips.LOW_FRAME_RATES``: ``[(row, source fps)]``."""
+    from vssflow_core.data.clips import LOW_FRAME_RATES
+
     rng = np.random.default_rng([seed, 25])
     again = rng.random(len(rows)) < low_fps_share
     rates = rng.choice(LOW_FRAME_RATES, len(rows))
