@@ -83,18 +83,14 @@ def draw_list(rows: list[dict], low_fps_share: float, seed: int) -> list[tuple[d
     return [(r, FEATURE_RATE_HZ) for r in rows] + [(r, float(f)) for r, f, a in zip(rows, rates, again) if a]
 
 
-def _render_one(job: tuple[dict, float]) -> np.ndarray:
-    return render_change(*job)
-
-
 def _render_all(jobs: list[tuple[dict, float]], workers: int) -> list[np.ndarray]:
     """:func:`render_change` of each ``(row, source fps)``, in order."""
     if workers <= 1:
-        return [_render_one(j) for j in jobs]
+        return [render_change(*job) for job in jobs]
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_render_one, jobs, chunksize=8)
+        return pool.starmap(render_change, jobs, chunksize=8)
 
 
 def training_frames(changes: list[np.ndarray], rows: list[dict], window: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
