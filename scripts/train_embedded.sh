@@ -49,7 +49,9 @@ if [ "$DEVICE" = cuda ]; then RECIPE=(--device cuda --amp bf16 --batch-size 256 
 else RECIPE=(--batch-size 8 --lr 7e-4 --warmup 300); fi
 TASKS=(joint v2s tts)
 pids=()
-stop_trainers() { [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null; wait; echo "stopped; run again to resume" >&2; exit 130; }
+# a trainer that got the signal too may be gone already: kill then fails for it, which must not end
+# the script (set -e) before it says how to resume
+stop_trainers() { [ ${#pids[@]} -gt 0 ] && { kill -TERM "${pids[@]}" 2>/dev/null || true; }; wait; echo "stopped; run again to resume" >&2; exit 130; }
 trap stop_trainers INT TERM
 for task in "${TASKS[@]}"; do
   # background jobs of a script start with SIGINT ignored; the trap above forwards it as SIGTERM, to
