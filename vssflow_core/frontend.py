@@ -142,6 +142,34 @@ def sample_track(features: np.ndarray, src_rate_hz: float, src_start_s: float, s
     return out
 
 
+def lips_on_grid(features: np.ndarray, src_rate_hz: float, src_start_s: float, start_s: float,
+                 count: int) -> np.ndarray:
+    """Read a measured lip track [N, 6] at ``src_rate_hz`` onto the 25 Hz grid by linear interpolation.
+
+    The lips move smoothly, so row k of the result (time ``start_s + k / 25``) lies between the
+    source rows measured just before and just after that time, weighted by distance. A video made at
+    16 fps thus gives a lip track that moves on every 25 Hz frame, instead of one that stands still
+    on 9 of 25 and lags by up to one source frame. Where one of the two rows is absent (all zeros: no
+    face found), the row shown at that time is taken, as :func:`sample_track` does; so are times in
+    the last row's frame; times outside the track are zeros. At 25 Hz it equals
+    :func:`sample_track`. Returns float32 [count, 6].
+    """
+    features = np.asarray(features, dtype=np.float32)
+    out = sample_track(features, src_rate_hz, src_start_s, start_s, count, FEATURE_RATE_HZ)
+    if len(features) < 2:
+        return out
+    times = start_s + np.arange(count) / FEATURE_RATE_HZ
+    left = frame_shown_at(times, src_rate_hz, src_start_s)  # the row measured last before each time
+    frac = (times - src_start_s) * src_rate_hz - left  # how far towards the next row, 0..1
+    between = (left >= 0) & (left + 1 < len(features)) & (frac > 1e-6)
+    present = np.any(features != 0, axis=1)
+    k = np.flatnonzero(between)
+    k = k[present[left[k]] & present[left[k] + 1]]
+    w = frac[k, None].astype(np.float32)
+    out[k] = (1 - w) * features[left[k]] + w * features[left[k] + 1]
+    return out
+
+
 @dataclass
 class WindowInputs:
     """Everything the front-ends need for one generation window.
@@ -449,7 +477,7 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
                 f"{need:.2f} s: start the speech by {max(0.0, duration_s - need):.2f} s or shorten the text") from None
         end = duration_s
     if placement != "uniform" and lips is not None:
-        on_grid = sample_track(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, FEATURE_RATE_HZ), FEATURE_RATE_HZ)
+        on_grid = lips_on_grid(lips.features, lips.fps, lips.start_s, 0.0, num_frames(duration_s, FEATURE_RATE_HZ))
         track = phone_timing.mouth_placement(placement)(ids, on_grid, start, end, duration_s, rate_hz=FEATURE_RATE_HZ)
     else:
         track = phone_timing.place_phonemes(ids, start, end, duration_s, rate_hz=FEATURE_RATE_HZ)

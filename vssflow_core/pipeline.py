@@ -189,8 +189,11 @@ def _as_lips(lips) -> LipCondition | None:
 def scan_lips(source, window_s: float, face: str | int = "largest", *, require_face: bool = False,
               preview_frames: int = 0, progress: Callable[[int, int], None] | None = None,
               ) -> tuple[LipCondition | None, np.ndarray]:
-    """Lip track of a whole video, decoded window by window at 25 fps, so that memory stays flat
-    however long the video is (``source`` from :func:`open_video`).
+    """Lip track of a whole video, decoded window by window, so that memory stays flat however long
+    the video is (``source`` from :func:`open_video`). The mouth is measured at 25 fps, or at the
+    video's own rate when that is lower (a 16 fps video generator's output): each measurement then
+    keeps its own time, and ``frontend.lips_on_grid`` interpolates between them, instead of reading
+    repeated pictures as a mouth that stands still and jumps.
 
     Args:
         window_s: seconds decoded at a time.
@@ -201,7 +204,8 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
             over the video; 0 = none.
         progress: ``progress(done_windows, total_windows)`` before each window (raising cancels).
     Returns:
-        (LipCondition at 25 Hz from 0 s, or None; preview uint8 [P, h, w, 3], P <= preview_frames).
+        (LipCondition at min(25, source fps) Hz from 0 s, or None; preview uint8 [P, h, w, 3],
+        P <= preview_frames).
     """
     import importlib.util
 
@@ -211,25 +215,28 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
 
         frontend.warn("lip extraction needs mediapipe, so speech follows the transcript only. " + MEDIAPIPE_INSTALL_HINT)
         return None, none
-    windows = plan_windows(source.duration_s, window_s, 0.0)
-    stride = max(1, math.ceil(num_frames(source.duration_s, FEATURE_RATE_HZ) / preview_frames)) if preview_frames else 0
+    rate = min(FEATURE_RATE_HZ, source.fps)
+    total = num_frames(source.duration_s, rate)
+    step = max(1, round(window_s * rate))  # whole frames per window, so window k's rows continue k - 1's
+    windows = [Window(first / rate, min(step, total - first) / rate) for first in range(0, total, step)]
+    stride = max(1, math.ceil(total / preview_frames)) if preview_frames else 0
     rows, previews, first_row = [], [], 0
-    for done, frames in enumerate(source.iter_frames(windows, FEATURE_RATE_HZ, size=frontend.LIP_FRAME_SHORT_SIDE)):
+    for done, frames in enumerate(source.iter_frames(windows, rate, size=frontend.LIP_FRAME_SHORT_SIDE)):
         if progress is not None:
             progress(done, len(windows))
-        lips = frontend.extract_lip_condition(frames, FEATURE_RATE_HZ, face)
+        lips = frontend.extract_lip_condition(frames, rate, face)
         rows.append(lips.features)
         if stride and len(lips.track.preview):
             previews.append(lips.track.preview[(-first_row) % stride::stride])
         first_row += len(frames)
-    features = np.concatenate(rows)
+    features = np.concatenate(rows)[:total]
     preview = np.concatenate(previews)[:preview_frames] if previews else none
     if not features[:, -1].any():  # the `found` column
         if require_face:
             raise frontend.no_face_error(len(features), face)
         warnings.warn("no face found in the video: speech follows the transcript only (no lip sync)", stacklevel=3)
         return None, preview
-    return LipCondition(features, FEATURE_RATE_HZ, 0.0, None), preview
+    return LipCondition(features, rate, 0.0, None), preview
 
 
 def _latent_noise(bundle: Bundle, seed: int, variations: int, total_latent: int, scale: float = 1.0) -> torch.Tensor:
@@ -379,7 +386,7 @@ def _window_inputs(window: Window, frames: np.ndarray | None, lips: LipCondition
     count = num_frames(window.duration_s, rate)
     lips_raw = None
     if lips is not None:
-        lips_raw = frontend.sample_track(lips.features, lips.fps, lips.start_s, window.start_s, count, rate)
+        lips_raw = frontend.lips_on_grid(lips.features, lips.fps, lips.start_s, window.start_s, count)
     phone_ids = None
     if phones is not None:
         phone_ids = frontend.sample_track(phones.numpy(), rate, 0.0, window.start_s, count, rate)

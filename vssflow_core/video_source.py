@@ -1,6 +1,7 @@
 """Video sources for generation: a file decoded window by window, or frames already in memory.
 
-``open_video`` returns either; both have ``duration_s`` (s) and ``iter_frames(windows, fps, size)``,
+``open_video`` returns either; both have ``duration_s`` (s), ``fps`` (the source's frame rate, Hz;
+a file's average) and ``iter_frames(windows, fps, size)``,
 which yields uint8 ``[F, H, W, 3]`` RGB frames at ``fps`` for each ``timeline.Window`` in turn, so
 memory stays flat in the video's length.
 """
@@ -30,6 +31,7 @@ class _FileVideo:
             raise VSSFlowError(f"video file not found: {self.path}")
         self.info = probe_video(self.path)
         self.duration_s = float(self.info.duration_s)
+        self.fps = float(self.info.fps)
         self.size = size
 
     def _short_side(self, size: int | None) -> int | None:

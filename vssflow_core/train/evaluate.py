@@ -85,6 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centroid-n", type=int, default=48, help="sound clips used for the class centroids")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--save-audio", default=None, help="folder for the generated wavs (optional)")
+    p.add_argument("--lip-fps", type=float, default=None,
+                   help="read each clip's lips as a video made at this frame rate shows them (e.g. 16, a video "
+                        "generator's): the mouth measured at this rate and put on the 25 Hz grid by the front-end; "
+                        "the lip-offset metric keeps the true 25 fps mouth (default: 25 fps lips)")
     p.add_argument("--voice", default=None,
                    help="a reference recording (any format PyAV reads): given to the model as the speaker of every "
                         "speech clip, and the voice that speaker_sim is measured against; 'own': each clip's own "
@@ -134,6 +138,21 @@ def eval_data(args) -> Path:
     if rc != 0:
         raise VSSFlowError(f"make-data failed for the eval set in {out}")
     return out
+
+
+def lips_seen_at(lip_raw: np.ndarray, fps: float) -> np.ndarray:
+    """The raw lip track [F25, 6] of a synthetic face as the front-end reads it from a video of the same
+    face made at ``fps``: the face drawn at each ``k / fps`` (the 25 Hz pose shown then, as
+    ``data.clips.render_frames`` draws it), measured there (velocity per second at ``fps``, as
+    ``extract_lips`` computes it) and put back on the 25 Hz grid (``frontend.lips_on_grid``)."""
+    from vssflow_core.features.lip_space import lip_features_from_openings
+    from vssflow_core.frontend import FEATURE_RATE_HZ, frame_shown_at, lips_on_grid, num_frames
+
+    count = len(lip_raw)
+    made = np.arange(num_frames(count / FEATURE_RATE_HZ, fps)) / fps
+    pose = lip_raw[np.minimum(frame_shown_at(made, FEATURE_RATE_HZ), count - 1)]
+    measured = lip_features_from_openings(pose[:, 0], pose[:, 1], pose[:, 2], fps=fps, found=pose[:, 5])
+    return lips_on_grid(measured, fps, 0.0, 0.0, count)
 
 
 def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float,
@@ -334,6 +353,8 @@ def run(args) -> int:
         check_json_target(args.json)
     if args.n < 1:
         raise VSSFlowError(f"--n {args.n}: evaluate at least 1 clip")
+    if args.lip_fps is not None and not (math.isfinite(args.lip_fps) and 1 <= args.lip_fps <= 120):
+        raise VSSFlowError(f"--lip-fps {args.lip_fps}: give a frame rate from 1 to 120 fps (e.g. 16)")
     if not 0 <= args.start < args.n:
         raise VSSFlowError(f"--start {args.start}: give a clip index from 0 to --n - 1 ({args.n - 1})")
     t_start = time.time()
@@ -383,6 +404,12 @@ def run(args) -> int:
                 raise VSSFlowError(f"eval set {source.root}: clip {row['id']} has no {key}, which the model reads; the "
                                    "folder was made by an older make-data. Delete it (or give another --cache-dir) "
                                    "so that the eval set is made again")
+        mouth_25fps = clip.features.get("lip_raw")  # the true mouth, for the lip-offset metric
+        if args.lip_fps is not None and mouth_25fps is not None and mouth_25fps[:, 5].any():
+            from vssflow_core.features.lip_space import normalise_lip_track
+
+            seen = lips_seen_at(mouth_25fps, args.lip_fps)
+            clip.features.update(lip_raw=seen, lip_feat=normalise_lip_track(seen))
         crop = crop_clip(clip, 0.0, cfg.duration_s, num_samples, codec.sample_rate)
         lip_phones = placed_phones(row, clip.features, cfg.phone_placement)  # as inference places them
         if lip_phones is not None:
@@ -390,8 +417,8 @@ def run(args) -> int:
         if row.get("transcript") and (voice is not None or own_voice):
             crop["ref_audio_ebd"] = voice_refs[row["id"]] if own_voice else voice
         mouth = None
-        if "lip_raw" in clip.features:
-            mouth = clip.features["lip_raw"][: len(crop["lip_feat"]), 0]
+        if mouth_25fps is not None:
+            mouth = mouth_25fps[: len(crop["lip_feat"]), 0]
         elif row["kind"] == "speech":
             mouth = crop["lip_feat"][:, 0]
         t0 = time.time()
@@ -421,7 +448,7 @@ def run(args) -> int:
                "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True],
                "sound_time_shift": time_shift[False], "noise_scale": noise_scale[True],
                "sound_noise_scale": noise_scale[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
-               "voice": args.voice,
+               "voice": args.voice, "lip_fps": args.lip_fps,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
     results.update(score(generated, metrics, tools, sr))
