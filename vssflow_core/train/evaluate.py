@@ -146,11 +146,10 @@ def lips_seen_at(lip_raw: np.ndarray, fps: float) -> np.ndarray:
     ``data.clips.render_frames`` draws it), measured there (velocity per second at ``fps``, as
     ``extract_lips`` computes it) and put back on the 25 Hz grid (``frontend.lips_on_grid``)."""
     from vssflow_core.features.lip_space import lip_features_from_openings
-    from vssflow_core.frontend import FEATURE_RATE_HZ, frame_shown_at, lips_on_grid, num_frames
+    from vssflow_core.frontend import FEATURE_RATE_HZ, lips_on_grid, num_frames, sample_track
 
     count = len(lip_raw)
-    made = np.arange(num_frames(count / FEATURE_RATE_HZ, fps)) / fps
-    pose = lip_raw[np.minimum(frame_shown_at(made, FEATURE_RATE_HZ), count - 1)]
+    pose = sample_track(lip_raw, FEATURE_RATE_HZ, 0.0, 0.0, num_frames(count / FEATURE_RATE_HZ, fps), fps)
     measured = lip_features_from_openings(pose[:, 0], pose[:, 1], pose[:, 2], fps=fps, found=pose[:, 5])
     return lips_on_grid(measured, fps, 0.0, 0.0, count)
 
