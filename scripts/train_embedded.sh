@@ -41,7 +41,9 @@ for split in train val; do
       exit 1
     fi
   else
-    vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lipread
+    # no speaker embeddings, as the shipped stages 7-10 were packed (the data has one voice; the
+    # stage-11 trial that stored them is in the model card)
+    vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lipread --no-speaker
   fi
 done
 
