@@ -235,9 +235,12 @@ def clip_tensors(spec: ClipSpec, frames25: np.ndarray | None = None, video_fps: 
     n25 = num_frames(spec.duration_s, FPS)
     if frames25 is None:
         frames25 = render_frames_held(spec, FEATURE_RENDER_SIZE, video_fps)
-    lip_raw = spec.lip_raw if spec.lip_raw is not None else np.zeros((n25, 6), np.float32)
-    if spec.lip_raw is not None and video_fps != FPS:
+    if spec.lip_raw is None:
+        lip_raw = np.zeros((n25, 6), np.float32)
+    elif video_fps != FPS:  # the face filmed at a low rate: its lips as the front-end measures them
         lip_raw = lips_seen_at(spec.lip_raw, video_fps)
+    else:
+        lip_raw = spec.lip_raw
     phone = np.zeros(n25, dtype=np.int64)
     if spec.transcript:
         from vssflow_core.features.phone_timing import place_phonemes

@@ -205,6 +205,15 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _low_fps_share(args: argparse.Namespace, name: str, clips_meant: str) -> float:
+    """The share option ``name`` of ``args`` (0 when absent), checked to lie in 0-1."""
+    share = float(getattr(args, name, 0.0) or 0.0)
+    if not 0.0 <= share <= 1.0:
+        raise VSSFlowError(f"--{name.replace('_', '-')} {share}: the share of {clips_meant} made at a low frame rate, "
+                           "from 0 to 1")
+    return share
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate (or resume) the dataset described by ``args``; prints progress and clips/s."""
     voices = parse_voices(getattr(args, "voices", "joe"))
@@ -215,13 +224,8 @@ def run(args: argparse.Namespace) -> int:
     if args.duration_s is not None and not args.duration_s > 0:
         raise VSSFlowError(f"--duration-s {args.duration_s}: clip length in seconds, > 0 (default {default_duration_s()})")
     duration_s = float(args.duration_s) if args.duration_s else default_duration_s()
-    low_fps = float(getattr(args, "low_fps", 0.0) or 0.0)
-    if not 0.0 <= low_fps <= 1.0:
-        raise VSSFlowError(f"--low-fps {low_fps}: the share of sound clips made at a low frame rate, from 0 to 1")
-    low_fps_lips = float(getattr(args, "low_fps_lips", 0.0) or 0.0)
-    if not 0.0 <= low_fps_lips <= 1.0:
-        raise VSSFlowError(f"--low-fps-lips {low_fps_lips}: the share of speech and mixed clips made at a low frame "
-                           "rate, from 0 to 1")
+    low_fps = _low_fps_share(args, "low_fps", "sound clips")
+    low_fps_lips = _low_fps_share(args, "low_fps_lips", "speech and mixed clips")
     use_real = not getattr(args, "no_real_sounds", False)
     # one make-data per folder: a second one (another eval filling the same cache) waits for the first
     lock = lock_folder(out, f"make-data: {out} is being written by another make-data", wait=True)
