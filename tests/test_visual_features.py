@@ -141,8 +141,8 @@ def test_only_models_with_a_frame_feature_make_the_pipeline_decode_video():
 
 
 def test_the_video_front_ends_share_one_grey_grid_per_window(monkeypatch):
-    """The motion features and the event detector's shot cuts read the window's 16x16 grey grid,
-    made once; their values are those of the stand-alone functions. The clip has a hard cut."""
+    """The motion features and the event detector read the window's 16x16 grey grid and its shot
+    cuts, each made once; their values are those of the stand-alone functions. The clip has a hard cut."""
     from vssflow_core import frontend
     from vssflow_core.embedded import embedded_config
     from vssflow_core.features import visual
@@ -154,10 +154,15 @@ def test_the_video_front_ends_share_one_grey_grid_per_window(monkeypatch):
     calls = []
     real_grey_grid = visual.grey_grid
     monkeypatch.setattr(visual, "grey_grid", lambda f, grid=visual.GRID: calls.append(grid) or real_grey_grid(f, grid))
+    cut_calls = []
+    real_cuts_in = visual._cuts_in
+    monkeypatch.setattr(visual, "_cuts_in", lambda grey: cut_calls.append(len(grey)) or real_cuts_in(grey))
     w = frontend.WindowInputs(start_s=0.0, duration_s=60 / 25, frames=frames)
     motion = frontend._motion(w, specs["motion_feat"], None)
     events = frontend._events(w, specs["event_feat"], None)
     assert calls.count(visual.GRID) == 1  # one 16x16 grid for both (the detector's own grid is 32x32)
+    assert cut_calls == [60]  # the shot cuts found once for both
     monkeypatch.setattr(visual, "grey_grid", real_grey_grid)
+    monkeypatch.setattr(visual, "_cuts_in", real_cuts_in)
     np.testing.assert_array_equal(motion[0].numpy(), visual.motion_features(frames))
     np.testing.assert_array_equal(events[0].numpy(), event_probabilities(frames))

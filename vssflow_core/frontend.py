@@ -135,9 +135,13 @@ def sample_track(features: np.ndarray, src_rate_hz: float, src_start_s: float, s
     """
     features = np.asarray(features)
     times = start_s + np.arange(count) / dst_rate_hz
-    idx = frame_shown_at(times, src_rate_hz, src_start_s)
+    return _rows_at(features, frame_shown_at(times, src_rate_hz, src_start_s))
+
+
+def _rows_at(features: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``features[idx]`` [len(idx), ...], zeros where ``idx`` falls outside the track."""
     inside = (idx >= 0) & (idx < len(features))
-    out = np.zeros((count,) + features.shape[1:], dtype=features.dtype)
+    out = np.zeros((len(idx),) + features.shape[1:], dtype=features.dtype)
     out[inside] = features[idx[inside]]
     return out
 
@@ -155,11 +159,11 @@ def lips_on_grid(features: np.ndarray, src_rate_hz: float, src_start_s: float, s
     :func:`sample_track`. Returns float32 [count, 6].
     """
     features = np.asarray(features, dtype=np.float32)
-    out = sample_track(features, src_rate_hz, src_start_s, start_s, count, FEATURE_RATE_HZ)
-    if len(features) < 2:
-        return out
     times = start_s + np.arange(count) / FEATURE_RATE_HZ
     left = frame_shown_at(times, src_rate_hz, src_start_s)  # the row measured last before each time
+    out = _rows_at(features, left)
+    if len(features) < 2:
+        return out
     frac = (times - src_start_s) * src_rate_hz - left  # how far towards the next row, 0..1
     between = (left >= 0) & (left + 1 < len(features)) & (frac > 1e-6)
     present = np.any(features != 0, axis=1)
@@ -198,6 +202,14 @@ class WindowInputs:
 
         return grey_grid(self.frames)
 
+    @cached_property
+    def cuts(self) -> np.ndarray:
+        """bool [F]: ``visual.shot_cuts`` of ``frames`` (from ``grey``), found once per window for the
+        motion features and the event detector."""
+        from vssflow_core.features.visual import shot_cuts
+
+        return shot_cuts(self.frames, self.grey)
+
 
 def warn(message: str) -> None:
     """Warn about a missing part (Python's default filter shows each message once per place)."""
@@ -216,17 +228,15 @@ def _motion(w: WindowInputs, spec, extras) -> torch.Tensor | None:
         return None
     from vssflow_core.features.visual import motion_features
 
-    return torch.as_tensor(motion_features(w.frames, w.grey), dtype=torch.float32)[None]  # [1, F25, 256]
+    return torch.as_tensor(motion_features(w.frames, w.grey, w.cuts), dtype=torch.float32)[None]  # [1, F25, 256]
 
 
 def _events(w: WindowInputs, spec, extras) -> torch.Tensor | None:
     if w.frames is None:
         return None
     from vssflow_core.features.events import event_probabilities
-    from vssflow_core.features.visual import shot_cuts
 
-    cuts = shot_cuts(w.frames, w.grey)
-    return torch.as_tensor(event_probabilities(w.frames, cuts=cuts), dtype=torch.float32)[None]  # [1, F25, 1]
+    return torch.as_tensor(event_probabilities(w.frames, cuts=w.cuts), dtype=torch.float32)[None]  # [1, F25, 1]
 
 
 def _appearance(w: WindowInputs, spec, extras) -> torch.Tensor | None:

@@ -157,12 +157,13 @@ def _cuts_in(grey: np.ndarray) -> np.ndarray:
     return cuts
 
 
-def motion_features(frames, grey: np.ndarray | None = None) -> np.ndarray:
+def motion_features(frames, grey: np.ndarray | None = None, cuts: np.ndarray | None = None) -> np.ndarray:
     """Frame-difference motion features on the 25 Hz grid.
 
     Args:
         frames: uint8 ``[F, H, W, 3]`` RGB frames sampled at 25 fps (any size; squashed to 16x16).
         grey: their :func:`grey_grid` ``[F, 256]`` when the caller has it already (as for :func:`shot_cuts`).
+        cuts: their :func:`shot_cuts` (bool ``[F]``) when the caller has it already.
 
     Returns:
         float32 ``[F, 256]`` in [-1, 1]: row k is ``sign(d) * log1p(20 |d|) / log1p(20)`` with
@@ -173,7 +174,7 @@ def motion_features(frames, grey: np.ndarray | None = None) -> np.ndarray:
     """
     grey = grey_grid(frames) if grey is None else grey
     out = signed_change(grey)
-    out[_cuts_in(grey)] = 0.0
+    out[_cuts_in(grey) if cuts is None else cuts] = 0.0
     return out
 
 
