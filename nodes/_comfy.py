@@ -169,11 +169,15 @@ def model_files() -> list[str]:
 
 
 def model_path(name: str) -> str | None:
-    """Full path of a listed model file, or None."""
+    """Full path of a listed model file, or None. Outside ComfyUI the name must stay inside the
+    fallback folder (absolute paths, ``..`` and symlinks that lead out: VSSFlowError), as ComfyUI's
+    own lookup keeps it inside ``models/vssflow``."""
+    from vssflow_core.media.files import safe_join
+
     fp = _folder_paths()
     if fp is not None:
         return fp.get_full_path(MODEL_FOLDER, name)
-    path = Path(FALLBACK_DIRS[MODEL_FOLDER]) / name
+    path = safe_join(FALLBACK_DIRS[MODEL_FOLDER], name)
     return str(path) if path.is_file() else None
 
 

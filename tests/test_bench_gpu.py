@@ -124,3 +124,7 @@ def test_items_option_runs_only_those_in_that_order(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu.main(["--device", "cpu", "--quick", "--items", "eval,warp"])
     assert "unknown item(s) warp" in capsys.readouterr().err
+    before = path.read_bytes()
+    with pytest.raises(SystemExit):  # an earlier run's results are refused before any work, not rewritten
+        gpu.main(["--device", "cpu", "--quick", "--json", str(path), "--items", "decode"])
+    assert path.read_bytes() == before and "exists; choose another name" in capsys.readouterr().err

@@ -94,3 +94,18 @@ def test_chunks_of_one_run_read_as_one(tmp_path, capsys):
     assert "(12 clips" in capsys.readouterr().out
     with pytest.raises(VSSFlowError, match="clip s0 is in both"):
         compare.load_records(f"{parts[0]},{parts[0]}")
+
+
+def test_a_report_that_appeared_during_the_run_is_kept(tmp_path, capsys):
+    """eval/diagnose/bench refuse an existing --json at the start; a file that appears while they work
+    is not overwritten: the results go to the next free name beside it. eval-compare replaces its own."""
+    from vssflow_core.train.report import write_json_report
+
+    target = tmp_path / "out.json"
+    target.write_text("someone else's")
+    written = write_json_report(target, {"wer": np.float32(0.25)})
+    assert target.read_text() == "someone else's"
+    assert written == tmp_path / "out_00001_.json" and json.loads(written.read_text()) == {"wer": 0.25}
+    assert "not overwriting" in capsys.readouterr().out
+    assert write_json_report(target, {"wer": 0.5}, replace=True) == target
+    assert json.loads(target.read_text()) == {"wer": 0.5}

@@ -45,7 +45,9 @@ def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = (
 
 def test_eval_writes_metrics_json(tmp_path):
     pytest.importorskip("librosa")
-    res = _eval_tiny_model(tmp_path, "--metrics", "lip,onset", "--steps", "2")
+    res = _eval_tiny_model(tmp_path, "--metrics", "lip,onset", "--steps", "2", "--save-audio", str(tmp_path / "wavs"))
+    saved = sorted(p.name for p in (tmp_path / "wavs").iterdir())
+    assert len(saved) == 4 and all(name.endswith(("_speech.wav", "_sfx.wav")) for name in saved)
     assert res["n"] == 4 and res["kinds"] == {"speech": 2, "sfx": 2, "mixed": 0}
     assert 0.0 <= res["lip_offset_ok_frac"] <= 1.0 and len(res["lip_offsets"]) == 2
     assert 0.0 <= res["onset_f1"] <= 1.0
@@ -110,12 +112,15 @@ def test_eval_refuses_a_training_seed_and_makes_its_own_clips(tmp_path):
 
 @pytest.mark.parametrize("bad", [(["--kinds", "sound"], "--kinds 'sound': choose from speech, sfx, mixed"),
                                          (["--n", "0"], "--n 0: evaluate at least 1 clip"),
-                                         (["--json", "no_such_folder/e.json"], "does not exist; create it first")])
+                                         (["--json", "no_such_folder/e.json"], "does not exist; create it first"),
+                                         (["--save-audio", "earlier"], "already holds .wav files; give a new or empty")])
 def test_eval_refuses_bad_arguments_before_any_work(tmp_path, monkeypatch, capsys, bad):
     """Refused at once (exit 2), not after hours of generating or with an empty table and exit 0."""
     from vssflow_core.train import evaluate
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "s0_speech.wav").write_bytes(b"an earlier run's audio")
     monkeypatch.setattr(evaluate, "load_model", lambda *a: pytest.fail("work started"))
     assert cli.main(["eval", "--model", "embedded", "--cache-dir", str(tmp_path), *bad[0]]) == 2
     assert bad[1] in capsys.readouterr().err

@@ -61,6 +61,11 @@ def test_model_loader_lists_loads_and_caches(comfy_dirs, model):
     assert VSSFlowModelLoader.execute("tiny.safetensors", "cpu", "fp32")[0] is model
     with pytest.raises(VSSFlowError, match=r"'gone.safetensors' not found in .*models/vssflow|not found in"):
         VSSFlowModelLoader.execute("gone.safetensors", "cpu", "fp32")
+    outside = comfy_dirs["input"] / "elsewhere.safetensors"  # a real model file, outside the model folder
+    outside.write_bytes((comfy_dirs[_comfy.MODEL_FOLDER] / "tiny.safetensors").read_bytes())
+    for name, problem in ((str(outside), "is absolute"), ("../input/elsewhere.safetensors", "contains '..'")):
+        with pytest.raises(VSSFlowError, match=problem):
+            VSSFlowModelLoader.execute(name, "cpu", "fp32")
     (comfy_dirs[_comfy.MODEL_FOLDER] / "broken.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(VSSFlowError, match="safetensors"):
         VSSFlowModelLoader.execute("broken.safetensors", "cpu", "fp32")

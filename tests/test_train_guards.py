@@ -107,6 +107,13 @@ def test_a_best_ema_ahead_of_the_checkpoint_is_set_aside(setup):
     torch.save({"ema": st["ema"], "step": 9, "val_loss": 0.001}, run_dir / "best_ema.pt")  # a killed attempt's
     assert run_trainer(base + ["--max-steps", "2"]) == 0
     assert not (run_dir / "best_ema.pt").exists() and (run_dir / "best_ema.stale-9.pt").is_file()
+    earlier = (run_dir / "best_ema.stale-9.pt").read_bytes()
+    torch.save({"ema": st["ema"], "step": 9, "val_loss": 0.002}, run_dir / "best_ema.pt")  # killed again at 9
+    from vssflow_core.train.run_folder import kept_best_loss
+
+    assert kept_best_loss(run_dir, 2) == float("inf")
+    assert (run_dir / "best_ema.stale-9.pt").read_bytes() == earlier  # the first one kept, not replaced
+    assert torch.load(run_dir / "best_ema.stale-9-1.pt", weights_only=True)["val_loss"] == 0.002
 
 
 def test_seed_decides_a_fresh_runs_initial_weights(setup):

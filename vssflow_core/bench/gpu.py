@@ -41,7 +41,6 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -49,6 +48,8 @@ from vssflow_core.bench.gpu_headline import headline
 from vssflow_core.bench.gpu_items import (bench_compile, bench_decode, bench_eval, bench_features, bench_memory,
                                           bench_sampling, bench_throughput, setup_dit)
 from vssflow_core.bench.gpu_timing import Budget, error_row, is_cuda
+from vssflow_core.media.files import atomic_output
+from vssflow_core.train.report import check_json_target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +96,15 @@ def run(json_out=None, device: str | None = None, quick: bool = False, budget_s:
         settings: Settings | None = None, only: list[str] | None = None) -> dict:
     """Run every item (see the module docstring) within ``budget_s`` seconds of wall time, counted
     from this call (an item is skipped when less than its ``ITEM_NEED_S`` is left, except with
-    ``quick``); print a table as it goes; rewrite ``json_out`` after each item. Returns the
+    ``quick``); print a table as it goes; rewrite ``json_out`` after each item (an existing file there
+    is refused at the start, before any work: ``VSSFlowError``, a ValueError). Returns the
     results (top level: ``device``, ``gpu_name``, ``torch``, ``total_10s_s``, ``headline``, one
     key per item; ``settings`` overrides the sizes that ``quick`` picks). ``only`` runs just these
     items, in the order given (names from :data:`ITEM_NEED_S`; an unknown name raises ValueError).
     Without ``device`` it runs on CUDA, or returns ``{"skipped": ...}`` at once when there is none
     (``python -m vssflow_core bench`` on a CPU-only machine)."""
+    if json_out:
+        check_json_target(json_out)
     if device is None and not torch.cuda.is_available():
         print("bench gpu: no CUDA device; skipped (pass device='cpu' to run it on the CPU)", flush=True)
         return {"skipped": "no CUDA device"}
@@ -116,7 +120,8 @@ def run(json_out=None, device: str | None = None, quick: bool = False, budget_s:
 
     def save():
         if json_out:
-            Path(json_out).write_text(json.dumps(results, indent=2, default=str))
+            with atomic_output(json_out, replace=True) as tmp:  # its own file from here on (checked at the start)
+                tmp.write_text(json.dumps(results, indent=2, default=str))
 
     print(f"== bench gpu: {results['gpu_name'] or device}, torch {torch.__version__}, {s.layers} layers, "
           f"{s.seconds:g} s clip, budget {budget_s:g} s", flush=True)
@@ -161,6 +166,7 @@ def run(json_out=None, device: str | None = None, quick: bool = False, budget_s:
 
 
 def main(argv=None) -> int:
+    """``python -m vssflow_core.bench.gpu``: parse the arguments and :func:`run`; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m vssflow_core.bench.gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--json", default=None, help="write the results to this JSON file (rewritten after each item)")
     parser.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget in seconds (default 100)")

@@ -19,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vssflow_core.media.files import atomic_output
+
 SAMPLE_SEED = 20261127
 DURATION_S = 6.0
 VIDEO_SIZE = 320
@@ -54,7 +56,8 @@ def write_samples(out_dir: str | Path, overwrite: bool = False) -> list[dict]:
         row = clips.manifest_row(spec, name)
         row.pop("file")
         rows.append(row)
-    (out / "samples.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    with atomic_output(out / "samples.json", replace=True) as tmp:  # the videos' ground truth, rewritten with them
+        tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return rows
 
 

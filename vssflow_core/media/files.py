@@ -78,7 +78,10 @@ def unique_path(directory: str | os.PathLike, prefix: str, ext: str) -> Path:
 
 
 def _move_no_clobber(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst`` atomically, failing if ``dst`` exists (hard link where supported)."""
+    """Rename ``src`` to ``dst``, failing if ``dst`` exists. Where the file system has hard links
+    (every local Linux and macOS one) this is atomic: the link fails if ``dst`` appeared. Without
+    them (some network or FAT volumes) it checks, then renames: Python has no atomic no-clobber
+    rename there, so a file made in the instant between the two would be replaced."""
     try:
         os.link(src, dst)
     except FileExistsError:

@@ -202,5 +202,5 @@ def run(args) -> int:
             interval = f"[{100 * row['rel_ci'][0]:+.1f}%, {100 * row['rel_ci'][1]:+.1f}%]"
             print(f"{m:20}{row['a']:>10.3f}{row['b']:>10.3f}{100 * row['rel_change']:>+9.1f}%{interval:>22}   {row['verdict']}")
     if args.json:
-        write_json_report(args.json, {"files": args.files, "resamples": args.resamples, "table": table})
+        write_json_report(args.json, {"files": args.files, "resamples": args.resamples, "table": table}, replace=True)
     return 0

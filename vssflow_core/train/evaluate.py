@@ -336,6 +336,9 @@ def run(args) -> int:
         raise VSSFlowError(f"--kinds {args.kinds!r}: choose from {', '.join(KINDS)} (comma-separated)")
     if args.json:
         check_json_target(args.json)
+    if args.save_audio and Path(args.save_audio).is_dir() and any(Path(args.save_audio).glob("*.wav")):
+        raise VSSFlowError(f"--save-audio {args.save_audio} already holds .wav files; give a new or empty folder "
+                           "(an earlier run's audio is not overwritten)")
     if args.n < 1:
         raise VSSFlowError(f"--n {args.n}: evaluate at least 1 clip")
     if args.lip_fps is not None and not (math.isfinite(args.lip_fps) and 1 <= args.lip_fps <= 120):
@@ -423,10 +426,10 @@ def run(args) -> int:
         elif "fd" in metrics and row["kind"] == "sfx":  # FD's real side, embedded below without the ceiling rows
             reference.append({**base, "wave": crop["wave"]})
         if args.save_audio:
-            import soundfile as sf
+            from vssflow_core.media.audio_io import save_audio
 
             Path(args.save_audio).mkdir(parents=True, exist_ok=True)
-            sf.write(str(Path(args.save_audio) / f"{row['id']}_{row['kind']}.wav"), wave, codec.sample_rate)
+            save_audio(Path(args.save_audio) / f"{row['id']}_{row['kind']}.wav", wave, codec.sample_rate)
         print(f"eval: clip {i + 1}/{len(rows)} ({row['kind']}) {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     sr = codec.sample_rate
     results = {"model": args.model, "training": getattr(model, "training_info", None), "n": len(rows), "start": args.start,

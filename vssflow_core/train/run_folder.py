@@ -110,7 +110,9 @@ def kept_best_loss(run_dir: Path, step: int) -> float:
     st = load_state_file(best)
     best_step = int(st["step"])
     if best_step > step:
-        aside = best.with_name(f"best_ema.stale-{best_step}.pt")
+        aside, n = best.with_name(f"best_ema.stale-{best_step}.pt"), 1
+        while aside.exists():  # a second killed attempt that reached the same step: keep both
+            aside, n = best.with_name(f"best_ema.stale-{best_step}-{n}.pt"), n + 1
         os.replace(best, aside)
         print(f"train: {best} is from step {best_step}, after this run's step {step} (an attempt killed before its "
               f"checkpoint); set aside as {aside.name}", file=sys.stderr)
