@@ -56,6 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m vssflow_core generate`` (the README's main command)."""
     p.add_argument("video", help="input video file")
     p.add_argument("--out", required=True, help="output video file (.mp4); must not exist")
     p.add_argument("--text", help="transcript to speak (omit for sound effects only)")
@@ -78,6 +79,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args) -> int:
+    """Generate the audio of ``args.video`` and write the video with it to ``args.out`` (never
+    overwritten; cheap checks before torch is imported). Returns the exit code."""
     from pathlib import Path
 
     from vssflow_core.errors import VSSFlowError

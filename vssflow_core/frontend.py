@@ -62,6 +62,7 @@ class LipCondition:
 
     @property
     def duration_s(self) -> float:
+        """Seconds the track covers (rows / fps)."""
         return len(self.features) / self.fps
 
 
@@ -83,6 +84,7 @@ class TextCondition:
 
     @property
     def automatic_window(self) -> bool:
+        """True when the speech window is to be found automatically (start and end both 0)."""
         return self.speech_start_s == 0.0 and self.speech_end_s == 0.0
 
 

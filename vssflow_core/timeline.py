@@ -27,6 +27,7 @@ class Window:
 
     @property
     def end_s(self) -> float:
+        """End of the window (s)."""
         return self.start_s + self.duration_s
 
 

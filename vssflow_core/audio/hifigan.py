@@ -41,6 +41,7 @@ class HifiGanConfig:
 
     @property
     def hop_length(self) -> int:
+        """Samples per mel frame: the product of the upsampling rates (256 for V1)."""
         n = 1
         for r in self.upsample_rates:
             n *= r

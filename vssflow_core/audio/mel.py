@@ -44,6 +44,7 @@ class MelParams:
 
     @property
     def frame_rate_hz(self) -> float:
+        """Mel frames per second (sample_rate / hop_length)."""
         return self.sample_rate / self.hop_length
 
     @staticmethod

@@ -40,6 +40,7 @@ class VAEConfig:
 
     @property
     def downsample_factor(self) -> int:
+        """How many times smaller the latent is than the mel along each axis (2 per down block after the first)."""
         return 2 ** (len(self.block_out_channels) - 1)
 
 

@@ -24,6 +24,7 @@ HEADLINE_KEYS = ("rtf_10s", "peak_rss_mb_10min", "guided_eval_speedup", "officia
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m vssflow_core bench``."""
     parser.add_argument("--json", default=None, help="write all results to this JSON file (must not exist)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="which parts to run")
     parser.add_argument("--quick", action="store_true", help="short clips only (10 s end to end, 60 s decode)")
@@ -43,6 +44,8 @@ def _call(run, **kwargs):
 
 
 def run(args) -> int:
+    """Run the chosen parts (a part whose imports fail is skipped and says why), print the headline,
+    write ``--json`` (refused before any work if it exists). Returns the exit code, 0."""
     from vssflow_core.train.report import check_json_target, write_json_report
 
     if args.json:

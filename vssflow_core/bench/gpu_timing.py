@@ -22,14 +22,17 @@ class Budget:
         self.seconds, self.start = float(seconds), time.perf_counter()
 
     def left(self) -> float:
+        """Seconds of the budget left (negative once spent)."""
         return self.seconds - (time.perf_counter() - self.start)
 
 
 def is_cuda(device) -> bool:
+    """Whether ``device`` (a str or torch.device) is a CUDA device."""
     return torch.device(device).type == "cuda"
 
 
 def sync(device) -> None:
+    """Wait for the device's queued work (CUDA only), so a wall-clock reading covers it."""
     if is_cuda(device):
         torch.cuda.synchronize(device)
 
@@ -98,4 +101,5 @@ def count_evaluations(model, max_nfe: int, deadline: float):
 
 
 def error_row(e: BaseException) -> dict:
+    """An item's result when it failed: ``{"error": "Type: message"}`` (at most 500 characters)."""
     return {"error": f"{type(e).__name__}: {e}"[:500]}

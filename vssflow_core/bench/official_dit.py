@@ -26,7 +26,6 @@ choice for a trained model belongs to the evaluation (issue 6, embedded default)
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -38,6 +37,7 @@ from vssflow_core.bench.decode import peak_rss_mb
 from vssflow_core.config import FEATURE_RATE_HZ
 
 GUIDANCE = 3.0
+BENCH_THREADS = 2  # the torch threads `bench --parts official` runs on (this project's 2-core machines)
 
 
 def _has_bf16_units() -> bool:
@@ -270,26 +270,24 @@ def bench_solvers(eval_ms: float | None = None, layers: int = 10, match_rel: flo
     return out
 
 
-def run(json_out=None, quick: bool = False, threads: int = 2, layers: int | None = None, rounds: int = 2,
-        include_bf16: bool | None = None, solvers: bool = True) -> dict:
-    """Run both parts; print a table; write JSON to ``json_out`` if given. ``quick``: 2 layers of the
-    official width (per-layer cost is the same; the ms figures are then not the full model's)."""
+def run(quick: bool = False) -> dict:
+    """Run both parts on ``BENCH_THREADS`` threads; print a table; return the results (``bench``
+    writes them into its JSON). ``quick``: 2 layers of the official width (per-layer cost is the
+    same; the ms figures are then not the full model's)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(BENCH_THREADS)
     try:
-        layers = layers or (2 if quick else 10)
-        evals = bench_eval(layers=layers, rounds=rounds, include_bf16=include_bf16)
+        layers = 2 if quick else 10
+        evals = bench_eval(layers=layers, rounds=2)
         per_layer = evals["batched_fp32_ms"] / layers
-        solvers = bench_solvers(eval_ms=evals["batched_fp32_ms"] * 10 / layers) if solvers else {}
+        solvers = bench_solvers(eval_ms=evals["batched_fp32_ms"] * 10 / layers)
     finally:
         torch.set_num_threads(before)
-    result = {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "eval": evals,
+    result = {"threads": BENCH_THREADS, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "eval": evals,
               "solvers": solvers, "guided_eval_speedup": evals["guided_eval_speedup"],
               "official_nfe_matched": solvers.get("official_nfe_matched"), "batched_fp32_ms_per_layer": round(per_layer, 1)}
     for k, v in evals.items():
         print(f"{k:32s} {v}")
     for k, v in solvers.items():
         print(f"{k:32s} {v}")
-    if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2, default=str))
     return result

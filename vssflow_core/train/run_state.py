@@ -121,10 +121,9 @@ def init_weights(run: Run, model_path: str | os.PathLike) -> None:
     run.init = f"{Path(model_path).name} (sha256 {digest[:16]})"
 
 
-def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float16, overwrite: bool = False,
-                   best: bool = False) -> Path:
+def export_weights(run_dir: Path, out_path: str | os.PathLike, best: bool = False) -> Path:
     """Write the EMA weights of ``run_dir/last.pt`` (``best``: of ``best_ema.pt``, the lowest validation
-    loss) as a model file (fp16) with training metadata."""
+    loss) as a new model file (fp16; an existing ``out_path`` is refused) with training metadata."""
     from vssflow_core.errors import VSSFlowError
     from vssflow_core.model.checkpoint import save_model_file
 
@@ -136,12 +135,12 @@ def export_weights(run_dir: Path, out_path: str | os.PathLike, dtype=torch.float
         st = load_state_file(Path(run_dir) / "best_ema.pt")
         run.ema.load_state_dict(st["ema"])
         steps, val = int(st["step"]), float(st["val_loss"])
-    ema = run.ema.to(dtype)
+    ema = run.ema.to(torch.float16)
     args = read_args(Path(run_dir))
     meta = {"training": {"run": Path(run_dir).name, "steps": steps, "examples": run.examples * steps // max(1, run.step),
                          "train_hours": round(run.train_seconds * steps / max(1, run.step) / 3600, 3),
                          "task": args.get("task"), "device": args.get("device", "cpu"), "val_loss": val,
                          "command": args.get("command"), "init": run.init or None}}
-    path = save_model_file(out_path, ema, metadata=meta, overwrite=overwrite)
+    path = save_model_file(out_path, ema, metadata=meta)
     os.chmod(path, 0o644)  # the temp-file route creates 0600; a shipped model file is world-readable
     return path

@@ -86,6 +86,7 @@ class ClipImageEncoder(nn.Module):
 
     @property
     def width(self) -> int:
+        """The vision transformer's width (channels per token)."""
         return self.visual.conv1.out_channels
 
     @staticmethod
