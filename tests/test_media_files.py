@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.media.audio_io import load_audio, save_audio
+from vssflow_core.media.audio_io import save_audio
 from vssflow_core.media.files import atomic_output, safe_join, unique_path
 
 
@@ -146,12 +146,14 @@ def test_writers_under_a_full_disk_keep_the_old_file_and_leave_no_temp_file(tmp_
 
 
 @pytest.mark.parametrize("ext,subtype,tol", [(".wav", None, 1e-4), (".flac", "PCM_24", 1e-6), (".wav", "FLOAT", 0)])
-def test_save_and_load_audio(tmp_path, ext, subtype, tol):
+def test_save_audio_and_read_it_back(tmp_path, ext, subtype, tol):
+    from vssflow_core.media.video import read_audio
+
     torch = pytest.importorskip("torch")
     t = torch.arange(16000) / 16000
     wave = torch.stack([0.5 * torch.sin(2 * torch.pi * 440 * t), 0.25 * torch.sin(2 * torch.pi * 220 * t)])
     path = save_audio(tmp_path / f"a{ext}", wave[None], 16000, subtype=subtype)
-    back, sr = load_audio(path)
+    back, sr = read_audio(path)
     assert sr == 16000 and back.shape == (2, 16000)
     assert float((back - wave).abs().max()) <= tol + 1e-7
     with pytest.raises(VSSFlowError, match="already exists"):
@@ -170,12 +172,16 @@ def test_save_audio_errors(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_load_audio_from_a_video(tmp_path):
+def test_a_voice_recording_is_read_from_a_video_or_refused_with_the_reason(tmp_path):
     from media_factory import find_clicks, make_video
+    from vssflow_core.features.speaker import read_voice_file
 
     video = make_video(tmp_path / "v.mp4", fps=25, num_frames=25, audio="clicks", click_times_s=(0.4,))
-    wave, sr = load_audio(video)
+    wave, sr = read_voice_file(video, "--voice")
     assert sr == 16000 and find_clicks(wave, sr) == pytest.approx([0.4], abs=1e-3)
     silent = make_video(tmp_path / "s.mp4", fps=25, num_frames=5)
-    with pytest.raises(VSSFlowError, match="no audio track"):
-        load_audio(silent)
+    with pytest.raises(VSSFlowError, match=r"^--voice .*s\.mp4: the file has no audio stream"):
+        read_voice_file(silent, "--voice")
+    (tmp_path / "notes.wav").write_text("not audio")
+    with pytest.raises(VSSFlowError, match=r"^--voice .*notes\.wav: not a readable recording"):
+        read_voice_file(tmp_path / "notes.wav", "--voice")

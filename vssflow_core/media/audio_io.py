@@ -1,4 +1,4 @@
-"""Plain audio files: save WAV/FLAC atomically, load any audio file.
+"""Plain audio files: save WAV/FLAC atomically (reading any audio or video file is ``media.video.read_audio``).
 
 Letters: C channels, S samples.
 """
@@ -12,7 +12,7 @@ import numpy as np
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.media.files import atomic_output
 
-__all__ = ["save_audio", "load_audio"]
+__all__ = ["save_audio"]
 
 _FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 _SUBTYPES = {"PCM_16", "PCM_24", "FLOAT"}
@@ -78,30 +78,3 @@ def save_audio(path, wave, sample_rate: int, subtype: str | None = None) -> Path
     with atomic_output(path) as tmp:
         sf.write(str(tmp), arr.T, int(sample_rate), format=fmt, subtype=subtype)
     return path
-
-
-def load_audio(path):
-    """Load an audio file (WAV/FLAC/OGG via soundfile, anything else via PyAV, incl. a video's track).
-
-    Returns ``(wave float32 torch [C, S] in -1..1, sample_rate Hz)``; VSSFlowError if the file has no audio.
-    """
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise VSSFlowError(f"audio file {p} does not exist; check the path")
-    try:
-        import soundfile as sf
-
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-        return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
-    except (ImportError, RuntimeError, OSError):  # no soundfile, or a format libsndfile lacks (mp3, m4a...)
-        pass
-    from vssflow_core.media.video import read_audio
-
-    got = read_audio(p)
-    if got is None:
-        raise VSSFlowError(
-            f"{p} has no audio track; pass an audio file (wav, flac, mp3, m4a, ...) or a video with sound"
-        )
-    return got

