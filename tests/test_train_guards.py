@@ -113,7 +113,7 @@ def test_a_best_ema_ahead_of_the_checkpoint_is_set_aside(setup):
 
     assert kept_best_loss(run_dir, 2) == float("inf")
     assert (run_dir / "best_ema.stale-9.pt").read_bytes() == earlier  # the first one kept, not replaced
-    assert torch.load(run_dir / "best_ema.stale-9-1.pt", weights_only=True)["val_loss"] == 0.002
+    assert torch.load(run_dir / "best_ema.stale-9_00001_.pt", weights_only=True)["val_loss"] == 0.002
 
 
 def test_seed_decides_a_fresh_runs_initial_weights(setup):

@@ -103,16 +103,19 @@ def kept_best_loss(run_dir: Path, step: int) -> float:
     """The validation loss of the run's ``best_ema.pt`` for a run at ``step`` (inf when there is none).
 
     A best saved after ``step`` (by an attempt killed before its next checkpoint) is renamed to
-    ``best_ema.stale-STEP.pt``, so it is neither kept as the best nor exported, and inf is returned."""
+    ``best_ema.stale-STEP.pt`` (or the next free ``best_ema.stale-STEP_NNNNN_.pt``), so it is neither
+    kept as the best nor exported, and inf is returned."""
     best = run_dir / "best_ema.pt"
     if not best.is_file():
         return math.inf
     st = load_state_file(best)
     best_step = int(st["step"])
     if best_step > step:
-        aside, n = best.with_name(f"best_ema.stale-{best_step}.pt"), 1
-        while aside.exists():  # a second killed attempt that reached the same step: keep both
-            aside, n = best.with_name(f"best_ema.stale-{best_step}-{n}.pt"), n + 1
+        aside = best.with_name(f"best_ema.stale-{best_step}.pt")
+        if aside.exists():  # a second killed attempt that reached the same step: keep both
+            from vssflow_core.media.files import unique_path
+
+            aside = unique_path(run_dir, aside.stem, "pt")
         os.replace(best, aside)
         print(f"train: {best} is from step {best_step}, after this run's step {step} (an attempt killed before its "
               f"checkpoint); set aside as {aside.name}", file=sys.stderr)
