@@ -25,3 +25,15 @@ def official_fixtures() -> Path:
     if not OFFICIAL_FIXTURES.is_dir():
         pytest.skip(f"official fixtures not found at {OFFICIAL_FIXTURES}; set VSSFLOW_FIXTURES")
     return OFFICIAL_FIXTURES
+
+
+@pytest.fixture()
+def train_setup(tmp_path):
+    """``(tmp_path, data_folder, config_json)`` for the training tests: four generated clips of 3 s and a
+    one-layer model config (see train_helpers)."""
+    from train_helpers import tiny_config, write_data
+
+    data = write_data(tmp_path / "data")
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(tiny_config().to_json())
+    return tmp_path, data, cfg_path

@@ -7,7 +7,7 @@ import sys
 
 from vssflow_core import cli
 
-from test_train_trainer import REPO, run_trainer, setup  # noqa: F401 - the fixture
+from train_helpers import REPO, run_trainer
 
 
 def _run(argv, capsys):
@@ -29,8 +29,8 @@ def test_bad_options_and_files_in_the_way_are_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
-def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoint(setup):
-    tmp, data, cfg_path = setup
+def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoint(train_setup):
+    tmp, data, cfg_path = train_setup
     args = ["--data", str(data), "--name", "full", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
             "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--threads", "1"]
     assert run_trainer(args + ["--max-steps", "1"]) == 0
@@ -50,7 +50,7 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_checkpoint(setup):
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "args.json", "last.pt", "log.jsonl"]
 
 
-def test_the_run_records_the_command_it_was_given(setup):
+def test_the_run_records_the_command_it_was_given(train_setup):
     """args.json keeps the command line as typed (through cli.main, even in-process), so a run can be
     repeated from its record; a direct run() from Python says so instead of recording pytest's argv."""
     import json
@@ -58,7 +58,7 @@ def test_the_run_records_the_command_it_was_given(setup):
 
     import torch
 
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     args = ["--data", str(data), "--name", "rec", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
             "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--threads", "1", "--max-steps", "1"]
     threads = torch.get_num_threads()

@@ -9,7 +9,7 @@ import torch
 from vssflow_core import cli
 from vssflow_core.errors import VSSFlowError
 
-from test_train_trainer import tiny_config, write_data
+from train_helpers import tiny_config, write_data
 
 
 def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = (), data=None) -> dict:

@@ -95,7 +95,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, sys.argv[2])
-from test_train_trainer import tiny_config
+from train_helpers import tiny_config
 from vssflow_core.data import generate
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.model import VSSFlow

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from test_train_trainer import write_data
+from train_helpers import write_data
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train import data as train_data
 from vssflow_core.train.data import ClipSource, ExampleSampler, collate, crop_clip, mix_speech_into

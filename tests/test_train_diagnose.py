@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from test_train_pack import _valid_visuals
-from test_train_trainer import tiny_config, write_data
+from train_helpers import tiny_config, write_data
 from vssflow_core.audio.codec import build_codec
 from vssflow_core.model import VSSFlow
 from vssflow_core.model.checkpoint import save_model_file

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from test_train_trainer import run_trainer, setup  # noqa: F401 - the fixture
+from train_helpers import run_trainer
 from vssflow_core.errors import VSSFlowError
 
 
@@ -16,8 +16,8 @@ def _base(tmp, data, cfg_path, name="g"):
             "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0"]
 
 
-def test_resume_refuses_other_start_options(setup):
-    tmp, data, cfg_path = setup
+def test_resume_refuses_other_start_options(train_setup):
+    tmp, data, cfg_path = train_setup
     base = _base(tmp, data, cfg_path)
     assert run_trainer(base + ["--max-steps", "1"]) == 0
     other_config = tmp / "other.json"
@@ -47,8 +47,8 @@ def test_resume_refuses_other_start_options(setup):
         run_trainer(base + ["--max-steps", "5"])
 
 
-def test_a_second_trainer_on_one_run_is_refused(setup):
-    tmp, data, cfg_path = setup
+def test_a_second_trainer_on_one_run_is_refused(train_setup):
+    tmp, data, cfg_path = train_setup
     run_dir = tmp / "state" / "busy"
     run_dir.mkdir(parents=True)
     with open(run_dir / ".lock", "a+") as held:
@@ -61,12 +61,12 @@ def test_a_second_trainer_on_one_run_is_refused(setup):
     assert run_trainer(_base(tmp, data, cfg_path, "busy") + ["--max-steps", "1"]) == 0  # free again
 
 
-def test_init_refuses_a_file_with_weights_the_run_lacks(setup):
+def test_init_refuses_a_file_with_weights_the_run_lacks(train_setup):
     import dataclasses
 
-    from test_train_trainer import tiny_config
+    from train_helpers import tiny_config
 
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     assert run_trainer(_base(tmp, data, cfg_path, "src") + ["--max-steps", "1"]) == 0
     out = tmp / "two_layers.safetensors"
     cfg2 = dataclasses.replace(tiny_config(), dit=dataclasses.replace(tiny_config().dit, num_layers=2))
@@ -77,8 +77,8 @@ def test_init_refuses_a_file_with_weights_the_run_lacks(setup):
         run_trainer(_base(tmp, data, cfg_path, "small") + ["--max-steps", "1", "--init", str(out)])
 
 
-def test_damaged_state_files_and_impossible_numbers_are_one_line_errors(setup):
-    tmp, data, cfg_path = setup
+def test_damaged_state_files_and_impossible_numbers_are_one_line_errors(train_setup):
+    tmp, data, cfg_path = train_setup
     base = _base(tmp, data, cfg_path)
     for extra, match in ((["--batch-size", "0"], "--batch-size 0: must be at least 1"),
                          (["--val-every", "0"], "--val-every 0"), (["--lr", "-1"], "--lr -1.0"), (["--lr", "0"], "--lr 0.0"),
@@ -98,8 +98,8 @@ def test_damaged_state_files_and_impossible_numbers_are_one_line_errors(setup):
         run_trainer(["--data", str(data), "--name", "t", "--state-dir", str(tmp / "state"), "--preset", "tiny"])
 
 
-def test_a_best_ema_ahead_of_the_checkpoint_is_set_aside(setup):
-    tmp, data, cfg_path = setup
+def test_a_best_ema_ahead_of_the_checkpoint_is_set_aside(train_setup):
+    tmp, data, cfg_path = train_setup
     base = _base(tmp, data, cfg_path)
     assert run_trainer(base + ["--max-steps", "1"]) == 0
     run_dir = tmp / "state" / "g"
@@ -116,8 +116,8 @@ def test_a_best_ema_ahead_of_the_checkpoint_is_set_aside(setup):
     assert torch.load(run_dir / "best_ema.stale-9_00001_.pt", weights_only=True)["val_loss"] == 0.002
 
 
-def test_seed_decides_a_fresh_runs_initial_weights(setup):
-    tmp, data, cfg_path = setup
+def test_seed_decides_a_fresh_runs_initial_weights(train_setup):
+    tmp, data, cfg_path = train_setup
     losses = {}
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         assert run_trainer(_base(tmp, data, cfg_path, name) + ["--max-steps", "1", "--seed", seed]) == 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_trainer import run_trainer, tiny_config, write_data
+from train_helpers import run_trainer, tiny_config, write_data
 from vssflow_core.audio.codec import build_codec
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.features.visual import appearance_features

@@ -1,71 +1,15 @@
 """Trainer: a tiny mel-patch model trains on a generated data folder, resumes, exports, and runs 2-process gloo."""
-import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from vssflow_core.config import DiTConfig
-from vssflow_core.embedded import embedded_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config():
-    cfg = embedded_config()
-    return dataclasses.replace(cfg, name="embedded-test", duration_s=2.0,
-                               dit=DiTConfig(num_layers=1, num_heads=2, head_dim=16, num_kv_heads=1, cross_dim=32,
-                                             ff_inner_dim=64),
-                               conditions=tuple(dataclasses.replace(c, out_dim=8 if c.route == "concat" else 32,
-                                                                    hidden_dim=16) for c in cfg.conditions))
-
-
-def write_data(root: Path, n: int = 4, duration_s: float = 3.0) -> Path:
-    """A make-data-format folder with noise/tone clips (speech rows carry lips and phonemes)."""
-    from safetensors.numpy import save_file
-
-    rng = np.random.default_rng(0)
-    (root / "clips").mkdir(parents=True)
-    rows = []
-    f25, f10, sr = int(np.ceil(duration_s * 25)), int(np.ceil(duration_s * 10)), 22050
-    for i in range(n):
-        kind = ["speech", "sfx"][i % 2]
-        t = np.arange(int(duration_s * sr)) / sr
-        wave = (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
-        tensors = {"wave": wave, "motion_feat": rng.normal(size=(f25, 256)).astype(np.float32),
-                   "appearance_feat": rng.normal(size=(f10, 768)).astype(np.float32),
-                   "lip_feat": (rng.normal(size=(f25, 6)) * (kind == "speech")).astype(np.float32),
-                   "phone_id": (rng.integers(1, 70, size=f25) * (kind == "speech")).astype(np.int64),
-                   "event_feat": rng.uniform(size=(f25, 1)).astype(np.float32)}
-        if kind == "speech":
-            tensors["ref_audio_ebd"] = rng.normal(size=256).astype(np.float32)
-        save_file(tensors, str(root / "clips" / f"{i:06d}.safetensors"))
-        rows.append({"id": f"{i:06d}", "kind": kind, "duration_s": duration_s, "file": f"clips/{i:06d}.safetensors",
-                     "speech_start_s": 0.5 if kind == "speech" else None, "speech_end_s": 2.0 if kind == "speech" else None,
-                     "transcript": "a b" if kind == "speech" else "", "events": []})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
-def run_trainer(args):
-    """In-process run of the trainer's command line (exceptions propagate, unlike ``cli.main``)."""
-    import argparse
-
-    from vssflow_core.train.trainer import add_arguments, run
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    threads = torch.get_num_threads()
-    try:
-        return run(parser.parse_args(args))
-    finally:
-        torch.set_num_threads(threads)
+from train_helpers import REPO, run_trainer, tiny_config
 
 
 def free_port() -> int:
@@ -83,16 +27,8 @@ def run_torchrun(args, nproc):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture()
-def setup(tmp_path):
-    data = write_data(tmp_path / "data")
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(tiny_config().to_json())
-    return tmp_path, data, cfg_path
-
-
-def test_train_resume_export(setup):
-    tmp, data, cfg_path = setup
+def test_train_resume_export(train_setup):
+    tmp, data, cfg_path = train_setup
     base = ["--data", str(data), "--run", "r1", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
             "--batch-size", "2", "--warmup", "2", "--snapshot-steps", "2"]
     assert run_trainer(base + ["--max-steps", "2"]) == 0
@@ -122,8 +58,8 @@ def test_train_resume_export(setup):
         run_trainer(base + ["--export", str(out)])  # never overwrites
 
 
-def test_two_process_gloo_keeps_replicas_identical(setup):
-    tmp, data, cfg_path = setup
+def test_two_process_gloo_keeps_replicas_identical(train_setup):
+    tmp, data, cfg_path = train_setup
     r = run_torchrun(["--data", str(data), "--name", "ddp", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
                      "--batch-size", "1", "--max-steps", "2"], nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -131,10 +67,10 @@ def test_two_process_gloo_keeps_replicas_identical(setup):
     assert st["step"] == 2 and st["examples"] == 4
 
 
-def test_two_processes_stop_together_on_a_time_budget(setup):
+def test_two_processes_stop_together_on_a_time_budget(train_setup):
     """--max-minutes with a cooldown: both replicas take rank 0's clock, so they apply the same
     learning rate and stop at the same step (else they drift apart or one waits forever)."""
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     r = run_torchrun(["--data", str(data), "--name", "timed", "--state-dir", str(tmp / "state"), "--config",
                       str(cfg_path), "--batch-size", "1", "--max-steps", "100000", "--max-minutes", "0.05",
                       "--cooldown", "0.5", "--warmup", "1"], nproc=2)
@@ -143,7 +79,7 @@ def test_two_processes_stop_together_on_a_time_budget(setup):
     assert st["step"] > 1 and st["examples"] == 2 * st["step"]
 
 
-def test_cooldown_lowers_the_lr_linearly_to_zero(setup):
+def test_cooldown_lowers_the_lr_linearly_to_zero(train_setup):
     from vssflow_core.train.trainer import budget_left, lr_at
 
     assert lr_at(10, 1e-3, 5, left=0.9, cooldown=0.3) == 1e-3
@@ -151,7 +87,7 @@ def test_cooldown_lowers_the_lr_linearly_to_zero(setup):
     assert lr_at(10, 1e-3, 5, left=-0.1, cooldown=0.3) == 0.0
     assert budget_left(0, 30.0, 100, 1.0) == pytest.approx(0.5)  # time budget wins when set
     assert budget_left(25, 30.0, 100, 0.0) == pytest.approx(0.75)
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     base = ["--data", str(data), "--run", "cool", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
             "--batch-size", "2", "--warmup", "1", "--lr", "1e-3", "--snapshot-steps", "0"]
     assert run_trainer(base + ["--max-steps", "4", "--cooldown", "0.5"]) == 0
@@ -161,7 +97,7 @@ def test_cooldown_lowers_the_lr_linearly_to_zero(setup):
         run_trainer(base + ["--max-steps", "5", "--cooldown", "1.5"])
 
 
-def test_t_shift_draws_training_times_towards_the_noise(setup, monkeypatch):
+def test_t_shift_draws_training_times_towards_the_noise(train_setup, monkeypatch):
     """--t-shift S maps each uniform draw through flow.shift_time (the sampler's grid shift): with
     S = 3 a quarter of the draws fall below t = 0.1 (a tenth with uniform t); bad values are refused."""
     from vssflow_core import flow
@@ -180,7 +116,7 @@ def test_t_shift_draws_training_times_towards_the_noise(setup, monkeypatch):
         return real_loss(model, x1, cond, **kw)
 
     monkeypatch.setattr(flow, "flow_matching_loss", spy)
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     base = ["--data", str(data), "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
             "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--max-steps", "3"]
     assert run_trainer(base + ["--run", "plain"]) == 0
@@ -195,14 +131,14 @@ def test_t_shift_draws_training_times_towards_the_noise(setup, monkeypatch):
         run_trainer(base + ["--run", "bad", "--t-shift", "3", "--t-sampling", "logit-normal"])
 
 
-def test_a_stop_mid_step_checkpoints_whole_steps_and_a_divergence_keeps_the_good_checkpoint(setup, monkeypatch):
+def test_a_stop_mid_step_checkpoints_whole_steps_and_a_divergence_keeps_the_good_checkpoint(train_setup, monkeypatch):
     """SIGTERM during an optimiser step ends the run after that step (the checkpoint's counter
     matches its weights, exit 143); a NaN loss raises without writing the NaN state over last.pt."""
     import signal
 
     from vssflow_core.train import trainer
 
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     base = ["--data", str(data), "--run", "s", "--state-dir", str(tmp / "state"), "--config", str(cfg_path),
             "--batch-size", "2", "--warmup", "1", "--snapshot-steps", "0", "--max-steps", "5"]
     real_step = trainer.train_step
@@ -232,14 +168,14 @@ def test_a_stop_mid_step_checkpoints_whole_steps_and_a_divergence_keeps_the_good
     assert kept["step"] == 2 and all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
 
 
-def test_train_only_moves_the_named_weights_and_keeps_the_rest(setup):
+def test_train_only_moves_the_named_weights_and_keeps_the_rest(train_setup):
     """--train-only motion_proj: after a few steps the motion projection has moved, every other weight
     (and its EMA) is bit for bit the --init file's; batches whose motion was dropped are fine;
     a prefix naming no weight is refused with the model's module names."""
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
 
-    tmp, data, cfg_path = setup
+    tmp, data, cfg_path = train_setup
     torch.manual_seed(3)
     start = VSSFlow(tiny_config())
     init = tmp / "init.safetensors"
