@@ -1,6 +1,6 @@
 """The example workflows in the real ComfyUI web UI (opt-in: ComfyUI checkout + Chromium + node + playwright-core).
 
-Enable with COMFYUI_PATH / COMFYUI_PYTHON (see tests/test_comfyui_harness.py), a Chromium at /usr/bin/chromium
+Enable with COMFYUI_PATH / COMFYUI_PYTHON (see tests/comfyui_harness.py), a Chromium at /usr/bin/chromium
 (or CHROMIUM_PATH), `node` on PATH and playwright-core installed with `npm install --prefix tests/browser`
 (or NODE_PATH pointing at a node_modules folder that has it). Screenshots go to VSSFLOW_SCREENSHOT_DIR
 (default: a pytest temporary folder).
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from test_comfyui_harness import (
+from comfyui_harness import (
     REPO_ROOT,
     example_workflows,
     require_comfy,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_comfyui_harness import (
+from comfyui_harness import (
     VSSFLOW_NODES,
     WORKFLOWS_DIR,
     example_workflows,

