@@ -35,8 +35,8 @@ class VSSFlowSampler(io.ComfyNode):
                              tooltip="Solver steps per window (more = slower, finer); 0 = the model's default."),
                 io.Float.Input("guidance", default=0.0, min=0.0, max=30.0, step=0.1,
                                tooltip="How strongly the sound follows the video and text (classifier-free "
-                                       "guidance, 1 = off); 0 = the model's default (embedded model: 3 "
-                                       "with a transcript, 1.5 for sound only). Values between 0 and 1 are "
+                                       "guidance, 1 = off); 0 = the model's default (embedded model: 3, "
+                                       "for sound only with its rescale 0.7). Values between 0 and 1 are "
                                        "refused: they would ignore the video."),
                 io.Combo.Input("solver", options=["default", *SOLVERS], default="default",
                                tooltip="ODE solver: euler/midpoint/heun use the given steps; dopri5 is adaptive "

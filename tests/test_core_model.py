@@ -95,6 +95,27 @@ def test_guidance_invariants(model):
         torch.testing.assert_close(model.velocity(x, 0.3, c1)[0], v_c[0], atol=1e-5, rtol=1e-5)
 
 
+def test_guidance_rescale(model):
+    """guidance_rescale phi scales the guided output by 1 - phi + phi std(cond) / std(guided), per clip:
+    0 is plain guidance, 1 gives each clip the conditional output's standard deviation; it does nothing
+    without guidance, and a value outside 0..1 is refused."""
+    f = feats()
+    x = torch.randn(2, 128, 50, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        c = model.encode_conditions(**f)
+        v_c, v_g = model.velocity(x, 0.3, c), model.velocity(x, 0.3, c, guidance_scale=3.0)
+        torch.testing.assert_close(model.velocity(x, 0.3, c, guidance_scale=3.0, guidance_rescale=0.0), v_g)
+        full = model.velocity(x, 0.3, c, guidance_scale=3.0, guidance_rescale=1.0)
+        torch.testing.assert_close(full.std(dim=(1, 2)), v_c.std(dim=(1, 2)), atol=1e-5, rtol=1e-4)
+        half = model.velocity(x, 0.3, c, guidance_scale=3.0, guidance_rescale=0.5)
+        torch.testing.assert_close(half, (v_g + full) / 2, atol=1e-5, rtol=1e-4)
+        assert (v_g.std(dim=(1, 2)) - v_c.std(dim=(1, 2))).abs().min() > 1e-3  # the test has something to undo
+        torch.testing.assert_close(model.velocity(x, 0.3, c, guidance_rescale=1.0), v_c)
+        for bad in (-0.1, 1.5, "x", True):
+            with pytest.raises(VSSFlowError, match="guidance_rescale must be a number from 0"):
+                model.sample(x, c, steps=1, guidance_rescale=bad)
+
+
 def test_euler_one_step_is_x0_plus_v(model):
     with torch.no_grad():
         c = model.encode_conditions(**feats(1))
@@ -384,19 +405,26 @@ def test_sampling_defaults_in_the_config(model):
     guidance_scale / time_shift / noise_scale); the new fields survive a JSON round trip, and files
     from before them read as the official defaults."""
     cfg = dataclasses.replace(model.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=5.0,
-                              sound_time_shift=3.0, noise_scale=0.8, sound_noise_scale=1.0)
+                              sound_time_shift=3.0, noise_scale=0.8, sound_noise_scale=1.0, sound_guidance_rescale=0.7)
     assert (cfg.guidance_for(True), cfg.guidance_for(False)) == (3.0, 1.5)
+    assert (cfg.guidance_rescale_for(True), cfg.guidance_rescale_for(False)) == (0.0, 0.7)
     assert (cfg.time_shift_for(True), cfg.time_shift_for(False)) == (5.0, 3.0)
     assert (cfg.noise_scale_for(True), cfg.noise_scale_for(False)) == (0.8, 1.0)
     assert dataclasses.replace(cfg, sound_noise_scale=None).noise_scale_for(False) == 0.8
     assert model.config.guidance_for(False) == model.config.guidance_scale
     assert model.config.time_shift_for(False) == model.config.time_shift == 1.0
     assert ModelConfig.from_json(cfg.to_json()) == cfg
-    new_keys = ("sound_guidance_scale", "time_shift", "sound_time_shift", "noise_scale", "sound_noise_scale")
+    new_keys = ("sound_guidance_scale", "time_shift", "sound_time_shift", "noise_scale", "sound_noise_scale",
+                "guidance_rescale", "sound_guidance_rescale")
     old = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in new_keys}
     again = ModelConfig.from_json(json.dumps(old))
     assert again.sound_guidance_scale is None and again.time_shift == 1.0 and again.sound_time_shift is None
     assert again.noise_scale == 1.0 and again.sound_noise_scale is None
+    assert again.guidance_rescale == 0.0 and again.sound_guidance_rescale is None
+    with pytest.raises(ValueError, match="sound_guidance_rescale must be a number from 0 to 1"):
+        dataclasses.replace(cfg, sound_guidance_rescale=2.0)
+    with pytest.raises(ValueError, match="guidance_rescale must be a number from 0 to 1"):
+        dataclasses.replace(cfg, guidance_rescale=None)
     with pytest.raises(ValueError, match="time_shift must be > 0"):
         dataclasses.replace(cfg, time_shift=-1.0)
     with pytest.raises(ValueError, match="sound_time_shift must be > 0"):

@@ -76,7 +76,7 @@ def test_eval_places_phonemes_as_the_model_was_trained(tmp_path, monkeypatch):
     data, lips = speech_lips(write_data(tmp_path / "data", n=2, duration_s=2.0))
     seen = {}
 
-    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
+    def capture(model, codec, crop, seed, *sampling):
         seen[model.config.phone_placement] = crop["phone_id"].copy()
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
@@ -165,30 +165,33 @@ def test_eval_noise_seed_does_not_depend_on_the_kinds_picked(tmp_path, monkeypat
 
     calls, precisions = {}, set()
 
-    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
-        calls.setdefault(run, []).append((seed, guidance, time_shift, noise_scale))
+    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale, rescale):
+        calls.setdefault(run, []).append((seed, guidance, time_shift, noise_scale, rescale))
         precisions.add(model.precision)
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 
     monkeypatch.setattr(evaluate, "generate_clip", capture)
     cfg = dataclasses.replace(tiny_config(), guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.0,
-                              sound_time_shift=4.0, noise_scale=0.8, sound_noise_scale=1.0)
+                              sound_time_shift=4.0, noise_scale=0.8, sound_noise_scale=1.0, sound_guidance_rescale=0.7)
     path = save_model_file(tmp_path / "tiny.safetensors", VSSFlow(cfg))
     data = write_data(tmp_path / "data", n=4)  # speech, sfx, speech, sfx
     for run, kinds, start in (("all", "speech,sfx,mixed", "0"), ("sfx", "sfx", "0"), ("chunk", "speech,sfx,mixed", "2")):
         assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "4", "--kinds", kinds,
                          "--metrics", "lip", "--no-ceiling", "--centroid-data", "", "--seed", "5", "--start", start]) == 0
-    assert calls["all"] == [(5000, 3.0, 2.0, 0.8), (5001, 1.5, 4.0, 1.0), (5002, 3.0, 2.0, 0.8), (5003, 1.5, 4.0, 1.0)]
-    assert calls["sfx"] == [(5001, 1.5, 4.0, 1.0), (5003, 1.5, 4.0, 1.0)]
+    assert calls["all"] == [(5000, 3.0, 2.0, 0.8, 0.0), (5001, 1.5, 4.0, 1.0, 0.7), (5002, 3.0, 2.0, 0.8, 0.0),
+                            (5003, 1.5, 4.0, 1.0, 0.7)]
+    assert calls["sfx"] == [(5001, 1.5, 4.0, 1.0, 0.7), (5003, 1.5, 4.0, 1.0, 0.7)]
     assert calls["chunk"] == calls["all"][2:]  # a chunk (--start) meets the noise the whole run gives its clips
     assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "4", "--start", "4"]) == 2
     assert "--start 4" in capsys.readouterr().err
+    assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "4", "--guidance-rescale", "2"]) == 2
+    assert "--guidance-rescale 2.0: give a number from 0" in capsys.readouterr().err
     assert precisions == {"fp32"}
     run = "forced"
     assert cli.main(["eval", "--model", str(path), "--data", str(data), "--n", "2", "--metrics", "lip", "--no-ceiling",
                      "--centroid-data", "", "--guidance", "4", "--time-shift", "1", "--noise-scale", "1",
-                     "--precision", "int8"]) == 0
-    assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0, 1.0), (4.0, 1.0, 1.0)]
+                     "--guidance-rescale", "0.5", "--precision", "int8"]) == 0
+    assert [c[1:] for c in calls["forced"]] == [(4.0, 1.0, 1.0, 0.5), (4.0, 1.0, 1.0, 0.5)]
     assert precisions == {"fp32", "int8"}
 
 
@@ -328,7 +331,7 @@ def test_eval_lip_fps_feeds_the_lips_a_low_frame_rate_video_gives_and_scores_the
 
     fed, scored = {}, {}
 
-    def capture(model, codec, crop, seed, steps, solver, guidance, time_shift, noise_scale):
+    def capture(model, codec, crop, seed, *sampling):
         fed[fps] = crop["lip_feat"].copy()
         return np.zeros(codec.samples_per_latent * model.config.latent_length, np.float32)
 

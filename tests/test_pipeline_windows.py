@@ -265,19 +265,19 @@ def test_loud_audio_is_scaled_not_clipped():
 
 
 def test_default_guidance_time_shift_and_noise_scale_depend_on_the_transcript(bundle, monkeypatch):
-    """With sound_guidance_scale / sound_time_shift / sound_noise_scale set, sound-only generation uses
-    them and speech keeps guidance_scale / time_shift / noise_scale; an explicit guidance wins over
-    both. The noise scale multiplies the same seeded noise."""
+    """With sound_guidance_scale / sound_time_shift / sound_noise_scale / sound_guidance_rescale set,
+    sound-only generation uses them and speech keeps guidance_scale / time_shift / noise_scale /
+    guidance_rescale; an explicit guidance wins over both (and keeps the model's rescale). The noise scale multiplies the same seeded noise."""
     import dataclasses
 
     cfg = dataclasses.replace(bundle.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.5,
-                              sound_time_shift=2.0, noise_scale=0.5, sound_noise_scale=1.0)
+                              sound_time_shift=2.0, noise_scale=0.5, sound_noise_scale=1.0, sound_guidance_rescale=0.7)
     shifted = dataclasses.replace(bundle, config=cfg)
     seen, noises = [], []
     real_sample = bundle.model.sample
 
     def sample(*args, **kwargs):
-        seen.append((kwargs["guidance_scale"], kwargs["time_shift"]))
+        seen.append((kwargs["guidance_scale"], kwargs["time_shift"], kwargs["guidance_rescale"]))
         noises.append(args[0].clone())
         assert kwargs["x_range"] == bundle.codec.latent_range
         return real_sample(*args, **kwargs)
@@ -286,7 +286,7 @@ def test_default_guidance_time_shift_and_noise_scale_depend_on_the_transcript(bu
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1, speech_end_s=1.5)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, guidance=4.0)
-    assert seen == [(1.5, 2.0), (3.0, 2.5), (4.0, 2.0)]
+    assert seen == [(1.5, 2.0, 0.7), (3.0, 2.5, 0.0), (4.0, 2.0, 0.7)]
     torch.testing.assert_close(noises[1], noises[0] * 0.5)  # speech: the same noise at half its scale
     torch.testing.assert_close(noises[2], noises[0])
 

@@ -222,6 +222,12 @@ class ModelConfig:
     noise_scale: float = 1.0
     # noise_scale when no transcript is given (video-to-sound only); None = noise_scale for all
     sound_noise_scale: float | None = None
+    # guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample steps are
+    # flawed", sec. 3.4): the guided prediction's standard deviation over each clip is pulled towards
+    # the conditional prediction's by this fraction, 0..1; 0 = plain guidance (official)
+    guidance_rescale: float = 0.0
+    # guidance_rescale when no transcript is given (video-to-sound only); None = guidance_rescale for all
+    sound_guidance_rescale: float | None = None
 
     def _for_task(self, name: str, with_text: bool) -> float:
         """``name`` with a transcript, ``sound_<name>`` (when set) without one."""
@@ -239,6 +245,10 @@ class ModelConfig:
     def noise_scale_for(self, with_text: bool) -> float:
         """The standard deviation of the starting noise with (True) or without (False) a transcript."""
         return self._for_task("noise_scale", with_text)
+
+    def guidance_rescale_for(self, with_text: bool) -> float:
+        """The default guidance rescale (0..1) of a generation with (True) or without (False) a transcript."""
+        return self._for_task("guidance_rescale", with_text)
 
     def __post_init__(self):
         names = [c.name for c in self.conditions]
@@ -265,6 +275,11 @@ class ModelConfig:
                 raise ValueError(f"model config {self.name!r}: {name} must be a number > 0, got None")
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"model config {self.name!r}: {name} must be > 0 and finite, got {value}")
+        for name in ("guidance_rescale", "sound_guidance_rescale"):
+            value = getattr(self, name)
+            if (value is not None or not name.startswith("sound_")) and not (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+                raise ValueError(f"model config {self.name!r}: {name} must be a number from 0 to 1, got {value}")
 
     @property
     def audio_channels(self) -> int:
@@ -322,7 +337,8 @@ class ModelConfig:
                 conditions=tuple(ConditionSpec(**c) for c in d["conditions"]),
                 **{k: d[k] for k in ("duration_s", "guidance_scale", "solver", "steps", "frontend",
                                      "phone_placement", "prediction", "sound_guidance_scale", "time_shift",
-                                     "sound_time_shift", "noise_scale", "sound_noise_scale") if k in d},
+                                     "sound_time_shift", "noise_scale", "sound_noise_scale", "guidance_rescale",
+                                     "sound_guidance_rescale") if k in d},
             )
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
             if isinstance(e, VSSFlowError):

@@ -268,8 +268,9 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
             they are extracted automatically for a model that reads lips (the embedded one) and for
             any model when the speech window is automatic (0/0: it is found from the lips).
         seed: variation b uses ``seed + b``. steps/guidance/solver: model defaults when None (the
-            default guidance, time shift and noise scale depend on whether a transcript is given:
-            ``ModelConfig.guidance_for`` / ``time_shift_for`` / ``noise_scale_for``).
+            default guidance, its rescale, time shift and noise scale depend on whether a transcript is
+            given: ``ModelConfig.guidance_for`` / ``guidance_rescale_for`` / ``time_shift_for`` /
+            ``noise_scale_for``).
         variations: B, the batch of variations.
         callback: ``callback(done, total)`` after each solver step over all windows (total None for
             dopri5); raising from it cancels.
@@ -287,7 +288,7 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                            f"got {seed!r}")
     source = open_video(video, frames, fps, duration_s)
     cfg, codec = bundle.config, bundle.codec
-    time_shift = cfg.time_shift_for(with_text)
+    time_shift, rescale = cfg.time_shift_for(with_text), cfg.guidance_rescale_for(with_text)
     duration_s = source.duration_s
     sample_rate = int(codec.sample_rate)
     latent_rate = float(codec.latent_rate_hz)
@@ -342,7 +343,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
                     feats = {k: (v.to(bundle.dtype) if v.is_floating_point() else v) for k, v in feats.items()}
                     cond = bundle.model.encode_conditions(latent_length=latent_len, **feats)
                     latent = bundle.model.sample(x0, cond, solver=solver, steps=steps, guidance_scale=guidance,
-                                                 callback=on_step, time_shift=time_shift, x_range=codec.latent_range)
+                                                 callback=on_step, time_shift=time_shift, x_range=codec.latent_range,
+                                                 guidance_rescale=rescale)
                 with clock("vocoder"):
                     codec_dtype = next(iter(codec.parameters()), torch.zeros(0)).dtype
                     wave = codec.decode(latent[:, :, :needed].to(codec_dtype)).float().cpu()  # [B, S_w]

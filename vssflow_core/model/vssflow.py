@@ -182,7 +182,7 @@ class VSSFlow(nn.Module):
         return cond.cache[key]
 
     def velocity(self, x_t: torch.Tensor, t, cond: Conditions, guidance_scale: float | None = None,
-                 x_range: tuple[float, float] | None = None) -> torch.Tensor:
+                 x_range: tuple[float, float] | None = None, guidance_rescale: float = 0.0) -> torch.Tensor:
         """Velocity of the audio channels.
 
         Args:
@@ -192,6 +192,9 @@ class VSSFlow(nn.Module):
             guidance_scale: None -> conditional prediction; w >= 1 -> v_u + w (v_c - v_u) with
                 both branches in one batched forward; w < 1 -> the unconditional prediction
                 (as the official wrapper does).
+            guidance_rescale: phi in 0..1 (with w > 1 only): the guided output g becomes
+                phi g std(c) / std(g) + (1 - phi) g, std over each clip's [Ca, L] of g and of the
+                conditional output c (Lin et al. 2024, sec. 3.4); 0 = plain guidance (official).
             x_range: ``(low, high)`` of real latents (``AudioCodec.latent_range``); with
                 ``prediction="x"`` the guided clean-latent estimate is clamped to it (as diffusion
                 samplers clip x0), so one diverging frame cannot run away. Ignored for "v".
@@ -209,6 +212,8 @@ class VSSFlow(nn.Module):
         else:
             raw_c, raw_u = self.predict(x_t, t, cond, "both").chunk(2)
             raw = raw_u + guidance_scale * (raw_c - raw_u)  # for an x-prediction the same as guiding v
+            if guidance_rescale:
+                raw = _rescale_guided(raw, raw_c, guidance_rescale)
         if x_range is not None and self.config.prediction == "x":
             raw = raw.clamp(*x_range)
         return self._as_velocity(raw, x_t, t)
@@ -227,7 +232,7 @@ class VSSFlow(nn.Module):
     def sample(self, noise: torch.Tensor, cond: Conditions, solver: str = "euler", steps: int = 10,
                guidance_scale: float | None = 3.0, rtol: float = 1e-5, atol: float = 1e-5,
                callback: Callable[[int, int | None], None] | None = None, time_shift: float = 1.0,
-               x_range: tuple[float, float] | None = None) -> torch.Tensor:
+               x_range: tuple[float, float] | None = None, guidance_rescale: float = 0.0) -> torch.Tensor:
         """Integrate the guided flow from noise (t = 0) to data (t = 1).
 
         Args:
@@ -237,13 +242,15 @@ class VSSFlow(nn.Module):
             time_shift: step times of the fixed-step solvers (:func:`vssflow_core.flow.time_grid`;
                 1 = equal steps, as official; > 1 = more steps near the noise).
             x_range: clamp of the clean-latent estimate (see :meth:`velocity`).
+            guidance_rescale: 0..1, see :meth:`velocity` (``ModelConfig.guidance_rescale_for``).
             callback: ``callback(done, total)`` after each solver step (total None for dopri5);
                 raising from it cancels sampling.
         Returns: the audio latent x_1 [B, Ca, L].
         """
         cond = self._check_latent(noise, cond)
         _check_guidance(guidance_scale)
-        fn = lambda t, x: self.velocity(x, t, cond, guidance_scale, x_range=x_range)
+        _check_rescale(guidance_rescale)
+        fn = lambda t, x: self.velocity(x, t, cond, guidance_scale, x_range=x_range, guidance_rescale=guidance_rescale)
         # The official dopri5 integrates the full DiT input (audio + constant condition channels);
         # the step-size control sees those channels, so carry them for identical steps.
         with self._autocast():  # one autocast region: weight casts are cached for the whole run
@@ -254,6 +261,25 @@ class VSSFlow(nn.Module):
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _rescale_guided(guided: torch.Tensor, cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """Guidance rescale: ``guided`` [B, C, L] with its per-clip standard deviation pulled towards
+    that of ``cond`` [B, C, L] by the fraction ``phi`` (0 = unchanged, 1 = equal)."""
+    std_g = guided.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    std_c = cond.std(dim=(1, 2), keepdim=True)
+    return guided * (1 - phi + phi * std_c / std_g)
+
+
+def _check_rescale(guidance_rescale) -> None:
+    """guidance_rescale must be a number from 0 to 1."""
+    try:
+        ok = not isinstance(guidance_rescale, bool) and 0.0 <= float(guidance_rescale) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise VSSFlowError(f"guidance_rescale must be a number from 0 (plain guidance, official) to 1, "
+                           f"got {guidance_rescale!r}")
 
 
 def _check_guidance(guidance_scale) -> None:

@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-shift", type=float, default=None,
                    help="step-time shift of the fixed-step solvers for every clip (default: the model's, which may "
                         "differ with and without a transcript; 1 = equal steps)")
+    p.add_argument("--guidance-rescale", type=float, default=None,
+                   help="guidance rescale of every clip, 0..1 (default: the model's, which may differ with and "
+                        "without a transcript; 0 = plain guidance)")
     p.add_argument("--noise-scale", type=float, default=None,
                    help="standard deviation of the starting noise for every clip (default: the model's, which may "
                         "differ with and without a transcript; 1 = official)")
@@ -141,9 +144,10 @@ def eval_data(args) -> Path:
 
 
 def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, guidance: float,
-                  time_shift: float = 1.0, noise_scale: float = 1.0) -> np.ndarray:
+                  time_shift: float = 1.0, noise_scale: float = 1.0, guidance_rescale: float = 0.0) -> np.ndarray:
     """Sample audio for one cropped clip (features at native rates) -> waveform [S] at the codec rate.
-    ``noise_scale``: standard deviation of the starting noise (as the pipeline's)."""
+    ``noise_scale``: standard deviation of the starting noise (as the pipeline's); ``guidance_rescale``
+    0..1 (:meth:`VSSFlow.velocity`)."""
     cfg = model.config
     length = cfg.latent_length
     keys = {c.feature_key for c in cfg.conditions}
@@ -157,7 +161,7 @@ def generate_clip(model, codec, clip: dict, seed: int, steps: int, solver: str, 
         cond = model.encode_conditions(length, batch_size=1, **feats)
         noise = torch.randn((1, cfg.audio_channels, length), generator=torch.Generator().manual_seed(seed)) * noise_scale
         latent = model.sample(noise, cond, solver=solver, steps=steps, guidance_scale=guidance, time_shift=time_shift,
-                              x_range=codec.latent_range)
+                              x_range=codec.latent_range, guidance_rescale=guidance_rescale)
         return limit_peak(codec.decode(latent))[0].numpy()  # as the pipeline hands it to users
 
 
@@ -329,6 +333,8 @@ def run(args) -> int:
     unknown = metrics - set(METRICS)
     if unknown:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
+    if args.guidance_rescale is not None and not 0 <= args.guidance_rescale <= 1:
+        raise VSSFlowError(f"--guidance-rescale {args.guidance_rescale}: give a number from 0 (plain guidance) to 1")
     if args.noise_scale is not None and not (math.isfinite(args.noise_scale) and args.noise_scale > 0):
         raise VSSFlowError(f"--noise-scale {args.noise_scale}: give a number > 0 (1 = N(0, I), the official noise)")
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
@@ -359,6 +365,8 @@ def run(args) -> int:
                   for with_text in (True, False)}
     noise_scale = {with_text: cfg.noise_scale_for(with_text) if args.noise_scale is None else args.noise_scale
                    for with_text in (True, False)}
+    rescale = {with_text: cfg.guidance_rescale_for(with_text) if args.guidance_rescale is None else args.guidance_rescale
+               for with_text in (True, False)}
     source = ClipSource(eval_data(args), "joint", sample_rate=codec.sample_rate)
     # each clip keeps its noise seed (its position among the first N) whichever kinds are evaluated,
     # so a specialist scored on one kind meets the same noise as the joint model on that kind
@@ -413,7 +421,7 @@ def run(args) -> int:
         t0 = time.time()
         with_text = bool(row.get("transcript"))
         wave = generate_clip(model, codec, crop, args.seed * 1000 + pos, steps, solver, guidance[with_text],
-                             time_shift[with_text], noise_scale[with_text])
+                             time_shift[with_text], noise_scale[with_text], rescale[with_text])
         gen_seconds += time.time() - t0
         base = {"row": row, "mouth": mouth, "dur": dur}
         if own_voice and row["id"] in voice_refs:
@@ -436,7 +444,8 @@ def run(args) -> int:
                "seed": args.seed, "steps": steps, "solver": solver,
                "guidance": guidance[True], "sound_guidance": guidance[False], "time_shift": time_shift[True],
                "sound_time_shift": time_shift[False], "noise_scale": noise_scale[True],
-               "sound_noise_scale": noise_scale[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
+               "sound_noise_scale": noise_scale[False], "guidance_rescale": rescale[True],
+               "sound_guidance_rescale": rescale[False], "precision": args.precision, "vocoder": args.vocoder, "window_s": dur,
                "voice": args.voice, "lip_fps": args.lip_fps,
                "kinds": {k: sum(r["kind"] == k for r in rows) for k in ("speech", "sfx", "mixed")},
                "gen_seconds_per_clip": gen_seconds / max(1, len(rows))}
