@@ -28,5 +28,6 @@ def test_embedded_preset_has_the_shipped_files_sampling_defaults():
         shipped = ModelConfig.from_json(f.metadata()["config"])
     preset = embedded_config()
     for name in ("guidance_scale", "sound_guidance_scale", "solver", "steps", "time_shift", "sound_time_shift",
-                 "noise_scale", "sound_noise_scale", "guidance_rescale", "sound_guidance_rescale", "prediction"):  # phone_placement comes from the pack
+                 "noise_scale", "sound_noise_scale", "guidance_rescale", "sound_guidance_rescale",
+                 "prediction"):  # phone_placement comes from the pack
         assert getattr(preset, name) == getattr(shipped, name), name

@@ -111,7 +111,7 @@ def test_guidance_rescale(model):
         torch.testing.assert_close(half, (v_g + full) / 2, atol=1e-5, rtol=1e-4)
         assert (v_g.std(dim=(1, 2)) - v_c.std(dim=(1, 2))).abs().min() > 1e-3  # the test has something to undo
         torch.testing.assert_close(model.velocity(x, 0.3, c, guidance_rescale=1.0), v_c)
-        for bad in (-0.1, 1.5, "x", True):
+        for bad in (-0.1, 1.5, float("nan"), "x", "0.5", True):
             with pytest.raises(VSSFlowError, match="guidance_rescale must be a number from 0"):
                 model.sample(x, c, steps=1, guidance_rescale=bad)
 

@@ -267,7 +267,8 @@ def test_loud_audio_is_scaled_not_clipped():
 def test_default_guidance_time_shift_and_noise_scale_depend_on_the_transcript(bundle, monkeypatch):
     """With sound_guidance_scale / sound_time_shift / sound_noise_scale / sound_guidance_rescale set,
     sound-only generation uses them and speech keeps guidance_scale / time_shift / noise_scale /
-    guidance_rescale; an explicit guidance wins over both (and keeps the model's rescale). The noise scale multiplies the same seeded noise."""
+    guidance_rescale; an explicit guidance wins over both (and keeps the model's rescale). The noise
+    scale multiplies the same seeded noise."""
     import dataclasses
 
     cfg = dataclasses.replace(bundle.config, guidance_scale=3.0, sound_guidance_scale=1.5, time_shift=2.5,

@@ -188,6 +188,11 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # weights precision at load; auto
 PREDICTIONS = ("v", "x")  # what the DiT outputs: the velocity (official) or the clean latent
 
 
+def is_guidance_rescale(value) -> bool:
+    """Whether ``value`` is a valid guidance rescale: a real number (not a bool) from 0 to 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a VSSFlow model. Serialised as JSON into checkpoint metadata."""
@@ -277,8 +282,7 @@ class ModelConfig:
                 raise ValueError(f"model config {self.name!r}: {name} must be > 0 and finite, got {value}")
         for name in ("guidance_rescale", "sound_guidance_rescale"):
             value = getattr(self, name)
-            if (value is not None or not name.startswith("sound_")) and not (
-                    isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+            if (value is not None or not name.startswith("sound_")) and not is_guidance_rescale(value):
                 raise ValueError(f"model config {self.name!r}: {name} must be a number from 0 to 1, got {value}")
 
     @property

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssflow_core import flow
-from vssflow_core.config import ModelConfig
+from vssflow_core.config import ModelConfig, is_guidance_rescale
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.model.conditioning import Conditions, build_projection, encode_features
 from vssflow_core.model.dit import DiT
@@ -273,11 +273,7 @@ def _rescale_guided(guided: torch.Tensor, cond: torch.Tensor, phi: float) -> tor
 
 def _check_rescale(guidance_rescale) -> None:
     """guidance_rescale must be a number from 0 to 1."""
-    try:
-        ok = not isinstance(guidance_rescale, bool) and 0.0 <= float(guidance_rescale) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+    if not is_guidance_rescale(guidance_rescale):
         raise VSSFlowError(f"guidance_rescale must be a number from 0 (plain guidance, official) to 1, "
                            f"got {guidance_rescale!r}")
 

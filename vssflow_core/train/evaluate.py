@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from vssflow_core.audio.level import limit_peak
+from vssflow_core.config import is_guidance_rescale
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.train.paths import CENTROID_DATA_DIR, EVAL_CACHE_DIR, TRAIN_STATE_DIR
 from vssflow_core.train.report import check_json_target, write_json_report
@@ -333,7 +334,7 @@ def run(args) -> int:
     unknown = metrics - set(METRICS)
     if unknown:
         raise VSSFlowError(f"--metrics: unknown {sorted(unknown)}; choose from {METRICS}")
-    if args.guidance_rescale is not None and not 0 <= args.guidance_rescale <= 1:
+    if args.guidance_rescale is not None and not is_guidance_rescale(args.guidance_rescale):
         raise VSSFlowError(f"--guidance-rescale {args.guidance_rescale}: give a number from 0 (plain guidance) to 1")
     if args.noise_scale is not None and not (math.isfinite(args.noise_scale) and args.noise_scale > 0):
         raise VSSFlowError(f"--noise-scale {args.noise_scale}: give a number > 0 (1 = N(0, I), the official noise)")
