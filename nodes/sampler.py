@@ -46,6 +46,12 @@ class VSSFlowSampler(io.ComfyNode):
                 io.Float.Input("duration_s", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="Seconds of audio to make from the start of the video; 0 = the whole "
                                        "video."),
+                # last and optional: workflows saved before it existed keep their widget order and still run
+                io.Float.Input("guidance_rescale", default=-1.0, min=-1.0, max=1.0, step=0.05, optional=True,
+                               tooltip="Pulls the guided result's spread back towards the unguided one (guidance "
+                                       "rescale, 0..1; 0 = plain guidance): strong guidance keeps its timing "
+                                       "without thinning the sound. -1 = the model's default (embedded model: "
+                                       "0.7 for sound effects, 0 for speech)."),
             ],
             outputs=[io.Audio.Output(display_name="audio", tooltip="The generated sound, exactly as long as the video (or duration_s), "
                                                                    "at the model's sample rate; one item per "
@@ -54,7 +60,7 @@ class VSSFlowSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, images=None, fps=25.0, video=None, lips=None, text=None, seed=0, steps=0, guidance=0.0,
-                solver="default", variations=1, duration_s=0.0) -> io.NodeOutput:
+                solver="default", variations=1, duration_s=0.0, guidance_rescale=-1.0) -> io.NodeOutput:
         from vssflow_core.pipeline import generate
 
         source = _video_source(images, fps, video)
@@ -64,7 +70,7 @@ class VSSFlowSampler(io.ComfyNode):
         audio, sample_rate = generate(
             bundle, **source, text=text, lips=lips, seed=seed, steps=n_steps, guidance=guidance or None,
             solver=None if solver == "default" else solver, variations=variations, duration_s=duration_s or None,
-            callback=_comfy.progress(n_steps))
+            guidance_rescale=None if guidance_rescale < 0 else guidance_rescale, callback=_comfy.progress(n_steps))
         return io.NodeOutput(_convert.audio_dict(audio, sample_rate))
 
 

@@ -104,7 +104,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """Convert a UI-format workflow (``app.graph.serialize()``) to an API-format prompt for ``POST /prompt``.
 
     Widget values are matched to inputs in ``/object_info`` ``input_order`` (required, then optional);
-    the extra value of a 'control after generate' widget and of upload widgets is skipped; linked inputs
+    the extra value of a 'control after generate' widget and of upload widgets is skipped; a widget the
+    saved values stop short of (added to the node later) gets its default, as the frontend gives it; linked inputs
     become ``[origin_node_id, origin_slot]``; Reroute nodes are followed, PrimitiveNode links use the
     target's own widget value, muted nodes (mode 2) are dropped, bypassed nodes (mode 4) are passed through
     by type. Raises WorkflowConversionError for unknown node types or inconsistent widget values.
@@ -172,6 +173,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                     if any(opts.get(k) for k in UPLOAD_OPTIONS) and i < len(values) and (
                             values[i] is None or values[i] in ("image", "video", "audio", "file", "")):
                         i += 1
+                elif "default" in opts:  # a widget added after the workflow was saved: the frontend's default
+                    api_inputs[name] = opts["default"]
             if name in linked:
                 src = resolve(linked[name])
                 if src is not None:

@@ -49,7 +49,8 @@ def test_generate_writes_video_with_new_audio(files, capsys, tmp_path):
 @pytest.mark.parametrize("case", ["missing video", "not a video", "audio only", "zero frames", "bad model",
                                   "existing out", "bad steps", "bad window", "empty text", "unknown command",
                                   "bad voice", "bad out name", "video is a folder", "out is a folder", "bad threads",
-                                  "window without text", "guidance below 1", "bad device", "seed too large"])
+                                  "window without text", "guidance below 1", "bad rescale", "bad device",
+                                  "seed too large"])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case):
     out = tmp_path / "out.mp4"
     args = ["generate", files["video"], "--out", out, "--model", files["model"], "--steps", "1"]
@@ -75,6 +76,8 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
         args += ["--speech-start", "0.5", "--speech-end", "1.0"]
     elif case == "guidance below 1":  # below 1 the model ignores the video: refused, not silently unconditional
         args += ["--guidance", "0.5"]
+    elif case == "bad rescale":
+        args += ["--guidance-rescale", "1.5"]
     elif case == "bad device":
         args += ["--device", "tpu"]
     elif case == "seed too large":

@@ -51,6 +51,14 @@ def test_ui_to_api_bypass_and_mute():
     assert api["3"]["inputs"]["images"] == ["1", 0]
 
 
+def test_ui_to_api_fills_widgets_added_after_the_workflow_was_saved():
+    """Values that stop short (a workflow saved before the node gained a widget) leave the rest at their
+    defaults, as the frontend does when it loads such a workflow."""
+    api = ui_to_api(_wf([{"id": 1, "type": "Src", "mode": 0, "widgets_values": [5, "fixed", "a.mp4"]}], []),
+                    _OBJECT_INFO)
+    assert api["1"]["inputs"] == {"seed": 5, "file": "a.mp4", "gain": 1.0}
+
+
 def test_ui_to_api_rejects_unknown_type_and_leftover_values():
     with pytest.raises(WorkflowConversionError, match="NoSuch"):
         ui_to_api(_wf([{"id": 1, "type": "NoSuch", "widgets_values": []}], []), _OBJECT_INFO)

@@ -406,6 +406,20 @@ def test_bad_input_sampler_steps_out_of_range(server):
     _expect_error(server, prompt, "steps")
 
 
+def test_bad_input_sampler_guidance_rescale_out_of_range(server):
+    """The optional guidance_rescale widget (-1 = the model's, 0..1) is range-checked like the others;
+    the prompts above leave it out, as workflows saved before it existed do, and still run."""
+    prompt = {"1": {"class_type": "VSSFlowModelLoader",
+                    "inputs": {"model": _embedded(server), "device": "auto", "precision": "auto"}},
+              "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 0}},
+              "2": {"class_type": "VSSFlowSampler", "inputs": {"model": ["1", 0], "images": ["3", 0], "fps": 25.0,
+                                                               "seed": 0, "steps": 1, "guidance": 0.0,
+                                                               "solver": "default", "variations": 1,
+                                                               "duration_s": 0.0, "guidance_rescale": 1.5}},
+              "4": _preview(["2", 0])}
+    _expect_error(server, prompt, "guidance_rescale")
+
+
 def test_bad_input_mux_without_video(server):
     prompt = {"1": {"class_type": "EmptyAudio", "inputs": {"duration": 1.0, "sample_rate": 16000, "channels": 1}},
               "2": {"class_type": "VSSFlowMuxAudio", "inputs": {"audio": ["1", 0], "fps": 25.0, "mode": "replace",

@@ -267,6 +267,24 @@ def test_sampler_images_and_video(comfy_dirs, model):
         VSSFlowSampler.execute(model)
 
 
+def test_sampler_guidance_rescale_is_last_optional_and_minus_one_means_the_models(comfy_dirs, model, monkeypatch):
+    """The rescale widget comes last and is optional, so a workflow saved before it existed keeps its
+    widget order and its API prompt still validates; -1 hands the choice to the model file."""
+    from vssflow_core import pipeline
+
+    schema = VSSFlowSampler.define_schema()
+    last = schema.inputs[-1]
+    assert last.id == "guidance_rescale" and last.kwargs["optional"] and last.kwargs["default"] == -1.0
+    seen = []
+    real = pipeline.generate
+    monkeypatch.setattr(pipeline, "generate", lambda *a, **k: seen.append(k["guidance_rescale"]) or real(*a, **k))
+    images = torch.from_numpy(np.stack([media_factory.pattern_frame(i, i / 25.0) for i in range(30)])).float() / 255
+    VSSFlowSampler.execute(model, images=images, steps=1)
+    VSSFlowSampler.execute(model, images=images, steps=1, guidance=4.0, guidance_rescale=0.0)
+    VSSFlowSampler.execute(model, images=images, steps=1, guidance=4.0, guidance_rescale=0.6)
+    assert seen == [None, 0.0, 0.6]
+
+
 def test_mux_audio_file_and_images(comfy_dirs):
     from vssflow_core.media.video import probe_video, read_audio
 

@@ -287,9 +287,22 @@ def test_default_guidance_time_shift_and_noise_scale_depend_on_the_transcript(bu
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1, speech_end_s=1.5)
     generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, guidance=4.0)
-    assert seen == [(1.5, 2.0, 0.7), (3.0, 2.5, 0.0), (4.0, 2.0, 0.7)]
+    # an explicit rescale wins over the task's default, 0 included (plain guidance)
+    generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, guidance_rescale=0.0)
+    generate(shifted, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=0.1,
+             speech_end_s=1.5, guidance_rescale=0.5)
+    assert seen == [(1.5, 2.0, 0.7), (3.0, 2.5, 0.0), (4.0, 2.0, 0.7), (1.5, 2.0, 0.0), (3.0, 2.5, 0.5)]
     torch.testing.assert_close(noises[1], noises[0] * 0.5)  # speech: the same noise at half its scale
     torch.testing.assert_close(noises[2], noises[0])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", True])
+def test_guidance_rescale_out_of_range_is_refused_before_sampling(bundle, monkeypatch, bad):
+    called = []
+    monkeypatch.setattr(bundle.model, "sample", lambda *a, **k: called.append(1))
+    with pytest.raises(VSSFlowError, match="guidance rescale must be a number from 0"):
+        generate(bundle, frames=frames_by_index(40), fps=25.0, steps=1, guidance_rescale=bad)
+    assert not called
 
 
 @pytest.mark.parametrize("fps", [16.0, 24000 / 1001, 30000 / 1001])

@@ -19,7 +19,7 @@ import sys
 import threading
 import warnings
 
-from vssflow_core.config import PRECISIONS, SOLVERS
+from vssflow_core.config import PRECISIONS, SOLVERS, is_guidance_rescale
 
 COMMANDS = {  # name: (module, add-arguments function, run function, help)
     "generate": ("vssflow_core.cli", "add_generate_arguments", "run_generate",
@@ -68,6 +68,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale, 1..30 (1 = none; default or 0: the model's)")
+    p.add_argument("--guidance-rescale", type=float, default=None,
+                   help="guidance rescale, 0..1 (0 = plain guidance; default: the model's, for the embedded model "
+                        "0.7 for sound effects and 0 for speech)")
     p.add_argument("--solver", choices=SOLVERS, default=None,
                    help="ODE solver (default: the model's); dopri5 is the official adaptive solver: it ignores "
                         "--steps and takes about 10x longer")
@@ -100,6 +103,8 @@ def run_generate(args) -> int:
         raise VSSFlowError(f"output folder does not exist: {out.parent}; create it first")
     if args.threads < 0:
         raise VSSFlowError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.guidance_rescale is not None and not is_guidance_rescale(args.guidance_rescale):
+        raise VSSFlowError(f"--guidance-rescale must be from 0 (plain guidance) to 1, got {args.guidance_rescale}")
     if args.text is None:
         ignored = [flag for flag, given in (("--speech-start", args.speech_start), ("--speech-end", args.speech_end),
                                             ("--voice", args.voice)) if given]
@@ -122,7 +127,8 @@ def run_generate(args) -> int:
     with _progress() as callback:
         generate_to_file(bundle, video, out, mode=args.mode, callback=callback, text=args.text,
                          speech_start_s=args.speech_start, speech_end_s=args.speech_end, voice=voice,
-                         seed=args.seed, steps=args.steps, guidance=args.guidance or None, solver=args.solver)
+                         seed=args.seed, steps=args.steps, guidance=args.guidance or None, solver=args.solver,
+                         guidance_rescale=args.guidance_rescale)
     print(out)
     return 0
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from vssflow_core import flow, frontend
-from vssflow_core.config import FEATURE_RATE_HZ, PRECISIONS
+from vssflow_core.config import FEATURE_RATE_HZ, PRECISIONS, is_guidance_rescale
 from vssflow_core.audio.level import limit_peak
 from vssflow_core.errors import VSSFlowError
 from vssflow_core.frontend import LipCondition, TextCondition, num_frames
@@ -169,6 +169,16 @@ def _check_sampling(bundle: Bundle, steps, guidance, solver, variations, with_te
     return steps, guidance, solver, int(variations)
 
 
+def _check_rescale(bundle: Bundle, guidance_rescale, with_text: bool) -> float:
+    """The guidance rescale to sample with: ``guidance_rescale``, or the model's default for the task when None."""
+    if guidance_rescale is None:
+        return bundle.config.guidance_rescale_for(with_text)
+    if not is_guidance_rescale(guidance_rescale):
+        raise VSSFlowError(f"guidance rescale must be a number from 0 (plain guidance) to 1 (None = the model's "
+                           f"default), got {guidance_rescale!r}")
+    return float(guidance_rescale)
+
+
 def _as_text(text, speech_start_s, speech_end_s, voice) -> TextCondition | None:
     if text is None or isinstance(text, TextCondition):
         if isinstance(text, TextCondition) and voice is not None:
@@ -254,7 +264,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
              guidance: float | None = None, solver: str | None = None, variations: int = 1,
              callback: Callable[[int, int | None], None] | None = None,
              duration_s: float | None = None, overlap_s: float | None = None,
-             face: str | int = "largest", timings: dict | None = None) -> tuple[torch.Tensor, int]:
+             face: str | int = "largest", timings: dict | None = None,
+             guidance_rescale: float | None = None) -> tuple[torch.Tensor, int]:
     """Generate the audio of a video: sound effects, plus speech when a transcript is given.
 
     Args:
@@ -271,6 +282,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
             default guidance, its rescale, time shift and noise scale depend on whether a transcript is
             given: ``ModelConfig.guidance_for`` / ``guidance_rescale_for`` / ``time_shift_for`` /
             ``noise_scale_for``).
+        guidance_rescale: 0..1 (:meth:`VSSFlow.velocity`; 0 = plain guidance); None = the model's
+            default for the task (embedded model: 0.7 without a transcript, 0 with one).
         variations: B, the batch of variations.
         callback: ``callback(done, total)`` after each solver step over all windows (total None for
             dopri5); raising from it cancels.
@@ -283,12 +296,13 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     text_cond = _as_text(text, speech_start_s, speech_end_s, voice)
     with_text = text_cond is not None
     steps, guidance, solver, variations = _check_sampling(bundle, steps, guidance, solver, variations, with_text)
+    rescale = _check_rescale(bundle, guidance_rescale, with_text)
     if isinstance(seed, bool) or int(seed) != seed or not 0 <= int(seed) <= 2**64 - variations:
         raise VSSFlowError(f"seed must be a whole number in 0..{2**64 - variations} (variation n uses seed + n), "
                            f"got {seed!r}")
     source = open_video(video, frames, fps, duration_s)
     cfg, codec = bundle.config, bundle.codec
-    time_shift, rescale = cfg.time_shift_for(with_text), cfg.guidance_rescale_for(with_text)
+    time_shift = cfg.time_shift_for(with_text)
     duration_s = source.duration_s
     sample_rate = int(codec.sample_rate)
     latent_rate = float(codec.latent_rate_hz)
