@@ -394,30 +394,18 @@ def test_bad_input_sampler_without_frames(server):
     _expect_error(server, prompt, "VSSFlowSampler", "VIDEO")
 
 
-def test_bad_input_sampler_steps_out_of_range(server):
+@pytest.mark.parametrize("name, value", [("steps", 100000), ("guidance_rescale", 1.5)])
+def test_bad_input_sampler_value_out_of_range(server, name, value):
+    """Out-of-range widget values are refused by name. guidance_rescale is optional (-1 = the model's,
+    0..1): the other prompts here leave it out, as workflows saved before it existed do, and still run."""
+    sampler = {"model": ["1", 0], "images": ["3", 0], "fps": 25.0, "seed": 0, "steps": 1, "guidance": 0.0,
+               "solver": "default", "variations": 1, "duration_s": 0.0, name: value}
     prompt = {"1": {"class_type": "VSSFlowModelLoader",
                     "inputs": {"model": _embedded(server), "device": "auto", "precision": "auto"}},
               "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 0}},
-              "2": {"class_type": "VSSFlowSampler", "inputs": {"model": ["1", 0], "images": ["3", 0], "fps": 25.0,
-                                                               "seed": 0, "steps": 100000, "guidance": 0.0,
-                                                               "solver": "default", "variations": 1,
-                                                               "duration_s": 0.0}},
+              "2": {"class_type": "VSSFlowSampler", "inputs": sampler},
               "4": _preview(["2", 0])}
-    _expect_error(server, prompt, "steps")
-
-
-def test_bad_input_sampler_guidance_rescale_out_of_range(server):
-    """The optional guidance_rescale widget (-1 = the model's, 0..1) is range-checked like the others;
-    the prompts above leave it out, as workflows saved before it existed do, and still run."""
-    prompt = {"1": {"class_type": "VSSFlowModelLoader",
-                    "inputs": {"model": _embedded(server), "device": "auto", "precision": "auto"}},
-              "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 0}},
-              "2": {"class_type": "VSSFlowSampler", "inputs": {"model": ["1", 0], "images": ["3", 0], "fps": 25.0,
-                                                               "seed": 0, "steps": 1, "guidance": 0.0,
-                                                               "solver": "default", "variations": 1,
-                                                               "duration_s": 0.0, "guidance_rescale": 1.5}},
-              "4": _preview(["2", 0])}
-    _expect_error(server, prompt, "guidance_rescale")
+    _expect_error(server, prompt, name)
 
 
 def test_bad_input_mux_without_video(server):
