@@ -18,7 +18,7 @@ def test_config_json_round_trip():
 
 
 def test_embedded_preset_has_the_shipped_files_sampling_defaults():
-    """Runs built from the preset (train, --init, export) sample as the shipped file does."""
+    """Runs built from the preset (train, --init, export) have the shipped file's DiT and sample as it does."""
     from safetensors import safe_open
 
     from vssflow_core.config import ModelConfig
@@ -29,5 +29,5 @@ def test_embedded_preset_has_the_shipped_files_sampling_defaults():
     preset = embedded_config()
     for name in ("guidance_scale", "sound_guidance_scale", "solver", "steps", "time_shift", "sound_time_shift",
                  "noise_scale", "sound_noise_scale", "guidance_rescale", "sound_guidance_rescale",
-                 "prediction"):  # phone_placement comes from the pack
+                 "prediction", "dit"):  # phone_placement comes from the pack
         assert getattr(preset, name) == getattr(shipped, name), name

@@ -50,10 +50,13 @@ def embedded_conditions() -> tuple[ConditionSpec, ...]:
 
 
 def embedded_config() -> ModelConfig:
-    """The embedded default :class:`ModelConfig` (6 layers x 256 wide, about 8 M parameters, 8 s window)."""
+    """The embedded default :class:`ModelConfig` (8 layers x 256 wide, 11.3 M parameters, 8 s window).
+
+    8 layers since stage 14 (2026-11-30): stage 10's 6 blocks plus two zero-output copies, fine-tuned
+    (weights/MODEL_CARD.md, "Stage 14"); 8 x 256 is the largest that fits the 25 MB fp16 cap."""
     return ModelConfig(
         name="embedded",
-        dit=DiTConfig(num_layers=6, num_heads=4, head_dim=64, num_kv_heads=2, cross_dim=256, time_proj_dim=256,
+        dit=DiTConfig(num_layers=8, num_heads=4, head_dim=64, num_kv_heads=2, cross_dim=256, time_proj_dim=256,
                       ff_inner_dim=1024),
         codec=embedded_codec(),
         conditions=embedded_conditions(),
