@@ -7,7 +7,7 @@
 #
 # This is the final recipe of the shipped model run from scratch (clean-latent prediction, phonemes
 # placed by lip reading with the shipped reader, half of the sound clips' video made at 8-24 fps,
-# batch 256 with lr 6e-4 and a linear cool-down over the last 30 % on a GPU), not a replay of the ten stages that made vssflow_core/weights/embedded.safetensors (see its model card:
+# batch 256 with lr 6e-4 and a linear cool-down over the last 30 % on a GPU), not a replay of the chain of fine-tunes that made vssflow_core/weights/embedded.safetensors (see docs/embedded_model_history.md:
 # those stages switched from velocity to clean-latent prediction and from one placement to another
 # on the way). WORK_DIR holds data/, pack/, runs/, models/ and eval/; every stage resumes or is
 # skipped when its output exists, so re-running continues (a run resumes from runs/NAME; its
@@ -18,7 +18,7 @@
 # shipped model's data) lists the voices of the speaking clips, e.g. joe,slt,flite-slt,awb,rms (the
 # CMU voices need apt-get install flite festival festvox-us-slt-hts). A GPU machine needs only torch,
 # torchaudio, numpy, safetensors and einops for the training stage: copy pack/ there and run the
-# `train` lines by hand (see vssflow_core/weights/MODEL_CARD.md). Ctrl-C (or SIGTERM) stops the
+# `train` lines by hand (see docs/embedded_model_history.md). Ctrl-C (or SIGTERM) stops the
 # three trainers after their step in progress; they keep their checkpoints and the script stops.
 set -euo pipefail
 WORK=$(realpath -m "${1:?usage: bash scripts/train_embedded.sh WORK_DIR [DEVICE] [MINUTES]}")  # before the cd
@@ -42,7 +42,7 @@ for split in train val; do
     fi
   else
     # no speaker embeddings, as the shipped stages 7-10 were packed (the data has one voice; the
-    # stage-11 trial that stored them is in the model card)
+    # stage-11 trial that stored them is in docs/embedded_model_history.md)
     vc pack --data "$WORK/data/$split" --out "$WORK/pack/$split" --phone-placement lipread --no-speaker
   fi
 done

@@ -1,5 +1,5 @@
 """scripts/train_embedded.sh's control flow, with a stand-in interpreter that logs each command
-(the real chain, with tiny sizes, takes minutes; its run is recorded in the model card): a relative
+(the real chain, with tiny sizes, takes minutes; its run is recorded in docs/embedded_model_history.md): a relative
 WORK_DIR is the caller's, a failed training run stops the script before export and evaluation, and a
 pack that no longer holds every clip is refused."""
 import os

@@ -53,7 +53,7 @@ def embedded_config() -> ModelConfig:
     """The embedded default :class:`ModelConfig` (8 layers x 256 wide, 11.3 M parameters, 8 s window).
 
     8 layers since stage 14 (2026-11-30): stage 10's 6 blocks plus two zero-output copies, fine-tuned
-    (weights/MODEL_CARD.md, "Stage 14"); 8 x 256 is the largest that fits the 25 MB fp16 cap."""
+    (docs/embedded_model_history.md, "Stage 14"); 8 x 256 is the largest that fits the 25 MB fp16 cap."""
     return ModelConfig(
         name="embedded",
         dit=DiTConfig(num_layers=8, num_heads=4, head_dim=64, num_kv_heads=2, cross_dim=256, time_proj_dim=256,
@@ -61,8 +61,8 @@ def embedded_config() -> ModelConfig:
         codec=embedded_codec(),
         conditions=embedded_conditions(),
         duration_s=DURATION_S,
-        # sampling defaults chosen by measurement on 60 eval clips (weights/MODEL_CARD.md, "Sampling
-        # steps"): midpoint, 4 steps (8 evaluations) on a grid shifted towards the noise; speech
+        # sampling defaults chosen by measurement on 60 eval clips (docs/embedded_model_history.md,
+        # "Sampling steps"): midpoint, 4 steps (8 evaluations) on a grid shifted towards the noise; speech
         # (a transcript given): guidance 3, shift 5 (CER 0.336 vs 0.398 on equal steps); sound
         # only: shift 3, and guidance 3 with its rescale 0.7 ("Guidance rescale for sound": onset F1
         # 0.820 -> 0.856 and 0.792 -> 0.838 on two sets of 60 clips against guidance 1.5, FD not
@@ -81,6 +81,6 @@ def embedded_config() -> ModelConfig:
         frontend="embedded",
         # the DiT (width 256) is narrower than the latent (320 channels): as a velocity model it left
         # about half the noise in the latent's 32nd-128th principal directions at every t
-        # (weights/MODEL_CARD.md); a clean latent fits in 256 dimensions (99.97 % of its variance)
+        # (docs/embedded_model_history.md); a clean latent fits in 256 dimensions (99.97 % of its variance)
         prediction="x",
     )

@@ -17,7 +17,7 @@ zeros at row 0 and at hard cuts between shots, as the motion features). Output:
 The shipped weights (``weights/events.safetensors``) were trained by ``python -m vssflow_core
 train-events`` on make-data's sound scenes, whose manifest gives the frame of every event, half of
 them drawn a second time at 8-24 fps and held on the 25 fps grid, so video from a generator (16 fps)
-is read too (event F1 on unseen scenes: 0.944 at 25 fps, 0.808 at 16 fps); see ``weights/MODEL_CARD.md``.
+is read too (event F1 on unseen scenes: 0.944 at 25 fps, 0.808 at 16 fps); see ``docs/embedded_model_history.md``, "Stage 8".
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def fill_held_frames(grey: np.ndarray, frames: np.ndarray, cuts: np.ndarray | No
     (``frames`` uint8 ``[F, H, W, 3]``, bit for bit, as a frame-rate conversion repeats them) is
     filled by blending the grids of the frames on either side; a longer run is a still picture and
     stays. Measured: 10 fps walking people went from 4.4 to 0.5 detections per second, an animated
-    clip with a third of its frames repeated from 5.1 to 1.9 (model card, "Sound events by a detector").
+    clip with a third of its frames repeated from 5.1 to 1.9 (docs/embedded_model_history.md, "Stage 8").
     ``cuts`` (bool ``[F]``, ``visual.shot_cuts``): no blend reaches across the first frame of a new shot,
     which would make a cut a cross-fade of several frames, each a large change."""
     frames = np.asarray(frames)

@@ -8,7 +8,7 @@ plus the 39 ARPAbet phonemes without stress. Placement by lip reading
 
 The shipped weights (``weights/lipread.safetensors``, 35 k parameters, 140 kB) were trained by
 ``python -m vssflow_core train-lipread`` on the synthetic talking faces of make-data, so they
-know the training voice's timing and the rendered mouth; see ``weights/MODEL_CARD.md``.
+know the training voice's timing and the rendered mouth; see ``docs/embedded_model_history.md``, "Stage 7".
 """
 from __future__ import annotations
 
