@@ -39,8 +39,9 @@ def image_to_uint8(images, node: str) -> np.ndarray:
 
 
 def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [F, H, W, 3] -> ComfyUI IMAGE float32 [F, H, W, 3] in 0..1."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32) / 255.0
+    """uint8 [F, H, W, 3] -> ComfyUI IMAGE float32 [F, H, W, 3] in 0..1 (one float32 copy: the
+    division is in place, so the peak is the uint8 frames plus 4 bytes per value)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
 
 
 def audio_dict(wave: torch.Tensor, sample_rate: int) -> dict:

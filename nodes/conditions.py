@@ -32,8 +32,9 @@ class VSSFlowExtractLipFeatures(io.ComfyNode):
                                                                 "in memory."),
             ],
             outputs=[
-                LipsType.Output(display_name="lips", tooltip="Lip movement over time, for the VSSFlow Sampler and "
-                                                             "Text Condition (automatic speech window)."),
+                LipsType.Output(display_name="lips", tooltip="Lip movement over time, for the VSSFlow Sampler (which "
+                                                             "also finds the speech window from it when the Text "
+                                                             "Condition's start and end are 0)."),
                 io.Image.Output(display_name="preview", tooltip="The frames with the mouth boxes drawn (green = "
                                                                 "detected, yellow = interpolated). For a loaded VIDEO "
                                                                 f"file: at most {PREVIEW_MAX_FRAMES} frames, spread "
@@ -82,8 +83,8 @@ class VSSFlowTextCondition(io.ComfyNode):
                                        "automatic."),
                 io.Audio.Input("voice", optional=True,
                                tooltip="Optional recording of the voice to imitate (a few seconds are enough). "
-                                       "Used by official checkpoints with a speaker encoder; the embedded model "
-                                       "(one training voice) ignores it."),
+                                       "Used by official checkpoints (RawNet3 speaker encoder). The embedded "
+                                       "model was trained on one voice and keeps speaking in it."),
             ],
             outputs=[TextType.Output(display_name="text", tooltip="The transcript in time, for the VSSFlow Sampler.")],
         )

@@ -15,32 +15,64 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 SILENCE_RATE = 44100  # sample rate of the silent AUDIO given for videos without sound (Hz)
 IMAGE_BYTES_PER_VALUE = 5  # the uint8 decode plus its float32 IMAGE copy, per pixel channel
 MEMORY_SHARE = 0.8  # share of the free memory one Load Video may take
+SAMPLES_MARKER = ".vssflow_samples"  # in the input folder: the sample clips already copied there once
 
 
 def install_samples() -> None:
-    """Copy the pack's sample clips into ComfyUI's input folder when absent (never overwrites)."""
+    """Copy the pack's sample clips into ComfyUI's input folder, each once: never over a file of that
+    name, and never again after the user deleted it (the names copied are kept in ``SAMPLES_MARKER``
+    in that folder)."""
     if not PACK_SAMPLES.is_dir():
         return
     from vssflow_core.media.files import atomic_output  # here, not at import: vssflow_core.media loads all its I/O
     target = _comfy.directory("input")
-    for src in PACK_SAMPLES.iterdir():
-        dst = target / src.name
-        if src.suffix.lower() in VIDEO_EXTENSIONS and not dst.exists():
-            try:
-                with atomic_output(dst) as tmp:  # never replaces a file that appeared meanwhile
-                    shutil.copyfile(src, tmp)
-            except (OSError, VSSFlowError):
-                pass
+    marker = target / SAMPLES_MARKER
+    done = set(marker.read_text().split()) if marker.is_file() else set()
+    copied = [src.name for src in sorted(PACK_SAMPLES.iterdir())
+              if src.suffix.lower() in VIDEO_EXTENSIONS and src.name not in done and _copy_new(src, target, atomic_output)]
+    if copied:
+        with atomic_output(marker, replace=True) as tmp:
+            Path(tmp).write_text("\n".join(sorted(done | set(copied))) + "\n")
+
+
+def _copy_new(src: Path, target: Path, atomic_output) -> bool:
+    """Copy ``src`` into ``target`` unless a file of its name is there; True when it is there now."""
+    dst = target / src.name
+    if dst.exists():
+        return True
+    try:
+        with atomic_output(dst) as tmp:  # never replaces a file that appeared meanwhile
+            shutil.copyfile(src, tmp)
+    except (OSError, VSSFlowError):
+        return False
+    return True
 
 
 def input_videos() -> list[str]:
-    """Video file names in ComfyUI's input folder (sorted), after copying the pack's samples there."""
+    """Video file names in ComfyUI's input folder (sorted), after copying the pack's samples there;
+    not symlinks that lead out of it, which loading refuses. An unreadable folder gives an empty list
+    (ComfyUI still starts; the error shows on use)."""
     try:
         install_samples()
-    except OSError:
+    except (OSError, VSSFlowError):  # a read-only input folder: list what is there
         pass
-    root = _comfy.directory("input")
-    return sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    try:
+        root = _comfy.directory("input")
+        return sorted(p.name for p in root.iterdir()
+                      if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and _stays_inside(root, p.name))
+    except (OSError, VSSFlowError):
+        return []
+
+
+def _stays_inside(root: Path, name: str) -> bool:
+    """False for a symlink that leads out of the input folder, which loading refuses (``safe_join``)."""
+    from vssflow_core.media.files import safe_join
+
+    try:
+        safe_join(root, name)
+    except VSSFlowError:
+        return False
+    return True
 
 
 class VSSFlowLoadVideo(io.ComfyNode):

@@ -111,6 +111,22 @@ def test_face_choice_between_two_people():
         extract_lips(canvas, face="biggest")
 
 
+def test_the_next_window_follows_the_face_the_previous_one_ended_on():
+    """Window by window (the Sampler's lip scan), a later window keeps the face chosen before it, even
+    where another rule would now pick the other person."""
+    big = render_talking_face(np.full(4, 1.0), size=160)
+    small = render_talking_face(np.full(4, -1.0), size=112)
+    canvas = np.full((4, 200, 360, 3), 128, np.uint8)
+    canvas[:, 20:180, 190:350] = big
+    canvas[:, 60:172, 20:132] = small
+    first = extract_lips(canvas, face=0, preview=False)  # the left, small face
+    assert first.face_box is not None and first.face_box[2] < 180
+    fresh = extract_lips(canvas, face="largest", preview=False)
+    followed = extract_lips(canvas, face="largest", preview=False, follow_box=first.face_box)
+    assert np.nanmedian(fresh.boxes[:, 0]) > 180 and np.nanmedian(followed.boxes[:, 0]) < 140
+    np.testing.assert_allclose(followed.features, first.features, atol=1e-6)
+
+
 def test_float_frames_and_bad_shape():
     f = render_talking_face(np.zeros(3), size=160).astype(np.float32) / 255.0
     with warnings.catch_warnings():

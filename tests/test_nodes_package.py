@@ -67,3 +67,19 @@ def test_sample_clips_are_copied_once_and_listed(tmp_path, monkeypatch):
     video.install_samples()
     assert (input_dir / "a.mp4").read_bytes() == b"user edited"  # never overwritten
     assert not (input_dir / "notes.txt").exists()
+    (input_dir / "a.mp4").unlink()  # the user deletes the sample: it stays deleted
+    (samples / "b.mp4").write_bytes(b"sample b")  # a sample added by a later version is copied
+    assert video.input_videos() == ["b.mp4", "mine.mov"]
+    assert (input_dir / video.SAMPLES_MARKER).read_text().split() == ["a.mp4", "b.mp4"]
+    outside = tmp_path / "elsewhere.mp4"
+    outside.write_bytes(b"outside")
+    (input_dir / "link.mp4").symlink_to(outside)  # loading refuses it, so the list leaves it out
+    assert video.input_videos() == ["b.mp4", "mine.mov"]
+
+
+def test_an_unreadable_input_folder_gives_an_empty_video_list(tmp_path, monkeypatch):
+    from nodes import _comfy, video
+
+    monkeypatch.setattr(_comfy, "FALLBACK_DIRS", dict(_comfy.FALLBACK_DIRS, input=tmp_path / "not_a_folder"))
+    (tmp_path / "not_a_folder").write_text("a file where the folder should be")
+    assert video.input_videos() == []

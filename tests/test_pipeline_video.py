@@ -61,6 +61,17 @@ def test_clip_from_frames_matches_timestamps():
     assert c.audio.shape == (1, 8000) and float(c.audio[0, 0]) == pytest.approx(0.5)
 
 
+def test_clip_from_frames_pads_audio_that_ends_before_the_part():
+    """A VIDEO whose sound is shorter than its pictures gives the part's full length, silence after."""
+    frames = np.zeros((50, 4, 4, 3), np.uint8)  # 2 s of pictures
+    audio = (torch.ones(1, 16000), 16000)  # 1 s of sound
+    c = clip_from_frames(frames, 25.0, audio, start_s=0.5, duration_s=1.0)
+    assert c.audio.shape == (1, 16000)
+    assert float(c.audio[0, :8000].min()) == 1.0 and float(c.audio[0, 8000:].abs().max()) == 0.0
+    late = clip_from_frames(frames, 25.0, audio, start_s=1.5, duration_s=0.5)
+    assert late.audio.shape == (1, 8000) and float(late.audio.abs().max()) == 0.0
+
+
 def test_write_with_audio_never_overwrites(tmp_path, clip):
     audio = torch.full((1, 16000 * 5), 0.2)
     first = write_with_audio(audio, 16000, tmp_path, "out/x", video_path=clip)
@@ -116,7 +127,8 @@ def test_scan_lips_reads_each_picture_of_a_low_frame_rate_file_once(tmp_path, mo
     def by_index(frames, rate, face, **_):
         feats = np.zeros((len(frames), 6), np.float32)
         feats[:, 0], feats[:, 5] = [media_factory.decode_index(f) for f in frames], 1.0
-        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8)))
+        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8),
+                                                              face_box=None))
 
     monkeypatch.setattr(frontend, "extract_lip_condition", by_index)
     path = media_factory.make_video(tmp_path / "low.mp4", fps=fps, duration_s=5.2)

@@ -319,7 +319,8 @@ def test_scan_lips_measures_a_video_below_25_fps_at_its_own_rate(monkeypatch, fp
     def by_brightness(frames, rate, face, **_):
         feats = np.zeros((len(frames), 6), np.float32)
         feats[:, 0], feats[:, 5] = frames[:, 0, 0, 0], 1.0
-        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8)))
+        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8),
+                                                              face_box=None))
 
     monkeypatch.setattr(frontend, "extract_lip_condition", by_brightness)
     n = int(7.3 * fps)  # several 2 s windows, the last one short
@@ -330,3 +331,70 @@ def test_scan_lips_measures_a_video_below_25_fps_at_its_own_rate(monkeypatch, fp
     np.testing.assert_array_equal(lips.features[:, 0], shown)
     if fps < 25:
         np.testing.assert_array_equal(shown, np.arange(n))
+
+
+def test_scan_lips_follows_one_face_from_window_to_window(monkeypatch):
+    """Each window starts from the face box the previous one ended on, so the speaker cannot switch
+    at a window boundary (the stand-in reports a new box per window)."""
+    from types import SimpleNamespace
+
+    from vssflow_core import frontend, pipeline
+    from vssflow_core.video_source import open_video
+
+    given = []
+
+    def stand_in(frames, rate, face, follow_box=None, **_):
+        given.append(follow_box)
+        feats = np.zeros((len(frames), 6), np.float32)
+        feats[:, 5] = 1.0
+        box = (float(len(given)), 0.0, 10.0, 10.0)
+        return LipCondition(feats, rate, 0.0, SimpleNamespace(preview=np.zeros((0, 1, 1, 3), np.uint8), face_box=box))
+
+    monkeypatch.setattr(frontend, "extract_lip_condition", stand_in)
+    pipeline.scan_lips(open_video(frames=frames_by_index(150), fps=25.0), 2.0, require_face=True)
+    assert given == [None, (1.0, 0.0, 10.0, 10.0), (2.0, 0.0, 10.0, 10.0)]
+
+
+def test_scan_lips_warns_and_goes_on_when_mediapipe_is_installed_but_unusable(monkeypatch):
+    """The Sampler's own lip scan (require_face=False) turns a broken mediapipe (e.g. protobuf 5
+    under mediapipe 0.10) into a warning; the Extract node (require_face=True) still raises."""
+    from vssflow_core import pipeline
+    from vssflow_core.features import face_landmarks, lips
+    from vssflow_core.video_source import open_video
+
+    def broken(*args, **kwargs):
+        raise VSSFlowError("Lip extraction needs mediapipe (face landmarks), which is not usable here (protobuf).")
+
+    monkeypatch.setattr(face_landmarks, "make_backend", broken)
+    monkeypatch.setattr(lips, "make_backend", broken)
+    with pytest.warns(UserWarning, match="without lip sync: Lip extraction needs mediapipe.*not usable"):
+        found, preview = pipeline.scan_lips(open_video(frames=frames_by_index(50), fps=25.0), 2.0)
+    assert found is None and len(preview) == 0
+    with pytest.raises(VSSFlowError, match="not usable"):
+        pipeline.scan_lips(open_video(frames=frames_by_index(50), fps=25.0), 2.0, require_face=True)
+
+
+def test_a_reference_voice_without_resemblyzer_is_ignored_with_a_warning(monkeypatch):
+    """The embedded model embeds a reference voice with resemblyzer; where it is not installed the
+    voice is dropped with a warning that says what to install, instead of failing the Sampler."""
+    import importlib.util
+
+    from vssflow_core.embedded import embedded_config
+    from vssflow_core.frontend import speaker_from_voice
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "resemblyzer" else real_find_spec(name, *a))
+    with pytest.warns(UserWarning, match="reference voice is ignored.*pip install --no-deps resemblyzer"):
+        assert speaker_from_voice(embedded_config(), (np.zeros((1, 16000), np.float32), 16000)) is None
+
+
+def test_a_speech_window_after_the_end_of_the_video_is_refused_before_the_lips_are_scanned(bundle, monkeypatch):
+    from vssflow_core import pipeline
+
+    scanned = []
+    monkeypatch.setattr(pipeline, "scan_lips", lambda *a, **k: scanned.append(1))
+    with pytest.raises(VSSFlowError, match=r"speech window starts at 2\.00 s but the video lasts 1\.60 s"):
+        generate(bundle, frames=frames_by_index(40), fps=25.0, steps=1, text="hello", speech_start_s=2.0,
+                 speech_end_s=3.0)
+    assert not scanned

@@ -392,11 +392,13 @@ def pad_to_window(config, features: dict[str, torch.Tensor]) -> dict[str, torch.
 
 def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "largest",
                           start_s: float = 0.0, require_face: bool = False,
-                          progress: Callable[[int, int], None] | None = None) -> LipCondition:
+                          progress: Callable[[int, int], None] | None = None,
+                          follow_box: tuple[float, float, float, float] | None = None) -> LipCondition:
     """Measure the lips of a frame batch uint8 [F, H, W, 3] at ``fps`` (mediapipe face mesh).
 
     ``require_face``: raise when no face is found in any frame (else an all-absent track).
     ``progress(done, total)`` is called every 25 frames (raising from it cancels).
+    ``follow_box``: the previous window's ``track.face_box``, to keep following its face.
     """
     from vssflow_core.features.lips import extract_lips
 
@@ -404,7 +406,7 @@ def extract_lip_condition(frames: np.ndarray, fps: float, face: str | int = "lar
         raise VSSFlowError("extract lips: the video has 0 frames; check the loader's start/duration window")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no face" is raised here or left to the caller
-        track = extract_lips(frames, fps=fps, face=face, progress=progress)
+        track = extract_lips(frames, fps=fps, face=face, progress=progress, follow_box=follow_box)
     if require_face and not np.any(track.found):
         raise no_face_error(len(frames), face)
     return LipCondition(np.asarray(track.features, dtype=np.float32), float(fps), float(start_s), track)
@@ -437,13 +439,22 @@ def speaker_from_voice(config, voice, extras: dict | None = None) -> torch.Tenso
         mono = resample(torch.as_tensor(wave, dtype=torch.float32).mean(0), int(sample_rate), rawnet3.SAMPLE_RATE)
         with torch.inference_mode():
             return rawnet3.speaker_embedding(model, mono, rawnet3.SAMPLE_RATE)
-    try:
-        from vssflow_core.features.speaker import speaker_embedding
-    except ImportError as e:
-        warn(f"speaker encoder unavailable ({e}); the reference voice is ignored")
+    import importlib.util
+
+    from vssflow_core.features.speaker import RESEMBLYZER_INSTALL_HINT, speaker_embedding
+
+    if importlib.util.find_spec("resemblyzer") is None:
+        warn(f"the reference voice is ignored: its speaker embedding needs resemblyzer. {RESEMBLYZER_INSTALL_HINT}")
         return None
     emb = speaker_embedding(wave, sample_rate)
     return None if emb is None else torch.as_tensor(emb, dtype=torch.float32).reshape(-1)
+
+
+def check_speech_start(start_s: float, duration_s: float) -> None:
+    """Refuse a speech window that starts at or after the end of the video (both in seconds)."""
+    if start_s >= duration_s:
+        raise VSSFlowError(f"speech window starts at {start_s:.2f} s but the video lasts {duration_s:.2f} s; "
+                           "set speech start/end inside the video (or 0/0 for automatic)")
 
 
 def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | None,
@@ -474,9 +485,7 @@ def phoneme_track(text: TextCondition, duration_s: float, lips: LipCondition | N
             except VSSFlowError as e:
                 warn(f"speech window not found from the lips ({e}); the transcript is spread over "
                      "the whole video; set the speech start/end to place it")
-    if start >= duration_s:
-        raise VSSFlowError(f"speech window starts at {start:.2f} s but the video lasts {duration_s:.2f} s; "
-                           "set speech start/end inside the video (or 0/0 for automatic)")
+    check_speech_start(start, duration_s)
     ids = text_mod.phoneme_ids(text_mod.text_to_phonemes(text.transcript))
     if end > duration_s:  # the window is cut by the end of the video: say so if the text no longer fits
         try:

@@ -217,24 +217,24 @@ def scan_lips(source, window_s: float, face: str | int = "largest", *, require_f
         (LipCondition at min(25, source fps) Hz from 0 s, or None; preview uint8 [P, h, w, 3],
         P <= preview_frames).
     """
-    import importlib.util
+    from vssflow_core.features.face_landmarks import backend_problem
 
     none = np.zeros((0, 1, 1, 3), np.uint8)
-    if not require_face and importlib.util.find_spec("mediapipe") is None:
-        from vssflow_core.features.face_landmarks import MEDIAPIPE_INSTALL_HINT
-
-        frontend.warn("lip extraction needs mediapipe, so speech follows the transcript only. " + MEDIAPIPE_INSTALL_HINT)
+    problem = None if require_face else backend_problem()
+    if problem is not None:  # missing or broken (e.g. protobuf 5 under mediapipe 0.10): warn and go on
+        frontend.warn(f"speech follows the transcript only, without lip sync: {problem}")
         return None, none
     rate = min(FEATURE_RATE_HZ, source.fps)
     total = num_frames(source.duration_s, rate)
     step = max(1, round(window_s * rate))  # whole frames per window, so window k's rows continue k - 1's
     windows = [Window(first / rate, min(step, total - first) / rate) for first in range(0, total, step)]
     stride = max(1, math.ceil(total / preview_frames)) if preview_frames else 0
-    rows, previews, first_row = [], [], 0
+    rows, previews, first_row, face_box = [], [], 0, None
     for done, frames in enumerate(source.iter_frames(windows, rate, size=frontend.LIP_FRAME_SHORT_SIDE)):
         if progress is not None:
             progress(done, len(windows))
-        lips = frontend.extract_lip_condition(frames, rate, face)
+        lips = frontend.extract_lip_condition(frames, rate, face, follow_box=face_box)
+        face_box = lips.track.face_box  # the next window follows the same face
         rows.append(lips.features)
         if stride and len(lips.track.preview):
             previews.append(lips.track.preview[(-first_row) % stride::stride])
@@ -308,9 +308,8 @@ def generate(bundle: Bundle, video=None, *, frames: np.ndarray | None = None, fp
     latent_rate = float(codec.latent_rate_hz)
     lip_cond = _as_lips(lips)
 
-    if text_cond is not None and not text_cond.automatic_window and text_cond.speech_start_s >= duration_s:
-        raise VSSFlowError(f"speech window starts at {text_cond.speech_start_s:.2f} s but the video lasts "
-                           f"{duration_s:.2f} s; set speech start/end inside the video (or 0/0 for automatic)")
+    if text_cond is not None and not text_cond.automatic_window:  # before the lips are scanned
+        frontend.check_speech_start(text_cond.speech_start_s, duration_s)
     latent_len = int(cfg.latent_length)  # every window is sampled at the trained length (L frames)
     windows = plan_windows(duration_s, latent_len / latent_rate, overlap_s)
     total_steps = None if solver == "dopri5" else steps * len(windows)

@@ -118,7 +118,10 @@ def clip_from_frames(frames: np.ndarray, fps: float, audio: tuple[torch.Tensor, 
     if audio is not None:
         wave, sample_rate = audio
         first = int(round(start_s * sample_rate))
-        wave = wave[:, first:first + num_frames(length, sample_rate)]
+        wanted = num_frames(length, sample_rate)
+        wave = wave[:, first:first + wanted]
+        if wave.shape[-1] < wanted:  # the track ends before the part: silence, as read_audio gives
+            wave = torch.nn.functional.pad(wave, (0, wanted - wave.shape[-1]))
     return Clip(out, out_fps, float(fps), wave, sample_rate, float(start_s), float(length), source.duration_s, "")
 
 

@@ -185,6 +185,16 @@ def make_backend(name: str, min_confidence: float, tracking: bool = False):
                        + "; ".join(errors) + "). " + MEDIAPIPE_INSTALL_HINT)
 
 
+def backend_problem(name: str = "auto") -> str | None:
+    """Why no face-landmark backend can be made here, mediapipe missing or broken (a message that names
+    the fix), or None when one can (it is made once and closed, about a tenth of a second)."""
+    try:
+        make_backend(name, 0.5).close()
+    except VSSFlowError as exc:
+        return str(exc)
+    return None
+
+
 def box_iou(a, b) -> float:
     """Intersection over union of two boxes (x0, y0, x1, y1), any one unit."""
     x0, y0 = max(a[0], b[0]), max(a[1], b[1])

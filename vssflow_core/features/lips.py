@@ -62,6 +62,9 @@ class LipTrack:
             box drawn (green = detected, yellow = interpolated); ``[0]``-shaped if disabled.
         fps: frame rate in Hz of the rows.
         detected: bool ``[T]``: face actually detected in that frame.
+        face_box: the chosen face's detection box (x0, y0, x1, y1, input px) at the end of the frames,
+            or None when it was lost for longer than the gap; pass it as ``follow_box`` to measure
+            the next part of the same video with the same face.
     """
 
     features: np.ndarray
@@ -72,6 +75,7 @@ class LipTrack:
     preview: np.ndarray
     fps: float = FEATURE_RATE_HZ
     detected: np.ndarray | None = None
+    face_box: tuple[float, float, float, float] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -197,7 +201,8 @@ def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def extract_lips(frames, fps: float = FEATURE_RATE_HZ, face="largest", max_gap_s: float = 0.5,
                  detect_max_side: int = 640, redetect_every: int = 10, smooth_frames: int = 1,
                  preview: bool = True, preview_max_side: int = 512, min_confidence: float = 0.5,
-                 progress=None, backend: str = "auto", tracking: bool = False) -> LipTrack:
+                 progress=None, backend: str = "auto", tracking: bool = False,
+                 follow_box: tuple[float, float, float, float] | None = None) -> LipTrack:
     """Find one face per frame and measure its mouth.
 
     Args:
@@ -223,6 +228,9 @@ def extract_lips(frames, fps: float = FEATURE_RATE_HZ, face="largest", max_gap_s
         tracking: legacy backend only: track landmarks inside a fixed crop instead of a full mesh
             detection per frame. Measured: ~1.5x faster on still faces, slower on moving ones (crop
             resets), opening correlation 0.96-0.97 vs 0.97-0.98 for the default per-frame detection.
+        follow_box: ``LipTrack.face_box`` of the previous part of the same video: the face chosen
+            there is followed (by box overlap, as from frame to frame) instead of choosing afresh,
+            so a video measured window by window keeps one speaker.
 
     Returns:
         ``LipTrack`` (features [T,6] raw, crops [T,88,88], found [T], boxes [T,4], missing_frames,
@@ -243,7 +251,7 @@ def extract_lips(frames, fps: float = FEATURE_RATE_HZ, face="largest", max_gap_s
     detected = np.zeros(t_total, dtype=bool)
     det_scale = min(1.0, detect_max_side / max(h, w)) if max(h, w) > 0 else 1.0
     keep = np.array(_KEEP)
-    prev_box = None  # chosen detection box, full-res px
+    prev_box = follow_box  # chosen detection box, full-res px
     prev_lm = None  # previous frame landmarks (full-res px)
     since_detect = 0
     absent_run = 0
@@ -304,8 +312,10 @@ def extract_lips(frames, fps: float = FEATURE_RATE_HZ, face="largest", max_gap_s
     finally:
         engine.close()
 
-    return _track_from_points(arr, pts, detected, fps, max_gap_s, smooth_frames, preview,
-                              preview_max_side, cv2)
+    track = _track_from_points(arr, pts, detected, fps, max_gap_s, smooth_frames, preview,
+                               preview_max_side, cv2)
+    track.face_box = None if prev_box is None else tuple(float(v) for v in prev_box)
+    return track
 
 
 def _maybe_progress(progress, t, total):

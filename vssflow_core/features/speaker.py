@@ -22,6 +22,8 @@ EMBED_DIM = 256
 ENCODER_RATE = 16000
 _TARGET_DBFS = -30.0
 _SILENCE_RMS = 10 ** (-50 / 20)  # -50 dBFS
+RESEMBLYZER_INSTALL_HINT = ("Install it with: pip install --no-deps resemblyzer==0.1.4 && pip install "
+                            "webrtcvad-wheels librosa")
 
 
 @functools.lru_cache(maxsize=2)
@@ -29,9 +31,7 @@ def _encoder(device: str):
     try:
         from resemblyzer import VoiceEncoder
     except ImportError as exc:  # pragma: no cover - depends on environment
-        raise VSSFlowError(
-            f"Speaker embeddings need resemblyzer ({exc}). Install it with: pip install --no-deps "
-            "resemblyzer==0.1.4 && pip install webrtcvad-wheels librosa") from exc
+        raise VSSFlowError(f"Speaker embeddings need resemblyzer ({exc}). {RESEMBLYZER_INSTALL_HINT}") from exc
     return VoiceEncoder(device, verbose=False)
 
 
