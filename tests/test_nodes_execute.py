@@ -14,12 +14,12 @@ from vssflow_core.frontend import LipCondition, TextCondition, num_frames
 import media_factory
 from tiny_models import make_model_file, one_thread
 
-nodes = pytest.importorskip("nodes")  # the pack's nodes/ package (repo root on sys.path)
-from nodes import _comfy, _convert, loader  # noqa: E402
-from nodes.conditions import VSSFlowExtractLipFeatures, VSSFlowTextCondition  # noqa: E402
-from nodes.loader import EMBEDDED, VSSFlowModelLoader  # noqa: E402
-from nodes.sampler import VSSFlowSampler  # noqa: E402
-from nodes.video import VSSFlowLoadVideo, VSSFlowMuxAudio  # noqa: E402
+import nodes  # the pack's nodes/ package (repo root on sys.path)
+from nodes import _comfy, _convert, loader
+from nodes.conditions import VSSFlowExtractLipFeatures, VSSFlowTextCondition
+from nodes.loader import EMBEDDED, VSSFlowModelLoader
+from nodes.sampler import VSSFlowSampler
+from nodes.video import VSSFlowLoadVideo, VSSFlowMuxAudio
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
@@ -202,7 +202,7 @@ def test_text_condition(comfy_dirs):
         VSSFlowTextCondition.execute("Привет мир")
     with pytest.raises(VSSFlowError, match=r"VSSFlowTextCondition: transcript too long.*Widen the window to at least"):
         VSSFlowTextCondition.execute("This sentence has far too many words for a quarter second.", 1.0, 1.25)
-    assert VSSFlowTextCondition.execute("This sentence has far too many words for a quarter second.")[0]  # automatic
+    assert VSSFlowTextCondition.execute("This sentence has far too many words for a quarter second.")[0].automatic_window
     bad = {"waveform": torch.full((1, 1, 800), float("nan")), "sample_rate": 16000}
     with pytest.raises(VSSFlowError, match="NaN"):
         VSSFlowTextCondition.execute("hello", 0.0, 0.0, bad)
@@ -288,21 +288,27 @@ def test_sampler_guidance_rescale_is_last_optional_and_minus_one_means_the_model
 def test_mux_audio_file_and_images(comfy_dirs):
     from vssflow_core.media.video import probe_video, read_audio
 
-    src = media_factory.make_video(comfy_dirs["input"] / "m.mp4", fps=25.0, duration_s=1.0, audio="tone")
-    audio = {"waveform": torch.zeros(2, 1, 16000) + 0.1, "sample_rate": 16000}
+    src = media_factory.make_video(comfy_dirs["input"] / "m.mp4", fps=25.0, duration_s=1.0, audio="clicks",
+                                   click_times_s=(0.5,))  # the video's own sound: a click at 0.5 s
+    clicks = media_factory.click_track(1.0, 16000, (0.3,))  # the new sound: a click at 0.3 s
+    audio = {"waveform": torch.from_numpy(np.stack([clicks, clicks])), "sample_rate": 16000}
     video = _comfy.InputImpl.VideoFromFile(str(src))
     out1 = VSSFlowMuxAudio.execute(audio, video=video, filename_prefix="VSSFlow/t")
     out2 = VSSFlowMuxAudio.execute(audio, video=video, filename_prefix="VSSFlow/t", mode="mix", variation=1)
+    out3 = VSSFlowMuxAudio.execute(audio, video=video, filename_prefix="VSSFlow/t", mode="mix", original_gain=0.0)
     files = sorted((comfy_dirs["output"] / "VSSFlow").iterdir())
-    assert [f.name for f in files] == ["t_00001_.mp4", "t_00002_.mp4"]
+    assert [f.name for f in files] == ["t_00001_.mp4", "t_00002_.mp4", "t_00003_.mp4"]
     assert out1[0].get_stream_source() == str(files[0])
     assert out1.ui.as_dict()["images"][0]["filename"] == "t_00001_.mp4"
     assert out1.ui.as_dict()["images"][0]["subfolder"] == "VSSFlow"
     info = probe_video(files[0])
     assert info.has_audio and info.duration_s == pytest.approx(1.0, abs=0.05)
-    wave, sr = read_audio(files[0])
-    assert wave.abs().mean() > 0.05
-    assert out2[0].get_stream_source() == str(files[1])
+    heard = []
+    for out, path in zip((out1, out2, out3), files):
+        assert out[0].get_stream_source() == str(path)
+        wave, sr = read_audio(path)
+        heard.append([round(t, 2) for t in media_factory.find_clicks(wave, sr)])
+    assert heard == [[0.3], [0.3, 0.5], [0.3]]  # replace; mix; mix with the video's sound at gain 0
 
     images = torch.rand(10, 32, 48, 3)
     VSSFlowMuxAudio.execute(audio, images=images, fps=10.0, filename_prefix="img")

@@ -31,11 +31,11 @@ def test_resume_refuses_other_start_options(train_setup):
         with pytest.raises(VSSFlowError, match=f"exists at step 1 .*{match}"):
             run_trainer(args + ["--max-steps", "2", *extra])
     assert torch.load(tmp / "state" / "g" / "last.pt", weights_only=True)["step"] == 1  # untouched
-    with pytest.raises(VSSFlowError) as refused:  # the traceback kept alive still holds the failed run's frames
+    with pytest.raises(VSSFlowError, match="--task") as refused:  # the traceback kept alive holds the failed run's frames
         run_trainer(base + ["--max-steps", "2", "--task", "tts"])
     with open(tmp / "state" / "g" / ".lock", "a+") as handle:  # ...but the run folder's lock was released
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert refused.value is not None
+    del refused  # kept until here on purpose: the lock must be free while the traceback still lives
     assert run_trainer(base + ["--max-steps", "2"]) == 0  # the same options resume
     no_config = [a for a in base if a not in ("--config", str(cfg_path))]
     assert run_trainer(no_config + ["--max-steps", "3"]) == 0  # and so does leaving --config out,

@@ -221,6 +221,9 @@ class SfxEmbedder:
         inf = self.inference
         y = resample(torch.as_tensor(wave, dtype=torch.float32), sample_rate, 44100).numpy()
         y = y / max(float(np.abs(y).max()), 1e-8)
+        shortest = (2 * inf.EMB_BLOCK_LENGTH + 1) * inf.SPEC_HOP_LENGTH  # aisfx needs more than one block
+        if len(y) < shortest:  # under 4.7 s (eval's clips are 8 s): silence after, not an assertion inside aisfx
+            y = np.pad(y, (0, shortest - len(y)))
         spec = librosa.feature.melspectrogram(y=y, sr=44100, n_mels=inf.MEL_BINS, norm=1.0, fmin=inf.F_MIN, fmax=inf.F_MAX,
                                               htk=True, power=2.0, hop_length=inf.SPEC_HOP_LENGTH, win_length=inf.SPEC_BLOCK_LENGTH)
         spec = inf.spectrogram_normalize(np.log10(spec * 10000.0 + 1).T, spec_norm="original")  # [frames, 96]
