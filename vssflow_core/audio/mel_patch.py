@@ -39,9 +39,10 @@ LOG_MEL_STD = 3.0
 # training clips 1.66); decoding clamps to it, so a diverged latent cannot overflow exp()
 LOG_MEL_CEIL = 3.0
 VOCODERS = ("hifigan", "griffinlim")
-# Default decoder, chosen by measurement (docs/embedded_model_history.md, "Evaluation"): on the synthetic eval clips Griffin-Lim
-# resynthesis kept the ASR word error rate of the original audio (0.113 vs 0.113, 14 clips) while the
-# HiFi-GAN resynthesis scored 0.164 (vs 0.131, 6 clips), and Griffin-Lim is about 10x faster on CPU.
+# Default decoder, chosen by measurement (docs/embedded_model_history.md, "Evaluation"): on the
+# synthetic eval clips Griffin-Lim resynthesis kept the ASR word error rate of the original audio
+# (0.113 vs 0.113, 14 clips) while the HiFi-GAN resynthesis scored 0.164 (vs 0.131, 6 clips), and
+# Griffin-Lim is about 10x faster on CPU.
 DEFAULT_VOCODER = "griffinlim"
 
 

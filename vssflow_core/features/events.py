@@ -17,7 +17,8 @@ zeros at row 0 and at hard cuts between shots, as the motion features). Output:
 The shipped weights (``weights/events.safetensors``) were trained by ``python -m vssflow_core
 train-events`` on make-data's sound scenes, whose manifest gives the frame of every event, half of
 them drawn a second time at 8-24 fps and held on the 25 fps grid, so video from a generator (16 fps)
-is read too (event F1 on unseen scenes: 0.944 at 25 fps, 0.808 at 16 fps); see ``docs/embedded_model_history.md``, "Stage 8".
+is read too (event F1 on unseen scenes: 0.944 at 25 fps, 0.808 at 16 fps); see
+``docs/embedded_model_history.md``, "Stage 8".
 """
 from __future__ import annotations
 
