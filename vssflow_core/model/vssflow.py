@@ -46,8 +46,9 @@ class VSSFlow(nn.Module):
         conditions' input tokens: a few % faster, rounding differs at ~1e-6, which dopri5's step
         control can amplify to ~1e-4), ``bf16`` / ``fp16`` (autocast, with the fused maps; fast on
         GPUs and CPUs with bf16 units, slow on AVX2-only CPUs), ``int8`` (CPU: int8 copies of the
-        blocks, weights per output channel, activations per token (``model.quantize``); about 2x
-        faster than fp32, deviation reported by the benchmark).
+        blocks, weights per output channel, activations per token (``model.quantize``); 2.6-3x
+        faster than fp32 where torch has fast int8 kernels, but about 20x slower on an AVX2-only AMD
+        EPYC (measured 2026-11-30; README, "Speed and memory"): check with ``bench --parts official``).
         Returns self."""
         table = {"fp32": (None, False), "fp32-fused": (None, True), "bf16": (torch.bfloat16, True),
                  "fp16": (torch.float16, True), "int8": (None, True)}
