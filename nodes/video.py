@@ -28,24 +28,21 @@ def install_samples() -> None:
     target = _comfy.directory("input")
     marker = target / SAMPLES_MARKER
     done = set(marker.read_text().split()) if marker.is_file() else set()
-    copied = [src.name for src in sorted(PACK_SAMPLES.iterdir())
-              if src.suffix.lower() in VIDEO_EXTENSIONS and src.name not in done and _copy_new(src, target, atomic_output)]
+    copied = set()
+    for src in sorted(PACK_SAMPLES.iterdir()):
+        if src.suffix.lower() not in VIDEO_EXTENSIONS or src.name in done:
+            continue
+        dst = target / src.name
+        try:
+            if not dst.exists():
+                with atomic_output(dst) as tmp:  # never replaces a file that appeared meanwhile
+                    shutil.copyfile(src, tmp)
+        except (OSError, VSSFlowError):
+            continue  # not there: try again next time
+        copied.add(src.name)
     if copied:
         with atomic_output(marker, replace=True) as tmp:
-            Path(tmp).write_text("\n".join(sorted(done | set(copied))) + "\n")
-
-
-def _copy_new(src: Path, target: Path, atomic_output) -> bool:
-    """Copy ``src`` into ``target`` unless a file of its name is there; True when it is there now."""
-    dst = target / src.name
-    if dst.exists():
-        return True
-    try:
-        with atomic_output(dst) as tmp:  # never replaces a file that appeared meanwhile
-            shutil.copyfile(src, tmp)
-    except (OSError, VSSFlowError):
-        return False
-    return True
+            Path(tmp).write_text("\n".join(sorted(done | copied)) + "\n")
 
 
 def input_videos() -> list[str]:

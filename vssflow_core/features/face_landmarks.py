@@ -187,7 +187,8 @@ def make_backend(name: str, min_confidence: float, tracking: bool = False):
 
 def backend_problem(name: str = "auto") -> str | None:
     """Why no face-landmark backend can be made here, mediapipe missing or broken (a message that names
-    the fix), or None when one can (it is made once and closed, about a tenth of a second)."""
+    the fix), or None when one can (it is made once and closed: 0.03 s here once mediapipe is imported,
+    which the lip scan that follows needs anyway)."""
     try:
         make_backend(name, 0.5).close()
     except VSSFlowError as exc:
